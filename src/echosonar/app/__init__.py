@@ -1,0 +1,1 @@
+"""Product surface: analyze, report page, server, quickstart. Composes stages; owns no model logic."""

@@ -1,0 +1,1 @@
+"""Structure-aware cardiac detector: boxes, tracks, structure tokens and measurements."""

@@ -1,0 +1,1 @@
+"""Spatiotemporal video encoder, its feature cache, and the classifier baselines."""

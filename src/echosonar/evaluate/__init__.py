@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics, report text metrics, GREEN-style faithfulness, EchoQA."""

@@ -1,0 +1,1 @@
+"""Ingest: DICOM/MP4/AVI files to de-identified, view-labelled, preprocessed clip tensors."""

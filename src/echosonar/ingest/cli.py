@@ -1,0 +1,3 @@
+from echosonar.utils.notbuilt import not_built
+
+add_arguments, run = not_built("ingest", issue=4)

@@ -1,0 +1,1 @@
+"""The EchoSonar-R language model: tokenizer, projectors, prompt, parser, generation, SFT, GRPO."""

@@ -1,0 +1,1 @@
+"""EchoSim: physically motivated multi-view echo study simulator with ground truth."""

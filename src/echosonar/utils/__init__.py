@@ -1,0 +1,1 @@
+"""Small shared helpers: seeding and run provenance, device choice, logging."""
