@@ -143,3 +143,42 @@ class Study:
     @property
     def views(self) -> list[str]:
         return [c.view for c in self.clips]
+
+
+@dataclass
+class ViewFeatures:
+    """Everything the language model reads about one clip (the output of detect + encode).
+
+    Attributes:
+        view: a ``taxonomy.CLASSIFIER_VIEWS`` name.
+        clip_tokens: float32 ``[1 + N, D_enc]`` — global token first, then N space-time tokens.
+        structure_tokens: float32 ``[K, D_det]`` with K = ``len(taxonomy.STRUCTURES)``, one row per
+            structure class in taxonomy order, pooled over frames; zeros for absent structures.
+        structure_scores: float32 ``[K]`` detector presence probability per structure.
+        boxes: ``{structure: [x0, y0, x1, y1]}`` in 0..1 of the ultrasound region, end-diastole,
+            for structures the detector found (score above its threshold).
+        measurements: detector-derived measurements in physical units; keys follow
+            ``taxonomy.MEASUREMENTS`` where the same quantity is estimated.
+        view_conf: view-classifier confidence (1.0 when the view was given).
+    """
+
+    view: str
+    clip_tokens: np.ndarray
+    structure_tokens: np.ndarray
+    structure_scores: np.ndarray
+    boxes: dict[str, Box] = field(default_factory=dict)
+    measurements: dict[str, float] = field(default_factory=dict)
+    view_conf: float = 1.0
+
+
+@dataclass
+class StudyFeatures:
+    """A study as the language model sees it, plus (for training/eval) its ground truth."""
+
+    key: str
+    views: list[ViewFeatures]
+    labels: dict[str, int] | None = None
+    measurements: dict[str, Any] | None = None
+    reasoning: str | None = None
+    report: dict[str, str] | None = None
+    split: str | None = None

@@ -11,8 +11,8 @@ disagree, and one ``severity(m)`` used by the report writer.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 # --------------------------------------------------------------------------------------------
 # Views

@@ -5,8 +5,14 @@ import torch
 from torch import nn
 
 from echosonar.config.base import opt
-from echosonar.io.checkpoint import (CONFIG, WEIGHTS, CheckpointError, Pretrained,
-                                     load_training_state, save_training_state)
+from echosonar.io.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    CheckpointError,
+    Pretrained,
+    load_training_state,
+    save_training_state,
+)
 
 
 @dataclass

@@ -1,7 +1,15 @@
 import pytest
 
-from echosonar.config import (ConfigError, EchoSonarConfig, apply_overrides, describe,
-                              from_dict, load_config, save_yaml, to_dict)
+from echosonar.config import (
+    ConfigError,
+    EchoSonarConfig,
+    apply_overrides,
+    describe,
+    from_dict,
+    load_config,
+    save_yaml,
+    to_dict,
+)
 
 
 def test_defaults_have_help_on_every_field():

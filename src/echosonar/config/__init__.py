@@ -11,8 +11,17 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from echosonar.config.base import (ConfigError, apply_overrides, describe, from_dict, load_yaml,
-                                   opt, save_yaml, section, to_dict)
+from echosonar.config.base import (
+    ConfigError,
+    apply_overrides,
+    describe,
+    from_dict,
+    load_yaml,
+    opt,
+    save_yaml,
+    section,
+    to_dict,
+)
 from echosonar.config.detect import DetectConfig
 from echosonar.config.encode import EncodeConfig
 from echosonar.config.evaluate import EvalConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 def not_built(command: str, issue: int) -> tuple[Callable, Callable]:

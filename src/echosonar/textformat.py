@@ -1,0 +1,272 @@
+"""The text contract of EchoSonar-R: how a generation looks, and the strict parser.
+
+A well-formed generation (after the prompt) is exactly::
+
+    <think>
+    view A4C: structures LV (31,10,63,57), LA (36,58,62,86). evidence: <free text>. findings: LV enlargement, LV systolic dysfunction. implication: <free text>.
+    view PSAX_AV: structures AV (40,38,60,58). evidence: <free text>. findings: none. implication: <free text>.
+    view PLAX_COLOR: not acquired; not assessable: aortic regurgitation.
+    </think>
+    <answer>
+    findings: LV enlargement; LV systolic dysfunction
+    report:
+    Left ventricle: <text>
+    Right ventricle: <text>
+    ... one line per taxonomy.REPORT_SECTIONS title, in order ...
+    Conclusion: <text>
+    </answer>
+
+Box citations are ``STRUCT (x0,y0,x1,y1)`` with integers 0..99 relative to the ultrasound region
+(the sector's bounding box), at end-diastole. The answer's finding names are the exact
+``taxonomy`` names; ``healthy`` stands alone. The parser is strict on purpose: lenient parsing is
+how GRPO gets reward-hacked, so anything malformed is reported as malformed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from echosonar.taxonomy import (
+    FINDING_BY_NAME,
+    HEALTHY,
+    REPORT_SECTION_TITLES,
+    REPORT_SECTIONS,
+    STRUCTURES,
+    VIEWS,
+)
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+BOX_GRID = 100  # citations use integer coordinates 0..BOX_GRID-1
+NONE = "none"
+_TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+def box_to_text(box: list[float] | tuple[float, ...]) -> str:
+    """Normalised box ``[x0, y0, x1, y1]`` in 0..1 -> ``"(x0,y0,x1,y1)"`` on the 0..99 grid.
+
+    >>> box_to_text([0.1, 0.2, 0.555, 1.0])
+    '(10,20,56,99)'
+    """
+    vals = [min(BOX_GRID - 1, max(0, int(round(v * BOX_GRID)))) for v in box]
+    return "(" + ",".join(str(v) for v in vals) + ")"
+
+
+def text_to_box(text: str) -> list[float]:
+    """Inverse of :func:`box_to_text` (grid centre of each integer).
+
+    >>> text_to_box("(10,20,56,99)")
+    [0.1, 0.2, 0.56, 0.99]
+    """
+    m = re.fullmatch(r"\((\d{1,2}),(\d{1,2}),(\d{1,2}),(\d{1,2})\)", text.strip())
+    if not m:
+        raise ValueError(f"not a box citation: {text!r}")
+    return [int(g) / BOX_GRID for g in m.groups()]
+
+
+def render_view_line(view: str, structures: dict[str, list[float]] | None, evidence: str = "",
+                     findings: list[str] | None = None, implication: str = "",
+                     not_assessable: list[str] | None = None) -> str:
+    """One reasoning line. ``structures=None`` means the view was not acquired.
+
+    >>> render_view_line("A2C", None, not_assessable=["LV enlargement"])
+    'view A2C: not acquired; not assessable: LV enlargement.'
+    >>> render_view_line("A2C", {"LV": [0.1, 0.1, 0.5, 0.6]}, "normal size", [], "no concern")
+    'view A2C: structures LV (10,10,50,60). evidence: normal size. findings: none. implication: no concern.'
+    """
+    if structures is None:
+        na = ", ".join(not_assessable or []) or NONE
+        return f"view {view}: not acquired; not assessable: {na}."
+    cited = ", ".join(f"{s} {box_to_text(b)}" for s, b in structures.items()) or NONE
+    found = ", ".join(findings or []) or NONE
+    return (f"view {view}: structures {cited}. evidence: {_clean(evidence)}. findings: {found}. "
+            f"implication: {_clean(implication)}.")
+
+
+def render_answer(findings: list[str], report: dict[str, str]) -> str:
+    """The answer block. ``findings`` are taxonomy names (empty -> ``healthy``);
+    ``report`` maps every ``REPORT_SECTIONS`` key to its text."""
+    names = list(findings) or [HEALTHY.name]
+    lines = [ANSWER_OPEN, "findings: " + "; ".join(names), "report:"]
+    for sec in REPORT_SECTIONS:
+        lines.append(f"{REPORT_SECTION_TITLES[sec]}: {_clean(report.get(sec, ''))}")
+    lines.append(ANSWER_CLOSE)
+    return "\n".join(lines)
+
+
+def render_generation(view_lines: list[str], findings: list[str], report: dict[str, str]) -> str:
+    """The full target: think block then answer block (no EOS; the tokenizer adds it)."""
+    return "\n".join([THINK_OPEN, *view_lines, THINK_CLOSE, render_answer(findings, report)])
+
+
+def _clean(text: str) -> str:
+    # Free text must not contain tags or line breaks, or the parser could be fooled.
+    for tag in _TAGS:
+        text = text.replace(tag, "")
+    return " ".join(text.split()).rstrip(".")
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict parsing
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ViewReasoning:
+    """What one reasoning line says about one view."""
+
+    view: str
+    acquired: bool
+    structures: dict[str, list[float]] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+    not_assessable: list[str] = field(default_factory=list)
+    evidence: str = ""
+
+
+@dataclass
+class ParsedOutput:
+    """Result of :func:`parse_generation`.
+
+    ``findings`` holds taxonomy *keys* (``healthy`` included when answered). ``sections`` maps
+    ``REPORT_SECTIONS`` keys to text. ``well_formed`` is False whenever ``errors`` is non-empty.
+    """
+
+    well_formed: bool
+    errors: list[str]
+    findings: set[str] = field(default_factory=set)
+    sections: dict[str, str] = field(default_factory=dict)
+    views: dict[str, ViewReasoning] = field(default_factory=dict)
+    reasoning: str = ""
+
+    @property
+    def reasoning_findings(self) -> set[str]:
+        """Finding keys concluded anywhere in the reasoning."""
+        return {FINDING_BY_NAME[n].key for v in self.views.values() for n in v.findings}
+
+    @property
+    def cited_boxes(self) -> list[tuple[str, str, list[float]]]:
+        """``[(view, structure, box01)]`` for every box cited in the reasoning."""
+        return [(v.view, s, b) for v in self.views.values() for s, b in v.structures.items()]
+
+
+_VIEW_RE = re.compile(r"^view (\S+): (.*)$")
+_ACQ_RE = re.compile(r"^structures (.*?)\. evidence: (.*?)\. findings: (.*?)\. implication: (.*)\.$")
+_NA_RE = re.compile(r"^not acquired; not assessable: (.*)\.$")
+_CITE_RE = re.compile(r"^(\S+) (\(\d{1,2},\d{1,2},\d{1,2},\d{1,2}\))$")
+
+
+def _names(text: str, sep: str, errors: list[str], where: str) -> list[str]:
+    text = text.strip()
+    if text == NONE:
+        return []
+    names = [n.strip() for n in text.split(sep)]
+    out = []
+    for n in names:
+        if n not in FINDING_BY_NAME:
+            errors.append(f"{where}: unknown finding name {n!r}")
+        elif n in out:
+            errors.append(f"{where}: duplicated finding {n!r}")
+        else:
+            out.append(n)
+    return out
+
+
+def parse_generation(text: str) -> ParsedOutput:
+    """Parse a generation strictly. Never raises; problems go to ``errors``.
+
+    >>> g = render_generation(["view A4C: not acquired; not assessable: RV enlargement."], [],
+    ...                       {s: "Normal." for s in REPORT_SECTIONS})
+    >>> p = parse_generation(g)
+    >>> p.well_formed, sorted(p.findings)
+    (True, ['healthy'])
+    >>> parse_generation(g + "</think>").well_formed
+    False
+    """
+    errors: list[str] = []
+    out = ParsedOutput(False, errors)
+    for tag in _TAGS:
+        n = text.count(tag)
+        if n != 1:
+            errors.append(f"expected exactly one {tag}, found {n}")
+    if errors:
+        return out
+    t0, t1 = text.index(THINK_OPEN), text.index(THINK_CLOSE)
+    a0, a1 = text.index(ANSWER_OPEN), text.index(ANSWER_CLOSE)
+    if not (t0 < t1 < a0 < a1):
+        errors.append("tags out of order: need <think> ... </think> <answer> ... </answer>")
+        return out
+    outside = text[:t0] + text[t1 + len(THINK_CLOSE):a0] + text[a1 + len(ANSWER_CLOSE):]
+    if outside.strip():
+        errors.append("text outside the think and answer blocks")
+    out.reasoning = text[t0 + len(THINK_OPEN):t1].strip()
+    _parse_reasoning(out.reasoning, out, errors)
+    _parse_answer(text[a0 + len(ANSWER_OPEN):a1], out, errors)
+    out.well_formed = not errors
+    return out
+
+
+def _parse_reasoning(body: str, out: ParsedOutput, errors: list[str]) -> None:
+    lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
+    if not lines:
+        errors.append("empty reasoning")
+    for ln in lines:
+        m = _VIEW_RE.match(ln)
+        if not m or m.group(1) not in VIEWS:
+            errors.append(f"reasoning line is not 'view <VIEW>: ...': {ln[:60]!r}")
+            continue
+        view, rest = m.groups()
+        if view in out.views:
+            errors.append(f"view {view} reasoned about twice")
+            continue
+        if na := _NA_RE.match(rest):
+            vr = ViewReasoning(view, False)
+            vr.not_assessable = _names(na.group(1), ",", errors, f"view {view}")
+        elif acq := _ACQ_RE.match(rest):
+            vr = ViewReasoning(view, True, evidence=acq.group(2))
+            for cite in ([] if acq.group(1) == NONE else acq.group(1).split(", ")):
+                cm = _CITE_RE.match(cite.strip())
+                if not cm or cm.group(1) not in STRUCTURES:
+                    errors.append(f"view {view}: bad structure citation {cite!r}")
+                    continue
+                vr.structures[cm.group(1)] = text_to_box(cm.group(2))
+            vr.findings = _names(acq.group(3), ",", errors, f"view {view}")
+        else:
+            errors.append(f"view {view}: line does not follow the reasoning format")
+            continue
+        out.views[view] = vr
+
+
+def _parse_answer(body: str, out: ParsedOutput, errors: list[str]) -> None:
+    lines = [ln.strip() for ln in body.strip().splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("findings:"):
+        errors.append("answer must start with 'findings:'")
+        return
+    raw = lines[0][len("findings:"):].strip()
+    if not raw:
+        errors.append("empty finding list")
+    else:
+        names = _names(raw, ";", errors, "answer")
+        if HEALTHY.name in names and len(names) > 1:
+            errors.append("'healthy' together with other findings")
+        if raw == NONE:
+            errors.append("answer findings must be names or 'healthy', not 'none'")
+        out.findings = {FINDING_BY_NAME[n].key for n in names}
+    if len(lines) < 2 or lines[1] != "report:":
+        errors.append("missing 'report:' line after findings")
+        return
+    body_lines = lines[2:]
+    titles = [REPORT_SECTION_TITLES[s] for s in REPORT_SECTIONS]
+    if len(body_lines) != len(titles):
+        errors.append(f"report needs {len(titles)} section lines, found {len(body_lines)}")
+    for sec, title, ln in zip(REPORT_SECTIONS, titles, body_lines, strict=False):
+        if not ln.startswith(title + ":"):
+            errors.append(f"report section {title!r} missing or out of order")
+            continue
+        content = ln[len(title) + 1:].strip()
+        if not content:
+            errors.append(f"report section {title!r} is empty")
+        out.sections[sec] = content
