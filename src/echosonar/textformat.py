@@ -270,3 +270,12 @@ def _parse_answer(body: str, out: ParsedOutput, errors: list[str]) -> None:
         if not content:
             errors.append(f"report section {title!r} is empty")
         out.sections[sec] = content
+
+
+def target_text(reasoning: str, labels: dict[str, int], report: dict[str, str]) -> str:
+    """The SFT target for a study: its reasoning lines (``StudyRecord.reasoning``, one view per
+    line, no tags), the positive findings from ``labels`` and the report sections."""
+    from echosonar.taxonomy import FINDINGS
+
+    names = [f.name for f in FINDINGS if labels.get(f.key)]
+    return render_generation([ln for ln in reasoning.splitlines() if ln.strip()], names, report)

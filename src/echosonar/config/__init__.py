@@ -26,7 +26,8 @@ from echosonar.config.detect import DetectConfig
 from echosonar.config.encode import EncodeConfig
 from echosonar.config.evaluate import EvalConfig
 from echosonar.config.ingest import IngestConfig
-from echosonar.config.reason import GRPOConfig, LMConfig, SFTConfig
+from echosonar.config.grpo import GRPOConfig
+from echosonar.config.reason import LMConfig, SFTConfig
 from echosonar.config.sim import SimConfig
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Language-model, SFT and GRPO configs (owned by the reason stage)."""
+"""Language-model and SFT configs (owned by the reason stage: model + SFT)."""
 
 from __future__ import annotations
 
@@ -26,17 +26,4 @@ class SFTConfig:
     warmup: int = opt(20, "linear warm-up steps")
     grad_clip: float = opt(1.0, "max gradient norm")
     save_every: int = opt(100, "checkpoint every N steps")
-    seed: int = opt(0, "random seed")
-
-
-@dataclass
-class GRPOConfig:
-    lr: float = opt(5e-5, "AdamW learning rate")
-    steps: int = opt(50, "optimizer steps")
-    group_size: int = opt(8, "completions sampled per study (G)")
-    temperature: float = opt(1.0, "sampling temperature (log-probs use the same)")
-    beta: float = opt(0.0, "k3 KL weight to the frozen SFT model; 0 keeps no reference")
-    epsilon: float = opt(0.2, "clip range of the importance ratio")
-    epsilon_high: float = opt(0.0, "upper clip range; 0 means the same as epsilon")
-    loss_type: str = opt("dapo", "loss normalisation: grpo, dapo or dr_grpo")
     seed: int = opt(0, "random seed")
