@@ -1,10 +1,37 @@
-"""Ingest config (owned by the ingest stage)."""
+"""Ingest config (owned by the ingest stage): readers, preprocessing, cache, view classifier."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echosonar.config.base import opt
+from echosonar.config.base import opt, section
+from echosonar.taxonomy import CLASSIFIER_VIEWS
+
+
+@dataclass
+class ViewModelConfig:
+    """Architecture of the view classifier (stored in its checkpoint's config.json)."""
+
+    image_size: int = opt(64, "input width and height (clips of another size are resized)")
+    n_frames: int = opt(4, "frames sampled evenly across the clip and fed to the CNN")
+    widths: list[int] = opt([16, 32, 64, 96], "channels of the four conv stages (stride 2 each)")
+    dropout: float = opt(0.1, "dropout before the classification head")
+    classes: list[str] = opt(list(CLASSIFIER_VIEWS), "class names, in logit order")
+
+
+@dataclass
+class ViewTrainConfig:
+    """How ``echosonar train view-classifier`` trains the view classifier."""
+
+    epochs: int = opt(12, "passes over the training clips")
+    batch_size: int = opt(32, "clips per optimisation step")
+    lr: float = opt(2e-3, "AdamW peak learning rate (cosine decay, short warm-up)")
+    weight_decay: float = opt(1e-4, "AdamW weight decay")
+    other_fraction: float = opt(0.15, "fraction of each batch replaced by synthetic OTHER clips")
+    augment: float = opt(1.0, "augmentation strength (0 = none); geometry, gain, gamma, noise")
+    seed: int = opt(0, "random seed")
+    threads: int = opt(2, "torch CPU threads")
+    max_clips: int = opt(0, "use at most this many training clips (0 = all)")
 
 
 @dataclass
@@ -14,3 +41,28 @@ class IngestConfig:
     salt: str = opt("echosonar-default-salt", "salt for the study-key hash; set your own per site")
     workers: int = opt(1, "parallel worker processes")
     max_file_mb: float = opt(2048.0, "files larger than this are skipped as absurd")
+    # -- sanity limits (checked from the header, before any pixel is decoded) -------------
+    max_side: int = opt(4096, "rows or columns above this are rejected as absurd")
+    min_side: int = opt(16, "rows or columns below this are rejected as absurd")
+    max_frames: int = opt(3000, "clips with more frames than this are rejected as absurd")
+    max_decoded_mb: float = opt(3072.0, "decoded size (frames*rows*cols*samples) limit, MiB")
+    min_frames: int = opt(2, "clips with fewer frames are rejected; 1 accepts stills (repeated)")
+    allowed_modalities: list[str] = opt(["US"], "DICOM Modality values accepted")
+    # -- timing ----------------------------------------------------------------------------
+    default_fps: float = opt(30.0, "frame rate assumed when a file has no timing (warned)")
+    temporal_window: str = opt("clip", "'clip': resample the whole clip; 'cycle': the first "
+                               "heart cycle when the header gives a heart rate")
+    temporal_interp: str = opt("nearest", "'nearest' (real frames) or 'linear' (blend)")
+    # -- geometry and colour ---------------------------------------------------------------
+    sector_from_image: bool = opt(True, "estimate the fan inside the region from the pixels "
+                                  "(masks burned-in text and markers inside the region box)")
+    color_chroma: float = opt(40.0, "a pixel is coloured when max(RGB)-min(RGB) exceeds this")
+    color_min_fraction: float = opt(0.003, "a clip is colour Doppler when this fraction of its "
+                                    "in-sector pixels is coloured")
+    # -- outputs ---------------------------------------------------------------------------
+    cache_dtype: str = opt("uint8", "frame dtype in the cache: uint8 (4x smaller) or float16")
+    prefer_video: bool = opt(False, "ingest a manifest clip's video_path instead of its DICOM")
+    view_model: str = opt("", "view-classifier checkpoint folder used when a view is unknown")
+    view_min_conf: float = opt(0.0, "predictions below this confidence become OTHER")
+    view: ViewModelConfig = section(ViewModelConfig, "view-classifier architecture")
+    view_train: ViewTrainConfig = section(ViewTrainConfig, "view-classifier training")

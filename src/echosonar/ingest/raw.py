@@ -1,0 +1,132 @@
+"""The raw clip every reader returns, the salted hashing used for keys, and ``read_file``.
+
+A :class:`RawClip` is what survives de-identification: decoded uint8 pixels, frame times, the
+ultrasound region and spacing, and *hashed* identifiers. No header string is ever copied into it;
+readers turn every header value they need into numbers or hashes on the spot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echosonar.config.ingest import IngestConfig
+from echosonar.ingest.errors import NotSupportedFileError, SizeError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".m4v", ".mkv", ".webm")
+
+
+@dataclass
+class RawClip:
+    """A decoded clip before preprocessing.
+
+    Attributes:
+        frames: uint8 ``[N, H, W, C]``; C = 3 (RGB, already converted from YBR/palette) or 1.
+        frame_times: float64 ``[N]``, seconds from the first frame, strictly increasing.
+        source: basename of the file (never a full path).
+        study_key: salted hash of the StudyInstanceUID (DICOM), or None (video / unknown).
+        instance_key: salted hash of the SOPInstanceUID, or None.
+        pixel_hash: SHA-1 of the decoded frames (duplicate detection).
+        region: ultrasound region ``(x0, y0, x1, y1)`` in pixels, end-exclusive, or None.
+        spacing: ``(cm_per_px_x, cm_per_px_y)`` of the stored pixels, or None when unknown.
+        heart_rate: beats per minute from the header, or None.
+        order: sort key inside a study (series number, instance number, basename).
+        warnings: PHI-free notes about repairs and assumptions.
+        view, sector, boxes, ed_frames, es_frames: ground truth for simulated clips (manifest):
+            view name, ``{"apex": [x, y], "radius": r, "half_angle_deg": a}``, per source frame
+            ``{structure: [x0, y0, x1, y1]}``, end-diastolic/-systolic source frame indices.
+    """
+
+    frames: np.ndarray
+    frame_times: np.ndarray
+    source: str
+    study_key: str | None = None
+    instance_key: str | None = None
+    pixel_hash: str = ""
+    region: tuple[int, int, int, int] | None = None
+    spacing: tuple[float, float] | None = None
+    heart_rate: float | None = None
+    order: tuple[Any, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+    view: str | None = None
+    sector: dict[str, Any] | None = None
+    boxes: list[dict[str, list[float]]] | None = None
+    ed_frames: list[int] = field(default_factory=list)
+    es_frames: list[int] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def salted_hash(value: str, salt: str, n: int = 20) -> str:
+    """Non-reversible key for an identifier: SHA-256 of ``salt`` + NUL + ``value``, hex, ``n`` chars.
+
+    >>> salted_hash("1.2.3", "s") == salted_hash("1.2.3", "s") != salted_hash("1.2.3", "t")
+    True
+    """
+    return hashlib.sha256(f"{salt}\x00{value}".encode()).hexdigest()[:n]
+
+
+def pixel_hash(frames: np.ndarray) -> str:
+    h = hashlib.sha1(np.ascontiguousarray(frames).data)
+    h.update(str(frames.shape).encode())
+    return h.hexdigest()
+
+
+def check_file(path: Path, cfg: IngestConfig) -> int:
+    """Existence and size checks shared by every reader; returns the size in bytes."""
+    if not path.is_file():
+        raise NotSupportedFileError(path, "not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise NotSupportedFileError(path, "empty file (0 bytes)")
+    if size > cfg.max_file_mb * 2**20:
+        raise SizeError(path, f"file is {size / 2**20:.0f} MiB, above max_file_mb="
+                              f"{cfg.max_file_mb:g}")
+    return size
+
+
+def sniff(path: Path) -> str:
+    """'dicom' (preamble + DICM), 'video' (container magic or extension), or 'unknown'."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head[4:8] == b"ftyp" or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
+        return "video"
+    if head[:4] == b"\x1aE\xdf\xa3":  # Matroska / WebM
+        return "video"
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return "video"
+    return "unknown"
+
+
+def as_ingest_config(cfg: Any | None) -> IngestConfig:
+    """Accept an ``EchoSonarConfig`` (uses ``.ingest``), an ``IngestConfig`` or None (defaults)."""
+    if cfg is None:
+        return IngestConfig()
+    return cfg.ingest if hasattr(cfg, "ingest") else cfg
+
+
+def read_file(path: str | os.PathLike, cfg: Any | None = None) -> RawClip:
+    """Decode one DICOM or video file into a :class:`RawClip`.
+
+    Raises an :class:`~echosonar.ingest.errors.IngestError` subclass with a specific reason for
+    every kind of bad input (and only those).
+    """
+    from echosonar.ingest.dicom import read_dicom
+    from echosonar.ingest.video import read_video
+
+    icfg = as_ingest_config(cfg)
+    p = Path(path)
+    check_file(p, icfg)
+    kind = sniff(p)
+    if kind == "video":
+        return read_video(p, icfg)
+    return read_dicom(p, icfg, has_preamble=kind == "dicom")
