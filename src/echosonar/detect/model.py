@@ -1,0 +1,233 @@
+"""The structure detector: a small CNN, a DETR-style decoder, one query per structure class.
+
+Shapes (B frames, K = ``len(taxonomy.STRUCTURES)`` classes, Q queries, D = ``embed_dim``)::
+
+    frames [B, C, H, W] in 0..1, C = 1 (B-mode, replicated to RGB) or 3 (colour Doppler RGB)
+      -> CNN, four stride-2 stages                      1/2, 1/4, 1/8, 1/16 of the input
+      -> memory = stage-3 (1/8) + stage-4 (1/16) maps projected to D, plus 2-D sine positions
+                  and a level embedding: [B, (S/8)^2 + (S/16)^2, D]  (80 tokens at S = 64)
+      -> decoder (self-attention between queries, cross-attention to memory), every layer
+         deep-supervised with shared heads
+      -> logits [B, Q] ('class' mode: presence logit of class q) or [B, Q, K+1] ('hungarian'),
+         boxes [B, Q, 4] cxcywh in 0..1, hidden [B, Q, D] (the structure embeddings)
+
+Why class-bound queries (``assign='class'``, the default): every structure appears at most once
+per frame in echo views, so binding query k to class k makes the assignment fixed — no
+matching, no duplicate suppression, a presence probability per class that is directly the
+clip-level evidence, and a stable per-class embedding for the language model (query k always
+describes structure k). Measured on the simulated set (docs/notes/detect.md, "Design
+measurements"), it converged faster and reached a higher mAP than the same network with 16
+free queries and Hungarian matching at the same CPU budget; the Hungarian path stays available
+(``assign='hungarian'``) for data with repeated instances.
+
+The view (when known) is added to every query as a learned embedding: which structures a view
+shows is anatomy, not something to re-learn from pixels each frame. Training hides it with
+probability ``view_dropout`` (OTHER), so unknown-view clips still work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from echosonar.config.detect import DetectConfig
+from echosonar.detect.boxes import clip_boxes01, cxcywh_to_xyxy
+from echosonar.detect.measure import DEFAULT_CALIB
+from echosonar.io.checkpoint import Pretrained
+from echosonar.taxonomy import CLASSIFIER_VIEWS, OTHER_VIEW, STRUCTURES
+
+K = len(STRUCTURES)
+VIEW_INDEX: dict[str, int] = {v: i for i, v in enumerate(CLASSIFIER_VIEWS)}
+OTHER_INDEX = VIEW_INDEX[OTHER_VIEW]
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class _Stage(nn.Module):
+    """Stride-2 conv, then a residual 3x3 block."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.down = _conv_bn(cin, cout, 2)
+        self.conv = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.down(x)
+        return F.relu(x + self.conv(x))
+
+
+def sine_positions(h: int, w: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """2-D sine/cosine positions on normalised coordinates -> ``[h * w, dim]`` (row-major).
+
+    Normalised coordinates make the encoding independent of the feature-map size.
+    """
+    if dim % 4:
+        raise ValueError(f"embed_dim must be a multiple of 4 for 2-D positions, got {dim}")
+    n = dim // 4
+    freq = 1.0 / (100.0 ** (torch.arange(n, dtype=torch.float32, device=device) / n))
+    ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h * 2 * math.pi
+    xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w * 2 * math.pi
+    py = ys[:, None] * freq[None, :]   # [h, n]
+    px = xs[:, None] * freq[None, :]   # [w, n]
+    py = torch.cat([py.sin(), py.cos()], -1)[:, None, :].expand(h, w, 2 * n)
+    px = torch.cat([px.sin(), px.cos()], -1)[None, :, :].expand(h, w, 2 * n)
+    return torch.cat([py, px], -1).reshape(h * w, dim)
+
+
+class _DecoderLayer(nn.Module):
+    """Pre-norm DETR decoder layer: positions are added to queries and keys, not values."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.n1, self.n2, self.n3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.self_attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, tgt: Tensor, qpos: Tensor, mem: Tensor, mpos: Tensor) -> Tensor:
+        h = self.n1(tgt)
+        q = h + qpos
+        tgt = tgt + self.self_attn(q, q, h, need_weights=False)[0]
+        h = self.n2(tgt)
+        tgt = tgt + self.cross_attn(h + qpos, mem + mpos, mem, need_weights=False)[0]
+        return tgt + self.ffn(self.n3(tgt))
+
+
+class Detector(nn.Module, Pretrained):
+    """Structure detector. ``forward(frames, views)`` -> raw outputs (see module docstring);
+    ``predict(frames, views)`` -> one box, score and embedding per structure class."""
+
+    checkpoint_kind = "detector"
+    config_class = DetectConfig
+
+    def __init__(self, config: DetectConfig | None = None):
+        super().__init__()
+        cfg = config or DetectConfig()
+        if cfg.assign not in ("class", "hungarian"):
+            raise ValueError(f"detect.assign must be 'class' or 'hungarian', got {cfg.assign!r}")
+        if len(cfg.widths) != 4:
+            raise ValueError(f"detect.widths needs 4 stage widths, got {cfg.widths}")
+        if cfg.embed_dim % cfg.heads or cfg.embed_dim % 4:
+            raise ValueError(f"detect.embed_dim ({cfg.embed_dim}) must be a multiple of 4 and "
+                             f"of detect.heads ({cfg.heads})")
+        self.config = cfg
+        d, w = cfg.embed_dim, cfg.widths
+        self.num_queries = K if cfg.assign == "class" else cfg.num_queries
+        self.stages = nn.ModuleList([_Stage(3, w[0]), _Stage(w[0], w[1]), _Stage(w[1], w[2]),
+                                     _Stage(w[2], w[3])])
+        self.proj = nn.ModuleList([nn.Conv2d(w[2], d, 1), nn.Conv2d(w[3], d, 1)])
+        self.level = nn.Parameter(torch.zeros(2, d))
+        self.query_pos = nn.Embedding(self.num_queries, d)
+        self.view_embed = nn.Embedding(len(CLASSIFIER_VIEWS), d)
+        self.layers = nn.ModuleList([_DecoderLayer(d, cfg.heads)
+                                     for _ in range(cfg.decoder_layers)])
+        self.norm = nn.LayerNorm(d)
+        self.score_head = nn.Linear(d, 1 if cfg.assign == "class" else K + 1)
+        self.box_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(),
+                                      nn.Linear(d, 4))
+        # per-rule measurement coefficients (detect.measure.RULES); saved with the weights
+        self.register_buffer("measure_calib", torch.as_tensor(DEFAULT_CALIB).clone())
+        self._reset()
+
+    def _reset(self) -> None:
+        nn.init.normal_(self.query_pos.weight, std=1.0)
+        nn.init.zeros_(self.view_embed.weight)
+        nn.init.normal_(self.level, std=0.1)
+        if self.config.assign == "class":
+            # start with low presence (focal-loss style prior) so early steps are not swamped
+            nn.init.constant_(self.score_head.bias, -2.0)
+        last = self.box_head[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, 0.0)  # boxes start centred at half the image size
+
+    # ------------------------------------------------------------------------------------
+    def prepare(self, frames: Tensor) -> Tensor:
+        """``[B, C, H, W]`` (C = 1 or 3, values 0..1) -> ``[B, 3, S, S]`` float32 in 0..1
+        (grey replicated to RGB, resized to ``image_size``). Idempotent."""
+        if frames.ndim != 4 or frames.shape[1] not in (1, 3):
+            raise ValueError(f"Detector expects frames [B, C, H, W] with C = 1 or 3, got "
+                             f"{tuple(frames.shape)}")
+        x = frames.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        s = self.config.image_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > s or x.shape[-2] > s)
+        return x
+
+    def forward(self, frames: Tensor, views: Tensor | None = None) -> dict[str, object]:
+        """frames ``[B, C, H, W]``, views ``[B]`` int64 (``VIEW_INDEX``; None = unknown).
+
+        Returns ``{"logits", "boxes", "hidden", "aux"}``: final-layer ``logits`` ([B, Q] or
+        [B, Q, K+1]), ``boxes`` [B, Q, 4] cxcywh, ``hidden`` [B, Q, D] and ``aux``, the list of
+        ``{"logits", "boxes"}`` of the earlier decoder layers (deep supervision).
+        """
+        x = (self.prepare(frames) - 0.5) * 4.0
+        bsz = x.shape[0]
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        mems, poss = [], []
+        for lvl, (f, proj) in enumerate(zip(feats[2:], self.proj, strict=True)):
+            m = proj(f)
+            h, w = m.shape[-2:]
+            mems.append(m.flatten(2).transpose(1, 2))
+            poss.append(sine_positions(h, w, m.shape[1], m.device) + self.level[lvl])
+        mem = torch.cat(mems, 1)
+        mpos = torch.cat(poss, 0)[None]
+        if views is None:
+            views = torch.full((bsz,), OTHER_INDEX, dtype=torch.int64, device=x.device)
+        qpos = self.query_pos.weight[None].expand(bsz, -1, -1)
+        if self.config.view_cond:
+            qpos = qpos + self.view_embed(views)[:, None, :]
+        tgt = torch.zeros_like(qpos)
+        outs = []
+        for layer in self.layers:
+            tgt = layer(tgt, qpos, mem, mpos)
+            h = self.norm(tgt)
+            outs.append((h, self._heads(h)))
+        hidden, (logits, boxes) = outs[-1]
+        aux = [{"logits": lg, "boxes": bx} for _, (lg, bx) in outs[:-1]]
+        return {"logits": logits, "boxes": boxes, "hidden": hidden, "aux": aux}
+
+    def _heads(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.score_head(h)
+        if self.config.assign == "class":
+            logits = logits.squeeze(-1)
+        return logits, self.box_head(h).sigmoid()
+
+    @torch.no_grad()
+    def predict(self, frames: Tensor, views: Tensor | None = None) -> dict[str, Tensor]:
+        """One answer per structure class: ``{"scores" [B, K], "boxes" [B, K, 4] xyxy 0..1,
+        "tokens" [B, K, D]}``. In 'hungarian' mode class k takes the query most confident in
+        k (each class appears at most once per frame)."""
+        out = self.forward(frames, views)
+        logits, boxes, hidden = out["logits"], out["boxes"], out["hidden"]
+        if self.config.assign == "class":
+            scores = logits.sigmoid()
+        else:
+            prob = logits.softmax(-1)[..., :K]              # [B, Q, K]
+            scores, idx = prob.max(1)                        # [B, K]
+            boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
+            hidden = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
+        return {"scores": scores, "boxes": clip_boxes01(cxcywh_to_xyxy(boxes)),
+                "tokens": hidden}
+
+
+def view_indices(views: list[str] | tuple[str, ...]) -> Tensor:
+    """View names -> ``[B]`` int64 (unknown names map to OTHER)."""
+    return torch.as_tensor([VIEW_INDEX.get(v, OTHER_INDEX) for v in views], dtype=torch.int64)
+
+
+def build_detector(cfg: DetectConfig | None = None) -> Detector:
+    """Factory (nanoGPT style): a fresh, randomly initialised detector."""
+    return Detector(cfg or DetectConfig())

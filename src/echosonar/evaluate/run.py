@@ -1,0 +1,227 @@
+"""Score one results-table row: predictions (+ generations) against a split's ground truth.
+
+``evaluate_predictions`` is the single scoring path for every row (classifier baselines and
+VLMs alike); ``predict_vlm`` turns an EchoSonar-R checkpoint into predictions first.
+
+Ground truth comes from the feature cache index (``io.features``: per study ``labels`` and
+``report``), read without loading any tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echosonar.config.evaluate import EvalConfig
+from echosonar.evaluate.predictions import StudyPrediction, prediction_from_generation
+from echosonar.taxonomy import LABEL_KEYS, REPORT_SECTIONS
+
+
+def truth_from_features(features: str | Path, split: str) -> tuple[list[dict[str, Any]],
+                                                                   dict[str, Any]]:
+    """``(entries of the split, index meta)``; each entry has ``key``, ``labels``, ``report``."""
+    from echosonar.io.features import FeatureCacheError, read_index
+
+    index = read_index(features)
+    entries = [e for e in index.get("studies", []) if e.get("split") == split]
+    if not entries:
+        splits = sorted({str(e.get("split")) for e in index.get("studies", [])})
+        raise FeatureCacheError(f"feature cache {features} has no {split!r} studies "
+                                f"(splits present: {', '.join(splits) or 'none'})")
+    for e in entries:
+        if not isinstance(e.get("labels"), dict):
+            raise FeatureCacheError(f"{features}: study {e.get('key')!r} has no labels")
+    return entries, {k: v for k, v in index.items() if k != "studies"}
+
+
+def train_label_matrix(features: str | Path) -> np.ndarray | None:
+    """``[N_train, L]`` training labels of a cache (for choosing the rarest labels), or None."""
+    from echosonar.evaluate.classification import labels_to_array
+    from echosonar.io.features import read_index
+
+    rows = [e["labels"] for e in read_index(features).get("studies", [])
+            if e.get("split") == "train" and isinstance(e.get("labels"), dict)]
+    return labels_to_array(rows) if rows else None
+
+
+def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
+                max_new_tokens: int = 768, log: Callable[[str], None] = print
+                ) -> dict[str, StudyPrediction]:
+    """Greedy generations + label scores of an EchoSonar-R model for ``StudyFeatures``.
+
+    Predicted labels are the parsed answer's findings (malformed -> empty set); scores are
+    ``model.label_scores`` (``[B, L]`` probabilities, ``LABEL_KEYS`` order).
+    """
+    import torch
+
+    out: dict[str, StudyPrediction] = {}
+    t0 = time.time()
+    for i in range(0, len(studies), batch_size):
+        batch = list(studies[i:i + batch_size])
+        with torch.no_grad():
+            texts = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False)
+            scores = model.label_scores(batch).float().cpu().numpy()
+        for sf, t, s in zip(batch, texts, scores, strict=True):
+            out[sf.key] = prediction_from_generation(
+                t[0], {k: float(v) for k, v in zip(LABEL_KEYS, s, strict=True)})
+        log(f"  generated {min(i + batch_size, len(studies))}/{len(studies)} studies "
+            f"({time.time() - t0:.0f} s)")
+    return out
+
+
+def _finite(x: Any) -> Any:
+    """NaN -> None recursively, so the JSON is standard (NaN is not JSON)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def evaluate_predictions(preds: Mapping[str, StudyPrediction], truth: Sequence[dict[str, Any]],
+                         cfg: EvalConfig | None = None, train_labels: np.ndarray | None = None,
+                         embedder: Any = None, llm_judge: Any = None) -> dict[str, Any]:
+    """Every metric of the results table for one row.
+
+    Args:
+        preds: ``{key: StudyPrediction}``; every ``truth`` study must have one.
+        truth: entries with ``key``, ``labels`` ({label: 0/1}) and ``report`` ({section: text}).
+        train_labels: ``[N_train, L]``; the ``cfg.rare_k`` labels with fewest training positives
+            get their own BAcc (falls back to the evaluated labels when None).
+        embedder: a :class:`text_metrics.Embedder` (default: the shared MiniLM one).
+        llm_judge: an optional :class:`green_llm.LLMJudge`.
+
+    Returns a JSON-ready dict: ``classification`` (see ``classification_metrics``),
+    ``rare_labels`` ({key: {bacc, ci, n_pos}}), and — when generations/reports exist —
+    ``well_formed_rate``, ``reasoning`` (rates), ``green_rule``, ``text`` (BLEU-4, ROUGE-L,
+    METEOR, embedding cosine, per section), optionally ``green_llm``; plus ``n_studies``.
+    """
+    from echosonar.evaluate.classification import (
+        classification_metrics,
+        labels_to_array,
+        rarest_labels,
+    )
+
+    cfg = cfg or EvalConfig()
+    keys = [e["key"] for e in truth]
+    missing = [k for k in keys if k not in preds]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(keys)} studies have no prediction "
+                         f"(e.g. {missing[:3]}); a predictions file must cover the whole split")
+    y_true = labels_to_array([e["labels"] for e in truth])
+    y_pred = labels_to_array([preds[k].labels for k in keys])
+    have_scores = all(preds[k].scores is not None for k in keys)
+    y_score = (np.array([[preds[k].scores[c] for c in LABEL_KEYS] for k in keys])  # type: ignore[index]
+               if have_scores else None)
+    cls = classification_metrics(y_true, y_pred, y_score, n_boot=cfg.bootstrap, seed=cfg.seed,
+                                 level=cfg.ci_level)
+    rare = rarest_labels(train_labels if train_labels is not None else y_true, k=cfg.rare_k)
+    out: dict[str, Any] = {
+        "n_studies": len(keys), "classification": cls, "scores_available": have_scores,
+        "rare_labels": {k: {"balanced_accuracy": cls["per_label"][k]["balanced_accuracy"],
+                            "balanced_accuracy_ci": cls["per_label"][k].get(
+                                "balanced_accuracy_ci"),
+                            "n_pos": cls["per_label"][k]["n_pos"]} for k in rare},
+        "rare_labels_source": "train split" if train_labels is not None else "evaluated split",
+    }
+
+    gens = [preds[k].generation for k in keys]
+    if any(g is not None for g in gens):
+        from echosonar.evaluate.reasoning_checks import reasoning_check_rates
+        from echosonar.textformat import ParsedOutput, parse_generation
+
+        parsed = [parse_generation(g) if g is not None else ParsedOutput(False, ["none"])
+                  for g in gens]
+        rc = reasoning_check_rates(parsed, keys)
+        out["well_formed_rate"] = rc["well_formed_rate"]
+        out["reasoning"] = {k: v for k, v in rc.items() if k != "per_study"}
+        out["reasoning_failures"] = {k: v["problems"] for k, v in rc["per_study"].items()
+                                     if not v["all_pass"]}
+    elif any(preds[k].well_formed is not None for k in keys):
+        out["well_formed_rate"] = float(np.mean([bool(preds[k].well_formed) for k in keys]))
+
+    reports = [preds[k].report for k in keys]
+    if any(r is not None for r in reports):
+        from echosonar.evaluate.green import green_rule_batch
+        from echosonar.evaluate.text_metrics import report_text_metrics
+
+        refs = [e.get("report") or {} for e in truth]
+        if any(set(REPORT_SECTIONS) - set(r) for r in refs):
+            raise ValueError("ground-truth reports must have every taxonomy.REPORT_SECTIONS "
+                             "section to score report text")
+        out["green_rule"] = green_rule_batch(refs, reports)
+        if cfg.text_metrics:
+            tm = report_text_metrics(refs, reports, use_meteor=cfg.meteor,
+                                     use_embedding=cfg.embedding, embedder=embedder)
+            out["text"] = {k: v for k, v in tm.items() if k != "per_study"}
+        if llm_judge is not None:
+            from echosonar.evaluate.green import report_to_text
+            from echosonar.evaluate.green_llm import summarize
+
+            n = cfg.green_judge_max_studies or len(keys)
+            res = llm_judge.judge([report_to_text(r) for r in refs[:n]],
+                                  [report_to_text(r or {}) for r in reports[:n]])
+            out["green_llm"] = summarize(res)
+    return _finite(out)
+
+
+def rarest_from(metrics: Mapping[str, Any]) -> list[str]:
+    return list(metrics.get("rare_labels", {}))
+
+
+def _pct(v: Any, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{100 * v:.{digits}f}"
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
+    """A Markdown summary of :func:`evaluate_predictions` output (+ a per-label table)."""
+    c = m["classification"]
+    ci = c.get("macro_balanced_accuracy_ci") or [None, None]
+    lines = [f"# {title}", "", f"{m['n_studies']} studies.", "",
+             "| metric | value |", "|---|---|",
+             f"| macro BAcc (%) | {_pct(c['macro_balanced_accuracy'])} "
+             f"[{_pct(ci[0])}, {_pct(ci[1])}] |",
+             f"| macro BAcc, two-class labels only (%) | "
+             f"{_pct(c['macro_balanced_accuracy_two_class'])} |",
+             f"| macro F1 (%) | {_pct(c['macro_f1'])} |",
+             f"| macro AUROC (%) | {_pct(c['macro_auroc'])} |"]
+    for k, v in m.get("rare_labels", {}).items():
+        lines.append(f"| BAcc {k} (%) (n_pos={v['n_pos']}) | {_pct(v['balanced_accuracy'])} |")
+    if "green_rule" in m:
+        lines.append(f"| GREEN-rule | {_num(m['green_rule']['green_rule'])} |")
+    if "text" in m:
+        t = m["text"]
+        lines += [f"| BLEU-4 | {_num(t['bleu4'])} |", f"| ROUGE-L | {_num(t['rougeL'])} |",
+                  f"| METEOR | {_num(t['meteor'])} ({t['meteor_status']}) |",
+                  f"| MiniLM cosine | {_num(t['embed_cosine'])} |"]
+    if "well_formed_rate" in m:
+        lines.append(f"| well-formed (%) | {_pct(m['well_formed_rate'])} |")
+    if "reasoning" in m:
+        r = m["reasoning"]
+        lines += [f"| reasoning agrees with answer (%) | {_pct(r['agreement_rate'])} |",
+                  f"| findings grounded in an assessable view (%) | {_pct(r['grounded_rate'])} |",
+                  f"| no finding from an unassessable view (%) | "
+                  f"{_pct(r['no_unassessable_claims_rate'])} |"]
+    if "green_llm" in m:
+        lines.append(f"| GREEN (LLM judge) | {_num(m['green_llm']['green_llm'])} |")
+    if c.get("one_class_labels"):
+        lines += ["", "Labels with one class in this split (BAcc = specificity or sensitivity, "
+                  "AUROC undefined): " + ", ".join(c["one_class_labels"]) + "."]
+    lines += ["", "| label | pos | neg | sens | spec | BAcc | F1 | AUROC |",
+              "|---|---|---|---|---|---|---|---|"]
+    for k, v in c["per_label"].items():
+        lines.append(f"| {k} | {v['n_pos']} | {v['n_neg']} | {_pct(v['sensitivity'])} | "
+                     f"{_pct(v['specificity'])} | {_pct(v['balanced_accuracy'])} | "
+                     f"{_pct(v['f1'])} | {_pct(v['auroc'])} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,467 @@
+"""The GRPO training loop (DeepSeekMath Algorithm 1, TRL's options), owned by EchoSonar because
+TRL's ``GRPOTrainer`` cannot feed video features.
+
+One step: take ``studies_per_step`` studies (a pure function of ``(seed, step)``, split over DDP
+ranks), sample G completions each (:mod:`echosonar.reason.rollout`, prompt prefilled once),
+score them (:mod:`echosonar.reason.rewards`), turn group-normalised rewards into advantages,
+optionally resample or drop groups whose rewards are all equal, store old-policy log-probs when
+``num_iterations`` (μ) > 1 and reference log-probs when β > 0, then make μ AdamW updates of the
+clipped-ratio loss (:mod:`echosonar.reason.grpo_loss`). Dropout is off throughout (as in TRL),
+so with μ = 1 the ratio is exactly 1.
+
+Randomness is re-derived from ``(seed, step, rank, attempt)`` at every step, so a resumed run
+continues exactly as an uninterrupted one. Run folder::
+
+    RUN/config.yaml, RUN/run_info.json    resolved config, provenance
+    RUN/log.jsonl                         one line of metrics per step
+    RUN/checkpoint/                       policy (save_pretrained) + training state, for --resume
+    RUN/final/                            the trained policy
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from echosonar.config.grpo import GRPOConfig
+from echosonar.reason.grpo_loss import (
+    LOSS_TYPES,
+    SCALES,
+    STD_EPS,
+    group_advantages,
+    per_token_loss,
+    reduce_loss,
+)
+from echosonar.reason.rewards import compute_rewards, label_prevalence, parse
+from echosonar.reason.rollout import GRPOPolicy, completion_logps, rollout
+from echosonar.schema import StudyFeatures
+
+LOG = "log.jsonl"
+CKPT = "checkpoint"
+FINAL = "final"
+
+
+@dataclass
+class Group:
+    """The G completions of one study: ``ids``/``mask`` ``[G, T]``, ``rewards`` ``[G]``."""
+
+    study: StudyFeatures
+    ids: Tensor
+    mask: Tensor
+    texts: list[str]
+    truncated: Tensor
+    rewards: Tensor
+    per_reward: dict[str, list[float | None]]
+
+    @property
+    def zero_std(self) -> bool:
+        return bool(self.rewards.numel() < 2 or torch.isclose(self.rewards.std(), torch.zeros(())))
+
+
+def study_columns(studies: Sequence[StudyFeatures], g: int) -> dict[str, list[Any]]:
+    """Reward columns (``labels``, ``report``, ``boxes``, ``key``), each repeated G times."""
+    cols: dict[str, list[Any]] = {"key": [], "labels": [], "report": [], "boxes": []}
+    for sf in studies:
+        boxes = {v.view: dict(v.boxes) for v in sf.views}
+        for _ in range(g):
+            cols["key"].append(sf.key)
+            cols["labels"].append(sf.labels)
+            cols["report"].append(sf.report)
+            cols["boxes"].append(boxes)
+    return cols
+
+
+def pad_stack(tensors: Sequence[Tensor], value: int) -> Tensor:
+    """Right-pad ``[n_i, T_i]`` tensors to the longest T and concatenate along rows."""
+    t = max(x.shape[1] for x in tensors)
+    return torch.cat([nn.functional.pad(x, (0, t - x.shape[1]), value=value) for x in tensors])
+
+
+class _LogpModule(nn.Module):
+    """Wraps the policy so one ``forward`` (what DDP hooks) yields completion log-probs."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, studies: list[StudyFeatures], ids: Tensor, mask: Tensor, g: int,
+                temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+        embeds, pmask = self.policy.prompt_embeds(studies)
+        return completion_logps(self.policy.lm, embeds, pmask, ids, mask, g, temperature,
+                                with_entropy)
+
+
+def check_config(cfg: GRPOConfig, world: int = 1) -> None:
+    """Raise ``ValueError`` naming the bad field."""
+    if cfg.loss_type not in LOSS_TYPES:
+        raise ValueError(f"grpo.loss_type must be one of {LOSS_TYPES}, got {cfg.loss_type!r}")
+    if cfg.scale_rewards not in SCALES:
+        raise ValueError(f"grpo.scale_rewards must be one of {SCALES}, got {cfg.scale_rewards!r}")
+    if cfg.zero_std not in ("keep", "drop", "resample"):
+        raise ValueError(f"grpo.zero_std must be keep, drop or resample, got {cfg.zero_std!r}")
+    if cfg.group_size < 2:
+        raise ValueError("grpo.group_size must be >= 2 (advantages compare completions)")
+    if cfg.studies_per_step % world:
+        raise ValueError(f"grpo.studies_per_step={cfg.studies_per_step} is not divisible by "
+                         f"{world} processes")
+    for name in ("num_iterations", "micro_batch_studies", "max_completion_length", "steps"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"grpo.{name} must be >= 1")
+
+
+class GRPOTrainer:
+    """Train ``policy`` (a :class:`GRPOPolicy`) on ``train`` studies; writes into ``out``.
+
+    ``reward_funcs`` adds custom rewards (name -> callable) to ``rewards.REWARDS``;
+    ``cfg.reward_weights`` picks and weighs them. ``config_dict`` is the full resolved config
+    written to ``config.yaml`` (defaults to this GRPO section).
+    """
+
+    def __init__(self, policy: nn.Module, cfg: GRPOConfig, train: list[StudyFeatures],
+                 out: str | Path, *, reward_funcs: dict[str, Callable[..., list]] | None = None,
+                 val: list[StudyFeatures] | None = None, rank: int = 0, world: int = 1,
+                 device: str | torch.device = "cpu") -> None:
+        check_config(cfg, world)
+        if not train:
+            raise ValueError("GRPO needs at least one training study")
+        self.cfg, self.studies, self.val = cfg, list(train), list(val or [])
+        self.out, self.rank, self.world = Path(out), rank, world
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device).eval()  # dropout off for rollouts and updates
+        self.reference = None
+        if cfg.beta != 0.0:  # frozen copy of the starting (SFT) weights
+            self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
+        self.module: nn.Module = _LogpModule(self.policy)
+        if world > 1:
+            self.module = nn.parallel.DistributedDataParallel(self.module)
+        self.params = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW([p for _, p in self.params], lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
+        warm = max(cfg.warmup, 0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda u: min(1.0, (u + 1) / (warm + 1)) if warm else 1.0)
+        self.reward_funcs = reward_funcs or {}
+        self.prevalence = label_prevalence([s.labels for s in self.studies if s.labels])
+        self.step = 0
+        self.log: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ data and sampling
+    def _indices(self, step: int) -> list[int]:
+        from echosonar.reason.data import batch_indices
+
+        return batch_indices(len(self.studies), self.cfg.studies_per_step, step, self.cfg.seed,
+                             self.rank, self.world)
+
+    def _generator(self, step: int, attempt: int) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(((self.cfg.seed * 1_000_003 + step) * 1009 + self.rank) * 31 + attempt)
+        return g
+
+    def _sample(self, studies: list[StudyFeatures], gen: torch.Generator,
+                times: dict[str, float]) -> list[Group]:
+        cfg, g = self.cfg, self.cfg.group_size
+        t0 = time.perf_counter()
+        chunks = []
+        for i in range(0, len(studies), cfg.micro_batch_studies):
+            chunk = studies[i:i + cfg.micro_batch_studies]
+            chunks.append(rollout(self.policy, chunk, num_samples=g,
+                                  max_new_tokens=cfg.max_completion_length,
+                                  temperature=cfg.temperature, top_p=cfg.top_p, generator=gen))
+        t1 = time.perf_counter()
+        texts = [t for r in chunks for t in r.texts]
+        lengths = torch.cat([r.lengths for r in chunks]).tolist()
+        truncated = torch.cat([r.truncated for r in chunks]).tolist()
+        cols = study_columns(studies, g)
+        total, per = compute_rewards(
+            texts, cfg.reward_weights, cfg.reward_mode, self.reward_funcs, **cols,
+            completion_lengths=lengths, truncated=truncated,
+            max_completion_length=cfg.max_completion_length, length_buffer=cfg.length_buffer,
+            short_fraction=cfg.short_fraction, label_prevalence=self.prevalence)
+        times["rollout"] += t1 - t0
+        times["reward"] += time.perf_counter() - t1
+        groups, k = [], 0
+        for r in chunks:
+            for j in range(r.completion_ids.shape[0] // g):
+                sl = slice(j * g, (j + 1) * g)
+                rows = slice(k, k + g)
+                groups.append(Group(studies[k // g], r.completion_ids[sl], r.completion_mask[sl],
+                                    r.texts[sl], r.truncated[sl],
+                                    torch.tensor(total[rows], dtype=torch.float32),
+                                    {n: v[rows] for n, v in per.items()}))
+                k += g
+        return groups
+
+    def _collect(self, step: int, times: dict[str, float]) -> tuple[list[Group], dict[str, float]]:
+        cfg = self.cfg
+        studies = [self.studies[i] for i in self._indices(step)]
+        groups = self._sample(studies, self._generator(step, 0), times)
+        stats = {"zero_std_initial": float(sum(gr.zero_std for gr in groups)),
+                 "groups_initial": float(len(groups)), "resampled": 0.0}
+        if cfg.zero_std == "resample":
+            for attempt in range(1, cfg.resample_tries + 1):
+                bad = [i for i, gr in enumerate(groups) if gr.zero_std]
+                if not bad:
+                    break
+                gen = self._generator(step, attempt)
+                pick = torch.randint(len(self.studies), (len(bad),), generator=gen,
+                                     device=self.device).tolist()
+                fresh = self._sample([self.studies[i] for i in pick], gen, times)
+                for i, gr in zip(bad, fresh, strict=True):
+                    if not gr.zero_std:
+                        groups[i] = gr
+                        stats["resampled"] += 1
+        return groups, stats
+
+    # ------------------------------------------------------------------ log-probs
+    def _chunks(self, groups: list[Group]) -> list[tuple[list[Group], slice]]:
+        m, g = self.cfg.micro_batch_studies, self.cfg.group_size
+        return [(groups[i:i + m], slice(i * g, (i + len(groups[i:i + m])) * g))
+                for i in range(0, len(groups), m)]
+
+    @torch.no_grad()
+    def _frozen_logps(self, model: nn.Module, groups: list[Group], ids: Tensor,
+                      mask: Tensor) -> Tensor:
+        out = []
+        for chunk, rows in self._chunks(groups):
+            embeds, pmask = model.prompt_embeds([gr.study for gr in chunk])
+            lp, _ = completion_logps(model.lm, embeds, pmask, ids[rows], mask[rows],
+                                     self.cfg.group_size, self.cfg.temperature)
+            out.append(lp)
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> dict[str, Any]:
+        """Sample, score and update; returns this step's metrics (reduced over ranks)."""
+        cfg, g = self.cfg, self.cfg.group_size
+        times = {"rollout": 0.0, "reward": 0.0, "old_logp": 0.0, "ref_logp": 0.0, "update": 0.0}
+        t_start = time.perf_counter()
+        groups, zstats = self._collect(step, times)
+        rewards = torch.cat([gr.rewards for gr in groups])
+        adv, zero = group_advantages(rewards, g, "none" if cfg.scale_rewards == "batch"
+                                     else cfg.scale_rewards)
+        if cfg.scale_rewards == "batch":  # std over the GLOBAL batch
+            s = _all_sum(torch.stack([rewards.sum(), (rewards ** 2).sum(),
+                                      torch.tensor(float(rewards.numel()))]).double(), self.world)
+            var = (s[1] - s[0] ** 2 / s[2]) / (s[2] - 1).clamp(min=1)
+            adv = adv / (var.clamp(min=0).sqrt().float() + STD_EPS)
+        weight = torch.ones(len(groups))
+        reward_groups = groups
+        if cfg.zero_std == "drop":
+            keep = [i for i in range(len(groups)) if not zero[i]]
+            if not keep:  # stay in step with the other DDP ranks: one group, zero weight
+                keep, weight = [0], torch.zeros(1)
+            else:
+                weight = torch.ones(len(keep))
+            adv = adv.view(-1, g)[keep].reshape(-1)
+            groups = [groups[i] for i in keep]
+        ids = pad_stack([gr.ids for gr in groups], self.policy.tokenizer.pad_token_id)
+        mask = pad_stack([gr.mask for gr in groups], 0)
+        ids, mask, adv = ids.to(self.device), mask.to(self.device), adv.to(self.device)
+        loss_mask = mask * weight.repeat_interleave(g).to(self.device)[:, None]
+        old = ref = None
+        t0 = time.perf_counter()
+        if cfg.num_iterations > 1:
+            old = self._frozen_logps(self.policy, groups, ids, mask)
+        times["old_logp"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if self.reference is not None:
+            ref = self._frozen_logps(self.reference, groups, ids, mask)
+        times["ref_logp"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n_seq = _all_sum(torch.tensor([float((weight > 0).sum() * g),
+                                       float(loss_mask.sum())]), self.world)
+        norm = {"grpo": n_seq[0], "dapo": n_seq[1].clamp(min=1),
+                "dr_grpo": n_seq[0] * cfg.max_completion_length}[cfg.loss_type]
+        norm = max(float(norm), 1.0)
+        acc = torch.zeros(8, dtype=torch.float64)
+        for _ in range(cfg.num_iterations):
+            self.opt.zero_grad(set_to_none=True)
+            chunks = self._chunks(groups)
+            for ci, (chunk, rows) in enumerate(chunks):
+                sync = ci == len(chunks) - 1 or self.world == 1
+                ctx = self.module.no_sync() if not sync else _null()
+                with ctx:
+                    lp, ent = self.module([gr.study for gr in chunk], ids[rows], mask[rows], g,
+                                          cfg.temperature, True)
+                    old_c = lp.detach() if old is None else old[rows]
+                    loss, parts = per_token_loss(
+                        lp, old_c, adv[rows], epsilon=cfg.epsilon,
+                        epsilon_high=cfg.epsilon_high or None, beta=cfg.beta,
+                        ref_logps=None if ref is None else ref[rows])
+                    share = reduce_loss(loss, loss_mask[rows], cfg.loss_type, norm) * self.world
+                    share.backward()
+                m = mask[rows].double()
+                acc += torch.stack([
+                    share.detach().double() / self.world, m.sum(),
+                    (parts["low_clipped"] * m).sum(), (parts["high_clipped"] * m).sum(),
+                    ((parts["low_clipped"] | parts["high_clipped"]) * m).sum(),
+                    (ent.double() * m).sum(), (parts["ratio"].double() * m).sum(),
+                    (parts["kl"].double() * m).sum() if "kl" in parts else torch.zeros(())
+                    .double()])
+            gn = torch.nn.utils.clip_grad_norm_([p for _, p in self.params],
+                                                cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            self.opt.step()
+            self.sched.step()
+        times["update"] = time.perf_counter() - t0
+        acc = _all_sum(acc, self.world)
+        tok = float(acc[1].clamp(min=1))
+        metrics: dict[str, Any] = {
+            "step": step + 1, "lr": self.sched.get_last_lr()[0], "loss": float(acc[0]) /
+            cfg.num_iterations, "grad_norm": float(gn),
+            "clip_low": float(acc[2]) / tok, "clip_high": float(acc[3]) / tok,
+            "clip_region": float(acc[4]) / tok, "entropy": float(acc[5]) / tok,
+            "ratio_mean": float(acc[6]) / tok,
+            "kl": float(acc[7]) / tok if ref is not None else None}
+        metrics.update(self._reward_metrics(reward_groups, zstats))
+        metrics.update({f"time/{k}": v for k, v in times.items()})
+        metrics["time/step"] = time.perf_counter() - t_start
+        return metrics
+
+    def _reward_metrics(self, groups: list[Group], zstats: dict[str, float]) -> dict[str, Any]:
+        """Per-reward mean/std, total reward, zero-std fractions, lengths, well-formed rate."""
+        names = sorted(groups[0].per_reward)
+        sums: list[float] = []
+        for n in names:
+            v = torch.tensor([x for gr in groups for x in gr.per_reward[n] if x is not None],
+                             dtype=torch.float64)
+            sums += [float(v.sum()), float((v ** 2).sum()), float(v.numel())]
+        r = torch.cat([gr.rewards for gr in groups]).double()
+        lens = torch.cat([gr.mask.sum(-1) for gr in groups]).double()
+        wf = [float(parse(t).well_formed) for gr in groups for t in gr.texts]
+        trunc = torch.cat([gr.truncated for gr in groups]).double()
+        grp_std = torch.stack([gr.rewards.std() for gr in groups]).double()
+        sums += [float(r.sum()), float((r ** 2).sum()), float(r.numel()), float(grp_std.sum()),
+                 float(len(groups)), float(sum(gr.zero_std for gr in groups)),
+                 zstats["zero_std_initial"], zstats["groups_initial"], zstats["resampled"],
+                 float(lens.sum()), sum(wf), float(trunc.sum())]
+        s = _all_sum(torch.tensor(sums, dtype=torch.float64), self.world).tolist()
+        lo = _all_reduce(lens.min().reshape(1), self.world, "min").item()
+        hi = _all_reduce(lens.max().reshape(1), self.world, "max").item()
+        out: dict[str, Any] = {}
+        for i, n in enumerate(names):
+            a, b, c = s[3 * i:3 * i + 3]
+            out[f"rewards/{n}/mean"] = a / c if c else None
+            out[f"rewards/{n}/std"] = math.sqrt(max(b - a * a / c, 0) / (c - 1)) if c > 1 else None
+        (a, b, c, gstd, ng, zf, zi, gi, rs, ls, wfs, tr) = s[3 * len(names):]
+        out.update({"reward": a / c, "reward_std": math.sqrt(max(b - a * a / c, 0) / (c - 1)),
+                    "reward_group_std": gstd / ng, "frac_zero_std": zi / gi,
+                    "frac_zero_std_final": zf / ng, "resampled": rs,
+                    "completion_length": ls / c, "completion_length_min": lo,
+                    "completion_length_max": hi, "well_formed": wfs / c, "truncated": tr / c})
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, step: int) -> None:
+        """Rank 0 writes RUN/checkpoint (policy + optimizer + step) atomically."""
+        from echosonar.io.atomic import atomic_dir
+        from echosonar.io.checkpoint import save_training_state
+
+        if self.rank == 0:
+            with atomic_dir(self.out / CKPT) as tmp:
+                self.policy.save_pretrained(tmp, meta={"grpo_step": step})
+                save_training_state(tmp, self.opt, self.sched, step,
+                                    extra={"log_lines": len(self.log)},
+                                    extra_tensors={f"param.{n}": p.detach().clone()
+                                                   for n, p in self.params})
+        _barrier(self.world)
+
+    def load(self) -> int:
+        """Restore RUN/checkpoint into this trainer; returns the step to continue from."""
+        from echosonar.io.checkpoint import CheckpointError, load_training_state
+
+        d = self.out / CKPT
+        meta = load_training_state(d, self.opt, self.sched)
+        params = meta["extra_tensors"]
+        with torch.no_grad():
+            for n, p in self.params:
+                if f"param.{n}" not in params:
+                    raise CheckpointError(f"{d}: training state lacks parameter {n!r} (was the "
+                                          "run started from another model?)")
+                p.copy_(params[f"param.{n}"].to(p.device))
+        self.step = int(meta["step"])
+        log_path = self.out / LOG
+        if log_path.is_file():
+            lines = log_path.read_text().splitlines()[: meta["extra"].get("log_lines", 0)]
+            self.log = [json.loads(ln) for ln in lines]
+        return self.step
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Run to ``cfg.steps``; returns the log (one metrics dict per step)."""
+        from echosonar.io.atomic import atomic_write_text
+        from echosonar.utils.progress import progress
+
+        if resume:
+            self.load()
+        cfg = self.cfg
+        bar = progress(range(self.step, cfg.steps), desc="grpo", total=cfg.steps - self.step)
+        for step in bar:
+            m = self.train_step(step)
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self.val:
+                from echosonar.reason.grpo_eval import greedy_eval
+
+                ev = greedy_eval(self.policy, self.val[:cfg.eval_studies],
+                                 cfg.max_completion_length, cfg.micro_batch_studies)
+                m.update({f"val/{k}": v for k, v in ev.items() if not isinstance(v, dict)})
+            self.log.append(m)
+            self.step = step + 1
+            if self.rank == 0:
+                atomic_write_text(self.out / LOG, "".join(json.dumps(x) + "\n" for x in self.log))
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(reward=f"{m['reward']:.3f}", wf=f"{m['well_formed']:.2f}",
+                                    zero=f"{m['frac_zero_std']:.2f}")
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save(self.step)
+        if self.rank == 0:
+            self.policy.save_pretrained(self.out / FINAL, meta={"grpo_step": self.step})
+        _barrier(self.world)
+        return self.log
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed helpers (no-ops on one process)
+# ---------------------------------------------------------------------------------------------
+
+def _all_reduce(x: Tensor, world: int, op: str = "sum") -> Tensor:
+    if world == 1:
+        return x
+    import torch.distributed as dist
+
+    ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+    # nccl reduces CUDA tensors only; gloo takes CPU tensors
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")
+    y = x.detach().to(dev).clone()
+    dist.all_reduce(y, op=ops[op])
+    return y.to(x.device)
+
+
+def _all_sum(x: Tensor, world: int) -> Tensor:
+    return _all_reduce(x, world, "sum")
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+
+__all__ = ["GRPOPolicy", "GRPOTrainer", "Group", "check_config", "study_columns"]

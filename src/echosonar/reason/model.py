@@ -1,0 +1,336 @@
+"""EchoSonar-R: a HF causal LM reading projected clip and structure tokens.
+
+``prompt_embeds`` turns a batch of ``StudyFeatures`` into LEFT-padded prompt embeddings: the
+prompt text (:mod:`echosonar.reason.prompt`) is tokenised with ``<clip>``/``<struct>``
+placeholders, embedded, and the placeholder rows are replaced by the projected features
+(LayerNorm -> Linear -> GELU -> Linear, one projector per token kind; structure rows also get the
+detector score as an extra input column and a learned per-class embedding).
+
+Positions: always pass ``position_ids = position_ids_from_mask(mask)`` to ``model.lm`` (HF
+defaults to ``arange``, which shifts left-padded rows); training, ``generate`` and
+``completion_logprobs`` all do, so a study's logits do not depend on its batch's padding.
+
+Per-label scores: a light head (LayerNorm -> Linear) on [masked mean, last] of the LM's final
+hidden states over the prompt positions, trained jointly with BCE. It never sees the target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from echosonar.config.reason import LMConfig
+from echosonar.reason.prompt import build_prompt
+from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
+from echosonar.schema import StudyFeatures
+from echosonar.taxonomy import LABEL_KEYS, STRUCTURES
+
+
+def projector(d_in: int, d_out: int, init_std: float = 0.02) -> nn.Sequential:
+    """LayerNorm -> Linear -> GELU -> Linear; ``[..., d_in] -> [..., d_out]``."""
+    proj = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_out), nn.GELU(),
+                         nn.Linear(d_out, d_out))
+    nn.init.normal_(proj[3].weight, std=init_std)  # match the token-embedding scale
+    nn.init.zeros_(proj[3].bias)
+    return proj
+
+
+def position_ids_from_mask(mask: Tensor) -> Tensor:
+    """``[B, S]`` 0/1 attention mask -> ``[B, S]`` positions counting real tokens only."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _cache_kwarg(lm: nn.Module) -> str:
+    """``"cache"`` (transformers >= 5.x) or ``"past_key_values"``: the KV-cache keyword."""
+    import inspect
+
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    params = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    # transformers 5 renamed past_key_values -> cache (outputs and kwargs); accept both.
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values", None)
+
+
+class EchoSonarR(nn.Module):
+    """The reasoning VLM. Attributes: ``tokenizer`` (HF fast, left padding), ``lm`` (a
+    ``...ForCausalLM``, PEFT-wrapped when ``config.base_model`` is set), ``config`` (LMConfig),
+    ``feature_dims`` (``{"clip": D_enc, "structure": D_det}``)."""
+
+    checkpoint_kind = "echosonar_r"
+
+    def __init__(self, config: LMConfig, tokenizer: Any, lm: nn.Module,
+                 feature_dims: dict[str, int]) -> None:
+        super().__init__()
+        check_tokenizer(tokenizer)
+        self.config, self.tokenizer, self.lm = config, tokenizer, lm
+        self.feature_dims = {"clip": int(feature_dims["clip"]),
+                             "structure": int(feature_dims["structure"])}
+        h = lm.get_input_embeddings().embedding_dim
+        self.hidden_size = h
+        self.clip_proj = projector(self.feature_dims["clip"], h, config.init_std)
+        if config.use_structure_tokens:
+            self.struct_proj = projector(self.feature_dims["structure"] + 1, h, config.init_std)
+            self.struct_type = nn.Embedding(len(STRUCTURES), h)
+            nn.init.normal_(self.struct_type.weight, std=config.init_std)
+        self.label_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Linear(2 * h, len(LABEL_KEYS)))
+        self.clip_id = tokenizer.convert_tokens_to_ids(CLIP)
+        self.struct_id = tokenizer.convert_tokens_to_ids(STRUCT)
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.cache_kw = _cache_kwarg(lm)
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip_proj[1].weight.device
+
+    # ------------------------------------------------------------------ prompt
+    def prompt_ids(self, batch: list[StudyFeatures]) -> list[list[int]]:
+        """Token ids of each study's prompt (placeholders included, bos first)."""
+        return [self.tokenizer(build_prompt(sf, self.config.use_structure_tokens,
+                                            self.config.max_clip_tokens).text,
+                               add_special_tokens=False)["input_ids"] for sf in batch]
+
+    def prompt_embeds(self, batch: list[StudyFeatures]) -> tuple[Tensor, Tensor]:
+        """LEFT-padded prompt embeddings ``[B, P, H]`` and attention mask ``[B, P]`` (1 = real).
+
+        Raises ``ValueError`` (naming the study) when a study's feature widths differ from the
+        model's ``feature_dims``.
+        """
+        dev = self.device
+        parts = [build_prompt(sf, self.config.use_structure_tokens, self.config.max_clip_tokens)
+                 for sf in batch]
+        for sf, p in zip(batch, parts, strict=True):
+            if p.clip.shape[1] != self.feature_dims["clip"] or (
+                    p.struct.shape[0] and p.struct.shape[1] != self.feature_dims["structure"] + 1):
+                raise ValueError(
+                    f"study {sf.key}: feature widths clip={p.clip.shape[1]}, structure="
+                    f"{p.struct.shape[1] - 1 if p.struct.shape[0] else '-'} do not match the "
+                    f"model's {self.feature_dims}")
+        ids = [self.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in parts]
+        plen = max(len(x) for x in ids)
+        if plen > self.config.max_len:
+            raise ValueError(f"prompt of {plen} tokens exceeds lm.max_len={self.config.max_len}; "
+                             "raise max_len or lower lm.max_clip_tokens")
+        tok = torch.full((len(ids), plen), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), plen), dtype=torch.long)
+        for i, x in enumerate(ids):
+            tok[i, plen - len(x):] = torch.tensor(x)
+            mask[i, plen - len(x):] = 1
+        tok, mask = tok.to(dev), mask.to(dev)
+        emb = self.lm.get_input_embeddings()(tok)
+        clip = torch.from_numpy(_cat([p.clip for p in parts])).to(dev)
+        emb = _scatter(emb, tok == self.clip_id, self.clip_proj(clip), "clip")
+        if self.config.use_structure_tokens:
+            st = torch.from_numpy(_cat([p.struct for p in parts])).to(dev)
+            kind = torch.from_numpy(_cat([p.struct_type for p in parts])).to(dev)
+            emb = _scatter(emb, tok == self.struct_id,
+                           self.struct_proj(st) + self.struct_type(kind), "structure")
+        return emb, mask
+
+    # ------------------------------------------------------------------ forward passes
+    def _hidden(self, embeds: Tensor, mask: Tensor) -> Tensor:
+        """Final hidden states ``[B, S, H]`` of the decoder (LoRA included, no LM head)."""
+        out = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask,
+                                    position_ids=position_ids_from_mask(mask), use_cache=False)
+        return out.last_hidden_state
+
+    def _label_logits(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.label_head(torch.cat([mean, hidden[:, -1]], -1).float())
+
+    def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
+                       ) -> tuple[Tensor, Tensor]:
+        """Right-padded target ids ``[B, T]`` (text + eos) and mask. Row i is cut at
+        ``max_tokens[i]`` (an int applies to all rows)."""
+        if isinstance(max_tokens, int):
+            max_tokens = [max_tokens] * len(targets)
+        lim = [max(1, int(m)) for m in max_tokens]
+        ids = [(self.tokenizer(t, add_special_tokens=False)["input_ids"] + [self.eos_id])[:m]
+               for t, m in zip(targets, lim, strict=True)]
+        t = max(len(x) for x in ids)
+        out = torch.full((len(ids), t), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), t), dtype=torch.long)
+        for i, x in enumerate(ids):
+            out[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = 1
+        return out.to(self.device), mask.to(self.device)
+
+    def forward(self, batch: list[StudyFeatures], targets: list[str]) -> dict[str, Tensor]:
+        """Alias of :meth:`forward_sft` (so DDP can wrap the model)."""
+        return self.forward_sft(batch, targets)
+
+    def forward_sft(self, batch: list[StudyFeatures], targets: list[str]) -> dict[str, Tensor]:
+        """Teacher-forced pass over prompt + target.
+
+        Returns a dict: ``loss`` (scalar: mean CE over target tokens + aux_weight x mean BCE),
+        ``lm_loss``, ``aux_loss`` (means), ``lm_loss_sum``, ``aux_loss_sum`` and ``n_tokens``
+        (for exact normalisation across micro-batches and DDP ranks), ``logits`` ``[B, T, V]``
+        (position t predicts target token t), ``target_ids``/``target_mask`` ``[B, T]``,
+        ``label_logits`` ``[B, L]``. Prompt positions never enter the LM loss; studies without
+        labels give no aux loss.
+        """
+        embeds, pmask = self.prompt_embeds(batch)
+        p = embeds.shape[1]
+        # each row's target is cut so that ITS prompt + target fit max_len (batch-independent)
+        tgt, tmask = self.encode_targets(targets, (self.config.max_len - pmask.sum(1)).tolist())
+        x = torch.cat([embeds, self.lm.get_input_embeddings()(tgt)], 1)
+        hidden = self._hidden(x, torch.cat([pmask, tmask], 1))
+        # position p-1+t predicts target token t (left padding puts the prompt's end at p-1)
+        logits = self.lm.get_output_embeddings()(hidden[:, p - 1:-1])
+        labels = tgt.masked_fill(tmask == 0, -100)
+        lm_sum = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                 ignore_index=-100, reduction="sum")
+        n_tok = tmask.sum()
+        label_logits = self._label_logits(hidden[:, :p], pmask)
+        have = [i for i, sf in enumerate(batch) if sf.labels is not None]
+        if have:
+            y = torch.tensor([[float(batch[i].labels.get(k, 0)) for k in LABEL_KEYS]
+                              for i in have], device=label_logits.device)
+            aux_sum = F.binary_cross_entropy_with_logits(label_logits[have], y, reduction="sum")
+        else:
+            aux_sum = label_logits.sum() * 0.0
+        n_lab = max(1, len(have) * len(LABEL_KEYS))
+        lm_loss = lm_sum / n_tok.clamp(min=1)
+        aux_loss = aux_sum / n_lab
+        return {"loss": lm_loss + self.config.aux_weight * aux_loss, "lm_loss": lm_loss,
+                "aux_loss": aux_loss, "lm_loss_sum": lm_sum, "aux_loss_sum": aux_sum,
+                "n_tokens": n_tok, "n_labelled": torch.tensor(len(have)), "logits": logits,
+                "target_ids": tgt, "target_mask": tmask, "label_logits": label_logits}
+
+    def label_scores(self, batch: list[StudyFeatures]) -> Tensor:
+        """``[B, len(taxonomy.LABELS)]`` probabilities (``LABEL_KEYS`` order), prompt only."""
+        embeds, mask = self.prompt_embeds(batch)
+        return torch.sigmoid(self._label_logits(self._hidden(embeds, mask), mask))
+
+    def completion_logprobs(self, batch: list[StudyFeatures], completion_ids: Tensor,
+                            completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
+        """Per-token log-probs ``[B, T]`` of given completions (right-padded ids ``[B, T]``,
+        mask ``[B, T]``; zeros where masked), logits divided by ``temperature``. For GRPO."""
+        embeds, pmask = self.prompt_embeds(batch)
+        if completion_ids.shape[0] != embeds.shape[0]:  # G completions per study
+            g = completion_ids.shape[0] // embeds.shape[0]
+            embeds, pmask = embeds.repeat_interleave(g, 0), pmask.repeat_interleave(g, 0)
+        p = embeds.shape[1]
+        x = torch.cat([embeds, self.lm.get_input_embeddings()(completion_ids)], 1)
+        hidden = self._hidden(x, torch.cat([pmask, completion_mask.long()], 1))
+        logits = self.lm.get_output_embeddings()(hidden[:, p - 1:-1]).float() / temperature
+        lp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+        return lp * completion_mask
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, batch: list[StudyFeatures], max_new_tokens: int = 512,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                 num_samples: int = 1, generator: torch.Generator | None = None,
+                 return_ids: bool = False) -> Any:
+        """Decode with a KV cache: the prompt is prefilled once and its cache repeated for the
+        ``num_samples`` completions of each study. Greedy unless ``do_sample``.
+
+        Returns ``[[text] * num_samples for each study]`` (text up to the first eos, special
+        tokens removed, tags kept). With ``return_ids`` also ``(ids [B*G, T], mask [B*G, T])``
+        where mask covers tokens up to and including the first eos.
+        """
+        from echosonar.reason.generate import sample_next
+
+        was_training = self.training
+        self.eval()
+        try:
+            with _autocast(self.device):
+                ids, mask = self._decode(batch, max_new_tokens, do_sample, temperature, top_p,
+                                         num_samples, generator, sample_next)
+        finally:
+            self.train(was_training)
+        texts = [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+                 for row, m in zip(ids.cpu(), mask.cpu(), strict=True)]
+        out = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(batch))]
+        return (out, ids, mask) if return_ids else out
+
+    def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
+                sample_next):
+        embeds, mask = self.prompt_embeds(batch)
+        pos = position_ids_from_mask(mask)
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                      use_cache=True, logits_to_keep=1)
+        cache, logits = _cache_of(out), out.logits[:, -1].float()
+        next_pos = pos[:, -1:] + 1
+        if g > 1:
+            cache.batch_repeat_interleave(g)
+            mask, logits = mask.repeat_interleave(g, 0), logits.repeat_interleave(g, 0)
+            next_pos = next_pos.repeat_interleave(g, 0)
+        n = logits.shape[0]
+        done = torch.zeros(n, dtype=torch.bool, device=logits.device)
+        toks, keep = [], []
+        emb = self.lm.get_input_embeddings()
+        budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
+        for step in range(budget):
+            tok = sample_next(logits, do_sample, temperature, top_p, generator)
+            tok = tok.masked_fill(done, self.pad_id)
+            keep.append(~done)
+            toks.append(tok)
+            done = done | (tok == self.eos_id)
+            if bool(done.all()) or step == budget - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            out = self.lm(inputs_embeds=emb(tok[:, None]), attention_mask=mask,
+                          position_ids=next_pos, use_cache=True, **{self.cache_kw: cache})
+            cache, logits = _cache_of(out), out.logits[:, -1].float()
+            next_pos = next_pos + 1
+        if not toks:
+            return (torch.zeros((n, 0), dtype=torch.long, device=logits.device),) * 2
+        return torch.stack(toks, 1), torch.stack(keep, 1).long()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: Any, meta: dict[str, Any] | None = None) -> Any:
+        from echosonar.reason.checkpoint import save_echosonar_r
+
+        return save_echosonar_r(self, directory, meta)
+
+    @classmethod
+    def from_pretrained(cls, directory: Any, map_location: str = "cpu") -> EchoSonarR:
+        from echosonar.reason.checkpoint import load_echosonar_r
+
+        return load_echosonar_r(directory, map_location)
+
+
+def _cat(arrays: list) -> Any:
+    import numpy as np
+
+    return np.ascontiguousarray(np.concatenate(arrays, axis=0))
+
+
+def _scatter(emb: Tensor, where: Tensor, values: Tensor, what: str) -> Tensor:
+    if int(where.sum()) != values.shape[0]:
+        raise RuntimeError(f"{what} placeholders ({int(where.sum())}) != feature rows "
+                           f"({values.shape[0]}): the tokenizer split a placeholder")
+    return emb.masked_scatter(where.unsqueeze(-1), values.to(emb.dtype))
+
+
+def _autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA, nothing elsewhere (fp32 on CPU)."""
+    import contextlib
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_model(cfg: LMConfig, tokenizer: Any, feature_dims: dict[str, int]) -> EchoSonarR:
+    """Factory. From scratch (``cfg.base_model`` empty): a Llama/Qwen2 decoder sized by ``cfg``
+    over ``tokenizer``'s vocabulary. Else: the local HF model + its tokenizer (``tokenizer`` may
+    be None) with EchoSonar tokens added and LoRA adapters (see :mod:`echosonar.reason.lora`)."""
+    from echosonar.reason.lora import load_base_lm, scratch_lm
+
+    if cfg.base_model:
+        lm, tokenizer = load_base_lm(cfg, tokenizer)
+    else:
+        if tokenizer is None:
+            raise ValueError("a from-scratch EchoSonar-R needs a tokenizer (train_tokenizer)")
+        lm = scratch_lm(cfg, tokenizer)
+    return EchoSonarR(cfg, tokenizer, lm, feature_dims)

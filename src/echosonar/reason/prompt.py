@@ -1,0 +1,129 @@
+"""Prompt layout of EchoSonar-R: text with vision placeholders, one block per view.
+
+For a study with views in ``taxonomy.VIEWS`` order the prompt text is::
+
+    <s>echo study; views: A4C, PLAX.
+    view A4C (apical 4-chamber):
+    <clip><clip>...<clip>            (1+N, or LMConfig.max_clip_tokens)
+    structures:
+    <struct>...<struct>              (K = len(taxonomy.STRUCTURES), taxonomy order)
+    boxes: LV (31,10,63,57), LA (36,58,62,86).
+    measurements: ef_pct 55.2, lvedd_cm 4.91.
+    view PLAX (parasternal long-axis):
+    ...
+
+Every ``<clip>``/``<struct>`` placeholder's embedding is replaced by a projected feature row
+(:meth:`EchoSonarR.prompt_embeds`), so the LM sees the view name, its clip tokens, then its
+structure tokens, and can copy the detector's boxes and measurements as text into its reasoning.
+Missing views are absent; clips whose view is not in ``taxonomy.VIEWS`` (e.g. ``OTHER``) are
+skipped. With ``use_structure_tokens=False`` the "structures:" block, the boxes and the
+measurements are all dropped (the "VLM without structure tokens" ablation).
+The completion (SFT target, generation) starts right after the prompt with ``<think>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from echosonar.reason.tokenizer import BOS, CLIP, STRUCT
+from echosonar.schema import StudyFeatures, ViewFeatures
+from echosonar.taxonomy import STRUCTURES, VIEW_NAMES, VIEWS
+from echosonar.textformat import box_to_text
+
+
+def _fmt(v: float) -> str:
+    return f"{float(v):.3g}"
+
+
+def view_text(v: ViewFeatures, use_structure_tokens: bool) -> str:
+    """The text after a view's structure tokens: detector boxes and measurements (or "")."""
+    if not use_structure_tokens:
+        return ""
+    boxes = [f"{s} {box_to_text(v.boxes[s])}" for s in STRUCTURES if s in v.boxes]
+    meas = [f"{k} {_fmt(x)}" for k, x in sorted(v.measurements.items())
+            if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    return (f"boxes: {', '.join(boxes) or 'none'}.\n"
+            f"measurements: {', '.join(meas) or 'none'}.\n")
+
+
+def ordered_views(sf: StudyFeatures) -> list[ViewFeatures]:
+    """The study's views that enter the prompt, in ``taxonomy.VIEWS`` order (stable)."""
+    rank = {v: i for i, v in enumerate(VIEWS)}
+    return sorted((v for v in sf.views if v.view in rank), key=lambda v: rank[v.view])
+
+
+@dataclass
+class PromptParts:
+    """One study's prompt before embedding.
+
+    Attributes:
+        text: the prompt with ``<clip>``/``<struct>`` placeholders (bos first).
+        clip: float32 ``[n_clip_total, D_enc]`` — the clip-token rows, in placeholder order.
+        struct: float32 ``[n_struct_total, D_det + 1]`` — structure tokens with the detector
+            score appended as the last column, in placeholder order (empty when disabled).
+        struct_type: int64 ``[n_struct_total]`` — structure class index of each struct row.
+        views: the views in prompt order.
+    """
+
+    text: str
+    clip: np.ndarray
+    struct: np.ndarray
+    struct_type: np.ndarray
+    views: list[str]
+
+
+def pool_clip_tokens(tokens: np.ndarray, keep: int) -> np.ndarray:
+    """``[1+N, D]`` -> ``[min(keep, 1+N), D]``: the global token, then the N space-time tokens
+    average-pooled into ``keep - 1`` contiguous groups. ``keep=0`` keeps everything."""
+    if keep <= 0 or tokens.shape[0] <= keep:
+        return tokens
+    if keep == 1:
+        return tokens[:1]
+    groups = np.array_split(tokens[1:], keep - 1, axis=0)
+    return np.concatenate([tokens[:1], np.stack([g.mean(0) for g in groups])], axis=0)
+
+
+def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
+                 max_clip_tokens: int = 0) -> PromptParts:
+    """Lay out one study's prompt (see the module docstring). Raises ``ValueError`` naming the
+    study for feature arrays of the wrong rank or structure count, or a study with no view."""
+    views = ordered_views(sf)
+    if not views:
+        raise ValueError(f"study {sf.key}: no view of {', '.join(VIEWS)} to build a prompt from")
+    k = len(STRUCTURES)
+    lines = [f"{BOS}echo study; views: {', '.join(v.view for v in views)}.\n"]
+    clips, structs, types = [], [], []
+    for v in views:
+        ct = np.asarray(v.clip_tokens, np.float32)
+        if ct.ndim != 2 or ct.shape[0] < 1:
+            raise ValueError(f"study {sf.key} view {v.view}: clip_tokens must be [1+N, D], "
+                             f"got shape {ct.shape}")
+        ct = pool_clip_tokens(ct, max_clip_tokens)
+        clips.append(ct)
+        lines.append(f"view {v.view} ({VIEW_NAMES[v.view]}):\n{CLIP * ct.shape[0]}\n")
+        if use_structure_tokens:
+            st = np.asarray(v.structure_tokens, np.float32)
+            sc = np.asarray(v.structure_scores, np.float32).reshape(-1)
+            if st.ndim != 2 or st.shape[0] != k or sc.shape[0] != k:
+                raise ValueError(f"study {sf.key} view {v.view}: structure_tokens must be "
+                                 f"[{k}, D] and structure_scores [{k}], got {st.shape} and "
+                                 f"{sc.shape}")
+            structs.append(np.concatenate([st, sc[:, None]], axis=1))
+            types.append(np.arange(k))
+            lines.append(f"structures:\n{STRUCT * k}\n{view_text(v, True)}")
+    d_det = structs[0].shape[1] if structs else 0
+    return PromptParts(
+        text="".join(lines),
+        clip=np.concatenate(clips, axis=0),
+        struct=np.concatenate(structs, axis=0) if structs else np.zeros((0, d_det), np.float32),
+        struct_type=np.concatenate(types).astype(np.int64) if types else np.zeros(0, np.int64),
+        views=[v.view for v in views])
+
+
+def feature_dims(sf: StudyFeatures) -> dict[str, int]:
+    """``{"clip": D_enc, "structure": D_det}`` read from a study's first view."""
+    v = sf.views[0]
+    return {"clip": int(np.asarray(v.clip_tokens).shape[-1]),
+            "structure": int(np.asarray(v.structure_tokens).shape[-1])}

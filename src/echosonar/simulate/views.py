@@ -1,0 +1,491 @@
+"""Per-view geometric phantoms (display conventions of the brief, section 4).
+
+Image coordinates are cm with the transducer (sector apex) at ``(0, 0)``, ``x`` to the screen
+right and ``z`` the depth, growing downward. Each view paints its anatomy in a heart-fixed frame
+(:func:`shapes.to_frame`) onto a :class:`shapes.Canvas`, using the measurements *as visible in
+that view* (:func:`visible_measurements`): a finding a sonographer cannot assess in a view is
+rendered with the patient's neutral (normal) value there, so each finding shows only where the
+taxonomy says it can be seen.
+
+Colour views also fill the canvas's flow fields (velocity toward the transducer in Nyquist
+units, turbulence) and the regurgitant-jet masks, and return their colour box.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from echosonar.simulate.cycle import Cycle
+from echosonar.simulate.shapes import (
+    BLOOD,
+    MYO,
+    PERICARDIUM,
+    VALVE,
+    Canvas,
+    annulus_sector,
+    ellipse,
+    polyline,
+    rect,
+    segment,
+    to_frame,
+)
+from echosonar.simulate.spec import lvesd_from_ef
+from echosonar.taxonomy import FINDING_BY_KEY
+
+#: measurement keys each finding drives, for neutralising findings a view cannot show
+_DRIVES: dict[str, tuple[str, ...]] = {
+    "lv_systolic_dysfunction": ("ef_pct",), "lv_enlargement": ("lvedd_cm",),
+    "lv_hypertrophy": ("ivs_cm", "lvpw_cm"), "la_enlargement": ("la_ap_cm",),
+    "ra_enlargement": ("ra_minor_cm",), "rv_enlargement": ("rv_basal_cm",),
+    "aortic_stenosis": ("av_opening_cm",), "bicuspid_aortic_valve": ("av_cusps",),
+    "mitral_valve_calcification": ("mv_calc_score",), "mitral_regurgitation": ("mr_jet_ratio",),
+    "tricuspid_regurgitation": ("tr_jet_ratio",), "aortic_regurgitation": ("ar_jet_ratio",),
+    "pericardial_effusion": ("pe_depth_cm",),
+}
+
+
+def visible_measurements(m: dict[str, Any], view: str, neutral: dict[str, float]) -> dict:
+    """Measurements as rendered in ``view``: drivers of findings not assessable there take the
+    patient's neutral value; LVESD is re-derived from the visible EF and LVEDD."""
+    out = dict(m)
+    for key, drivers in _DRIVES.items():
+        if view not in FINDING_BY_KEY[key].views:
+            for d in drivers:
+                out[d] = neutral[d]
+    out["lvesd_cm"] = lvesd_from_ef(out["lvedd_cm"], out["ef_pct"])
+    return out
+
+
+def _lv_state(m: dict, cyc: Cycle, pt: dict) -> dict[str, np.ndarray]:
+    s = cyc.s
+    k = min(m["ef_pct"], 70.0) / 65.0
+    thick = 1.0 + 0.5 * k * (1.0 - s)
+    lvedd = m["lvedd_cm"]
+    L_ed = (4.2 + 0.8 * lvedd) * pt["lv_length_ratio"] / 1.6
+    return {
+        "D": m["lvesd_cm"] + (lvedd - m["lvesd_cm"]) * s,
+        "t_sep": m["ivs_cm"] * thick, "t_lat": m["lvpw_cm"] * thick,
+        "L": L_ed * (1.0 - 0.13 * k * (1.0 - s)), "L_ed": L_ed,
+        "la": m["la_ap_cm"] * (0.86 + 0.14 * (1.0 - s)),
+        "ra": m["ra_minor_cm"] * (0.86 + 0.14 * (1.0 - s)),
+        "rv": m["rv_basal_cm"] * (0.8 + 0.2 * s),
+    }
+
+
+def _mix(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return a * (1 - w) + b * w
+
+
+def _leaflet(hu, hv, closed_dir, open_dir, length, o):
+    """Tip of a leaflet hinged at (hu, hv), rotating from ``closed_dir`` to ``open_dir``."""
+    du = _mix(np.float32(closed_dir[0]), np.float32(open_dir[0]), o)
+    dv = _mix(np.float32(closed_dir[1]), np.float32(open_dir[1]), o)
+    n = np.hypot(du, dv) + 1e-6
+    return hu + length * du / n, hv + length * dv / n
+
+
+def _jet(cv: Canvas, u, v, origin, direction_deg, area, aspect, frame_ang, amp, speed, box):
+    """A turbulent regurgitant jet: an ellipse starting at ``origin`` along ``direction_deg``
+    (0 = +v, i.e. away from the apex in apical frames), with ``area`` (cm², ``[T]``)."""
+    e = np.deg2rad(direction_deg)
+    area = np.maximum(area * amp, 1e-4)
+    a = np.sqrt(area / (np.pi * aspect))
+    b = aspect * a
+    du, dv = np.sin(e), np.cos(e)
+    cu, cvv = origin[0] + 0.85 * a * du, origin[1] + 0.85 * a * dv
+    m = ellipse(u, v, cu, cvv, b, a, ang=-np.rad2deg(e)) & cv.blood & box
+    m &= (amp > 0.05).reshape(-1, 1)
+    vel = cv.toward(du, dv, frame_ang) * speed
+    cv.flow(m, vel, 0.85)
+    return m
+
+
+def view_depth(view: str, m: dict, pt: dict) -> float:
+    """Imaging depth (cm) that fits the view's anatomy."""
+    if view in ("A4C", "A2C", "A4C_COLOR"):
+        L_ed = (4.2 + 0.8 * m["lvedd_cm"]) * pt["lv_length_ratio"] / 1.6
+        la = max(m["la_ap_cm"], m["ra_minor_cm"]) * 1.3
+        return float(np.clip(2.0 + L_ed + la + 2.2, 13.0, 22.0))
+    if view in ("PLAX", "PLAX_COLOR"):
+        return float(np.clip(1.8 + 0.75 * m["rv_basal_cm"] + m["ivs_cm"] + m["lvedd_cm"] +
+                             m["lvpw_cm"] + m["pe_depth_cm"] + 4.0, 12.0, 20.0))
+    return float(np.clip(8.0 + m["la_ap_cm"] + 1.5, 11.0, 18.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Apical views: A4C (and its colour twin) and A2C
+# ----------------------------------------------------------------------------------------------
+
+def paint_apical(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Generator,
+                 four: bool, color: bool, pe_visible: bool) -> dict[str, Any]:
+    """A4C (``four``) or A2C. Heart frame: origin on the septum just below the apex, u to the
+    screen right (LV side), v along the long axis toward the atria."""
+    st = _lv_state(m, cyc, pt)
+    D, L, t_sep, t_lat = st["D"], st["L"], st["t_sep"], st["t_lat"]
+    ang = pt["heart_angle_deg"] * 0.4 + rng.normal(0, 3)
+    oz = rng.uniform(1.4, 2.0)
+    ox = rng.normal(-0.9 if four else -2.2 + m["lvedd_cm"] * 0.45, 0.3)
+    u, v = to_frame(cv.x, cv.z, ox, oz, ang)
+    # chest wall above the apex, with bright fascia bands
+    cv.paint((cv.z < oz - 0.1)[None], 1.6)
+    cv.paint((np.abs(cv.z - oz * 0.45) < 0.12)[None], 4.0)
+    u_lv = m["ivs_cm"] / 2 + m["lvedd_cm"] / 2 if four else 0.0
+    t_ap = 0.8 * t_lat
+    v_b = t_ap + L                      # mitral annulus plane
+    rz = 0.72 * L
+    v_c = v_b - 0.28 * L
+    pe = m["pe_depth_cm"] if pe_visible else 0.0
+    lv_tilt = 9.0 if four else 0.0
+    # pericardium and effusion around the ventricles, then myocardium, then cavities
+    ru_o, rz_o = D / 2 + t_lat, rz + t_ap
+    cv.paint(ellipse(u, v, u_lv, v_c, ru_o + pe + 0.3, rz_o + pe + 0.3, lv_tilt, vmax=0.5 * L),
+             PERICARDIUM)
+    if four:
+        rv = st["rv"]
+        e_r = u_lv - D / 2 - t_sep
+        L_rv = 0.78 * L
+        v_tv = v_b - 0.7
+        rv_ru, rv_rz = rv / 2 / 0.94, 0.75 * L_rv
+        u_rv, v_rv = e_r - rv_ru, v_tv - 0.25 * L_rv
+        cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru + 0.4 + pe + 0.3, rv_rz + 0.4 + pe + 0.3,
+                         -12.0, vmax=0.25 * L_rv), PERICARDIUM)
+    if pe > 0:
+        cv.paint(ellipse(u, v, u_lv, v_c, ru_o + pe, rz_o + pe, lv_tilt, vmax=0.5 * L),
+                 BLOOD * 2, "PE")
+        if four:
+            cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru + 0.4 + pe, rv_rz + 0.4 + pe, -12.0,
+                             vmax=0.25 * L_rv), BLOOD * 2, "PE")
+    cv.paint(ellipse(u, v, u_lv, v_c, ru_o, rz_o, lv_tilt, vmax=0.3 * L + 0.3), MYO)
+    if four:
+        cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru + 0.4, rv_rz + 0.4, -12.0, vmax=0.25 * L_rv),
+                 MYO)
+    # atria (below the valve planes), walls first
+    la = st["la"]
+    la_w, la_len = la * 1.05, la * 1.3
+    u_la = (0.25 + la_w / 2) if four else 0.0
+    v_la = v_b + 0.35 + la_len / 2
+    cv.paint(ellipse(u, v, u_la, v_la, la_w / 2 + 0.3, la_len / 2 + 0.3), MYO * 0.8)
+    if four:
+        ra = st["ra"]
+        ra_w, ra_len = ra, ra * 1.2
+        u_ra, v_ra = -0.25 - ra_w / 2, v_tv + 0.35 + ra_len / 2
+        cv.paint(ellipse(u, v, u_ra, v_ra, ra_w / 2 + 0.3, ra_len / 2 + 0.3), MYO * 0.8)
+        cv.paint(ellipse(u, v, u_ra, v_ra, ra_w / 2, ra_len / 2), BLOOD, "RA", blood=True)
+        cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru, rv_rz, -12.0, vmax=0.25 * L_rv), BLOOD, "RV",
+                 blood=True)
+    cv.paint(ellipse(u, v, u_la, v_la, la_w / 2, la_len / 2), BLOOD, "LA", blood=True)
+    cv.paint(ellipse(u, v, u_lv, v_c, D / 2, rz, lv_tilt, vmax=0.28 * L), BLOOD, "LV", blood=True)
+    # mitral valve: anterior (septal side) and posterior leaflets
+    calc = m["mv_calc_score"]
+    a_mv = 0.75 * D + 0.35
+    mv_w = 0.16 + 0.3 * max(calc - 0.3, 0)
+    mv_val = VALVE * (1 + 5 * max(calc - 0.3, 0))
+    hA = (u_lv - a_mv / 2, v_b)
+    hP = (u_lv + a_mv / 2, v_b)
+    o = cyc.mv_open
+    tipA = _leaflet(*hA, (1.0, 0.25), (-0.25, -1.0), 0.52 * a_mv + 0.3, o)
+    tipP = _leaflet(*hP, (-1.0, 0.25), (0.3, -1.0), 0.45 * a_mv, o)
+    cv.paint(segment(u, v, *hA, *tipA, mv_w) | segment(u, v, *hP, *tipP, mv_w), mv_val, "MV")
+    if calc >= 0.45:  # annular calcification: a bright lump at the posterior annulus
+        cv.paint(ellipse(u, v, hP[0] + 0.1, hP[1] + 0.1, 0.25 + 0.3 * calc, 0.2 + 0.25 * calc),
+                 mv_val * 2, "MV")
+    out: dict[str, Any] = {"frame_angle": ang, "frame": (ox, oz)}
+    if four:
+        a_tv = 0.7 * st["rv"] + 0.5
+        hS = (e_r + 0.05, v_tv)           # septal leaflet hinge, next to the septum
+        hF = (e_r - a_tv, v_tv)           # anterior leaflet hinge, free wall side
+        ot = cyc.tv_open
+        tipS = _leaflet(*hS, (-1.0, 0.2), (0.15, -1.0), 0.42 * a_tv, ot)
+        tipF = _leaflet(*hF, (1.0, 0.2), (-0.35, -1.0), 0.58 * a_tv, ot)
+        cv.paint(segment(u, v, *hS, *tipS, 0.15) | segment(u, v, *hF, *tipF, 0.15), VALVE, "TV")
+    if color:
+        v_lo = v_b - 3.2
+        v_hi = v_la + la_len / 2 + 0.4
+        u_lo = (u_ra - ra_w / 2 - 0.3) if four else u_la - la_w / 2 - 0.5
+        u_hi = u_la + la_w / 2 + 0.3
+        box = _polar_box(cv, u, v, (u_lo, u_hi), (v_lo, v_hi), ox, oz, ang)
+        out["color_box"] = box
+        inside = cv_box_mask(cv, box)
+        # diastolic inflow toward the apex (red), systolic flow toward the outflow (blue)
+        inflow = ellipse(u, v, u_lv, v_b - 1.3, 0.32 * a_mv, 1.7) | \
+            ellipse(u, v, u_lv + 0.3, v_b + 0.9, 0.5 * a_mv, 1.1)
+        cv.flow(inflow & cv.blood & inside,
+                cv.toward(0.0, -1.0, ang) * (0.95 * cyc.mv_open).reshape(-1, 1), 0.1)
+        out_m = ellipse(u, v, u_lv - 0.2 * D, v_b - 1.8, 0.3 * D, 1.6)
+        cv.flow(out_m & cv.blood & inside,
+                cv.toward(-0.3, -1.0, ang) * (0.45 * (1 - cyc.s) * cyc.systole).reshape(-1, 1),
+                0.05)
+        if four:
+            tin = ellipse(u, v, e_r - a_tv / 2, v_tv - 1.0, 0.3 * a_tv, 1.4)
+            cv.flow(tin & cv.blood & inside,
+                    cv.toward(0.0, -1.0, ang) * (0.7 * cyc.tv_open).reshape(-1, 1), 0.1)
+        amp = np.where(cyc.systole, np.sqrt(np.clip(np.sin(
+            np.pi * (cyc.phase - 0.02) / (cyc.es_phase + 0.01)), 0, 1)), 0.0)
+        mr = m["mr_jet_ratio"]
+        if mr >= 0.04:
+            ecc = pt.get("mr_ecc_deg", 0.0)
+            la_area = np.pi * (la_w / 2) * (la_len / 2)
+            j = _jet(cv, u, v, (u_lv + 0.05, v_b - 0.05), ecc, mr * la_area, 0.42, ang, amp,
+                     2.6, inside)
+            _pisa(cv, u, v, (u_lv + 0.05, v_b - 0.35), 0.15 + 0.5 * mr, ang, amp)
+            out["jet_MR_JET"] = j
+        if four and m["tr_jet_ratio"] >= 0.04:
+            tr = m["tr_jet_ratio"]
+            ra_area = np.pi * (ra_w / 2) * (ra_len / 2)
+            j = _jet(cv, u, v, (e_r - a_tv / 2, v_tv), pt.get("tr_ecc_deg", 0.0) - 8,
+                     tr * ra_area, 0.45, ang, amp, 2.3, inside)
+            out["jet_TR_JET"] = j
+    return out
+
+
+def _pisa(cv: Canvas, u, v, centre, radius, ang, amp) -> None:
+    """Flow convergence on the ventricular side of a regurgitant valve (aliasing shell)."""
+    m = ellipse(u, v, centre[0], centre[1], radius, radius) & cv.blood
+    m &= (amp > 0.1).reshape(-1, 1)
+    cv.flow(m, cv.toward(0.0, 1.0, ang) * 1.3, 0.3)
+
+
+def _polar_box(cv: Canvas, u, v, urange, vrange, ox, oz, ang) -> tuple[float, float, float, float]:
+    """Colour box ``(r0, r1, th0, th1)`` (cm, radians) enclosing a frame-space rectangle."""
+    a = np.deg2rad(ang)
+    pts = []
+    for uu in urange:
+        for vv in vrange:
+            uu_, vv_ = float(np.mean(uu)), float(np.mean(vv))
+            pts.append((ox + uu_ * np.cos(a) - vv_ * np.sin(a), oz + uu_ * np.sin(a) +
+                        vv_ * np.cos(a)))
+    xs, zs = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    r = np.hypot(xs, zs)
+    th = np.arctan2(xs, zs)
+    return float(r.min()), float(r.max()), float(th.min()), float(th.max())
+
+
+def cv_box_mask(cv: Canvas, box: tuple[float, float, float, float]) -> np.ndarray:
+    r = np.hypot(cv.x, cv.z)
+    th = np.arctan2(cv.x, cv.z)
+    return ((r >= box[0]) & (r <= box[1]) & (th >= box[2]) & (th <= box[3]))[None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Parasternal long axis (and its colour twin)
+# ----------------------------------------------------------------------------------------------
+
+def paint_plax(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Generator,
+               color: bool, pe_visible: bool) -> dict[str, Any]:
+    """PLAX: RV on top, LV in the middle running to the apex on the left, aortic root and valve
+    on the right with the LA below it. Frame origin: top of the septum below the mitral
+    annulus, u to the right (aorta), v down."""
+    st = _lv_state(m, cyc, pt)
+    D, t_sep, t_pw = st["D"], st["t_sep"], st["t_lat"]
+    ang = -pt["heart_angle_deg"] + rng.normal(0, 3)
+    d_rv = 0.75 * st["rv"]
+    oz = rng.uniform(1.2, 1.7) + 0.45 + 0.75 * m["rv_basal_cm"]
+    ox = rng.normal(-0.6, 0.35)
+    u, v = to_frame(cv.x, cv.z, ox, oz, ang)
+    d_rv0 = 0.75 * m["rv_basal_cm"]
+    cv.paint((cv.z < oz - d_rv0 - 0.45)[None], 1.6)
+    cv.paint((np.abs(cv.z - 0.5 * (oz - d_rv0)) < 0.12)[None], 4.0)
+    root = pt["root_cm"]
+    u_av = 1.2
+    u_ann = u_av - 0.4
+    r_top = 0.45 * t_sep
+    r_bot = r_top + root
+    v_endo = t_sep + D                  # posterior endocardium
+    v_epi = v_endo + t_pw
+    pe = m["pe_depth_cm"] if pe_visible else 0.0
+    # RV (outflow) band under its free wall
+    cv.paint(ellipse(u, v, -2.0, -d_rv / 2, 7.0, d_rv / 2 + 0.45), MYO)
+    if pe >= 1.0:  # large effusions also show anteriorly
+        cv.paint(ellipse(u, v, -2.0, -d_rv / 2 - 0.45 - 0.25 * pe, 7.0, 0.25 * pe, 0.0),
+                 BLOOD * 2, "PE")
+    cv.paint(ellipse(u, v, -2.0, -d_rv / 2, 6.6, d_rv / 2), BLOOD, "RV", blood=True)
+    # pericardium and effusion behind the posterior wall; effusion stops at the AV groove
+    cv.paint(rect(u, v, -12.0, v_epi + pe, u_av + 3.8, v_epi + pe + 0.4), PERICARDIUM)
+    if pe > 0:
+        cv.paint(rect(u, v, -12.0, v_epi, u_ann + 0.2, v_epi + pe), BLOOD * 2, "PE")
+    # descending aorta behind the LA
+    da_v = v_epi + pe + 1.5
+    cv.paint(ellipse(u, v, u_ann + 1.6, da_v, 1.0, 0.9), MYO * 1.5)
+    cv.paint(ellipse(u, v, u_ann + 1.6, da_v, 0.75, 0.65), BLOOD, blood=True)
+    # LV myocardium (septum above, posterior wall below) with a tapering apex on the left
+    cv.paint(rect(u, v, -4.0, 0.0, u_ann + 0.3, v_epi) |
+             ellipse(u, v, -4.0, (0.0 + v_epi) / 2, 4.5, v_epi / 2, umax=0.0), MYO)
+    # LA behind (below) the aortic root
+    la = st["la"]
+    la_c = (u_av + 0.4 + 0.3 * la, r_bot + 0.4 + la / 2)
+    la_ru = 0.55 * la + 0.6
+    cv.paint(ellipse(u, v, *la_c, la_ru + 0.3, la / 2 + 0.3), MYO * 0.9)
+    cv.paint(ellipse(u, v, *la_c, la_ru, la / 2), BLOOD, "LA", blood=True)
+    # aortic root: bright walls, dark lumen
+    cv.paint(rect(u, v, u_av - 0.3, r_top - 0.35, 12.0, r_bot + 0.35), VALVE * 0.8)
+    cv.paint(rect(u, v, u_av - 0.2, r_top, 12.0, r_bot), BLOOD, blood=True)
+    # LV cavity and LVOT
+    cv.paint(rect(u, v, -4.0, t_sep, u_ann, v_endo) |
+             ellipse(u, v, -4.0, t_sep + D / 2, 3.9, D / 2, umax=0.0), BLOOD, "LV", blood=True)
+    lvot_bot = np.minimum(r_bot - 0.1, v_endo - 0.3)
+    cv.paint(rect(u, v, u_av - 1.7, t_sep, u_av - 0.15, lvot_bot), BLOOD, "LVOT", blood=True)
+    # aortic valve cusps (right coronary above, non-coronary below)
+    calc = max(0.0, 1.5 - m["av_opening_cm"]) / 1.0
+    cw = 0.15 + 0.3 * calc
+    cval = VALVE * (1 + 4 * calc)
+    lc = root / 2 * 1.05
+    opening = np.minimum(m["av_opening_cm"], root - 0.2)
+    r_mid = (r_top + r_bot) / 2
+    o = cyc.av_open
+    dz = np.maximum(root / 2 - opening / 2 * o, 0.05)
+    tip_du = np.where(o > 0.02, np.sqrt(np.maximum(lc * lc - dz * dz, 0.04)), -0.2)
+    top_tip = (u_av + tip_du, r_top + dz * np.where(o > 0.02, 1.0, 0.0) +
+               np.where(o > 0.02, 0.0, root / 2 - 0.05))
+    bot_tip = (u_av + tip_du, r_bot - dz * np.where(o > 0.02, 1.0, 0.0) -
+               np.where(o > 0.02, 0.0, root / 2 - 0.05))
+    cv.paint(segment(u, v, u_av, r_top, *top_tip, cw) | segment(u, v, u_av, r_bot, *bot_tip, cw),
+             cval, "AV")
+    # mitral valve: anterior leaflet from the aortic root, posterior from the AV groove
+    mcalc = m["mv_calc_score"]
+    mv_w = 0.16 + 0.3 * max(mcalc - 0.3, 0)
+    mv_val = VALVE * (1 + 5 * max(mcalc - 0.3, 0))
+    hA = (u_av - 0.1, r_bot + 0.15)
+    hP = (u_ann + 0.3, v_endo)
+    span = np.hypot(hA[0] - hP[0], hA[1] - hP[1])
+    om = cyc.mv_open
+    tipA = _leaflet(*hA, (-0.45, 1.0), (-1.0, -0.75), 0.55 * span + 0.4, om)
+    tipP = _leaflet(*hP, (-0.45, -1.0), (-1.0, 0.5), 0.45 * span, om)
+    cv.paint(segment(u, v, *hA, *tipA, mv_w) | segment(u, v, *hP, *tipP, mv_w), mv_val, "MV")
+    if mcalc >= 0.45:
+        cv.paint(ellipse(u, v, hP[0] + 0.2, hP[1] + 0.15, 0.25 + 0.3 * mcalc, 0.2 + 0.2 * mcalc),
+                 mv_val * 2, "MV")
+    out: dict[str, Any] = {"frame_angle": ang, "frame": (ox, oz)}
+    if color:
+        box = _polar_box(cv, u, v, (u_av - 4.2, u_av + 3.0), (t_sep * 0.8, la_c[1] + la / 2 + 0.3),
+                         ox, oz, ang)
+        out["color_box"] = box
+        inside = cv_box_mask(cv, box)
+        sysw = (cyc.av_open * 0.9).reshape(-1, 1)
+        lvot = rect(u, v, u_av - 2.2, t_sep, u_av - 0.1, lvot_bot) & cv.blood & inside
+        cv.flow(lvot, cv.toward(1.0, -0.25, ang) * sysw, 0.1)
+        aorta = rect(u, v, u_av, r_top, 12.0, r_bot) & cv.blood & inside
+        cv.flow(aorta, cv.toward(1.0, -0.05, ang) * sysw, 0.1)
+        c_mv = ((hA[0] + hP[0]) / 2 - 0.3, (hA[1] + hP[1]) / 2)
+        inflow = ellipse(u, v, c_mv[0] - 1.3, c_mv[1] - 0.5, 1.8, 0.7, 35.0) & cv.blood & inside
+        cv.flow(inflow, cv.toward(-0.8, -0.6, ang) * (0.9 * cyc.mv_open).reshape(-1, 1), 0.1)
+        amp = np.where(cyc.systole, np.sqrt(np.clip(np.sin(
+            np.pi * (cyc.phase - 0.02) / (cyc.es_phase + 0.01)), 0, 1)), 0.0)
+        mr = m["mr_jet_ratio"]
+        if mr >= 0.04:
+            la_area = np.pi * la_ru * (la / 2)
+            d = -35.0 + pt.get("mr_ecc_deg", 0.0)   # down and to the right, into the LA
+            out["jet_MR_JET"] = _jet(cv, u, v, (c_mv[0] + 0.3, c_mv[1]), d, mr * la_area, 0.42,
+                                     ang, amp, 2.6, inside)
+        ar = m["ar_jet_ratio"]
+        if ar >= 0.04:
+            lvot_w = np.mean(lvot_bot - t_sep)
+            amp_ar = np.where(cyc.ar_phase, 1.0, 0.0) * (0.75 + 0.25 * (1 - cyc.s))
+            e = np.deg2rad(-105.0)  # leftward (toward the apex) and slightly downward
+            length = 1.2 + 4.0 * ar
+            half_w = max(ar * lvot_w / 2 / 0.6, 0.12)
+            area = np.pi * length * half_w
+            a_len = np.sqrt(area / (np.pi * (half_w / length)))
+            origin = (u_av - 0.15, r_mid + 0.1)
+            cu, cvv = origin[0] + 0.8 * a_len * np.sin(e), origin[1] + 0.8 * a_len * np.cos(e)
+            jm = ellipse(u, v, cu, cvv, half_w, a_len, ang=-np.rad2deg(e)) & cv.blood & inside
+            jm &= (amp_ar > 0.05).reshape(-1, 1)
+            cv.flow(jm, cv.toward(np.sin(e), np.cos(e), ang) * 2.4, 0.85)
+            out["jet_AR_JET"] = jm
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Parasternal short axis at aortic-valve level
+# ----------------------------------------------------------------------------------------------
+
+def paint_psax_av(cv: Canvas, m: dict, pt: dict, cyc: Cycle,
+                  rng: np.random.Generator) -> dict[str, Any]:
+    """PSAX-AV: cusps in the centre, RV outflow curving over the top, LA below, RA lower left,
+    pulmonary valve to the right."""
+    r_ao = pt["root_cm"] / 2
+    w_rv = 0.55 * m["rv_basal_cm"] + 0.5
+    oz = rng.uniform(1.2, 1.6) + 0.4 + w_rv + 0.5 + r_ao
+    ox = rng.normal(0.0, 0.3)
+    ang = rng.normal(0, 6)
+    u, v = to_frame(cv.x, cv.z, ox, oz, ang)
+    cv.paint((cv.z < oz - r_ao - 0.9 - w_rv)[None], 1.6)
+    # heart tissue block around the base
+    cv.paint(ellipse(u, v, 0.0, 0.6, r_ao + w_rv + 1.4, r_ao + w_rv + 1.2), MYO * 0.7)
+    # RV outflow over the top: free wall then cavity, pulmonary artery on the right
+    rin, rout = r_ao + 0.45, r_ao + 0.45 + w_rv
+    cv.paint(annulus_sector(u, v, 0.0, 0.0, rin - 0.05, rout + 0.45, 175.0, 360.0), MYO)
+    cv.paint(annulus_sector(u, v, 0.0, 0.0, rin, rout, 182.0, 352.0), BLOOD, "RV", blood=True)
+    pa = (rout * 0.85 + 0.8, 0.7)
+    cv.paint(ellipse(u, v, *pa, 1.2, 0.9, 35.0), BLOOD, blood=True)
+    pv_open = np.clip(cyc.av_open, 0, 1)
+    pv_h = (rout * 0.9, -0.25)
+    cv.paint(segment(u, v, pv_h[0] - 0.6, pv_h[1] - 0.4, pv_h[0] - 0.2 + 0.5 * pv_open,
+                     pv_h[1] + 0.1 - 0.3 * pv_open, 0.14) |
+             segment(u, v, pv_h[0] + 0.5, pv_h[1] + 0.5, pv_h[0] - 0.1 + 0.4 * pv_open,
+                     pv_h[1] + 0.1 + 0.3 * pv_open, 0.14), VALVE)
+    # atria
+    la = m["la_ap_cm"] * (0.86 + 0.14 * (1.0 - cyc.s))
+    la_c = (0.4, r_ao + 0.5 + la / 2)
+    cv.paint(ellipse(u, v, *la_c, 0.6 * la + 0.8 + 0.3, la / 2 + 0.3), MYO * 0.8)
+    cv.paint(ellipse(u, v, *la_c, 0.6 * la + 0.8, la / 2), BLOOD, "LA", blood=True)
+    ra = m["ra_minor_cm"] * (0.86 + 0.14 * (1.0 - cyc.s))
+    ra_c = (-r_ao - 0.55 - ra / 2 * 0.9, 0.7 + 0.2 * ra)
+    cv.paint(ellipse(u, v, *ra_c, ra / 2 * 0.9, ra / 2), BLOOD, "RA", blood=True)
+    # tricuspid leaflets between RA and RV inflow (not a labelled structure in this view)
+    tv = (ra_c[0] + 0.2, ra_c[1] - ra / 2 - 0.05)
+    ot = cyc.tv_open
+    cv.paint(segment(u, v, tv[0] - 0.7, tv[1], tv[0] - 0.1, tv[1] - 0.1 - 0.6 * ot, 0.14) |
+             segment(u, v, tv[0] + 0.6, tv[1] - 0.1, tv[0] + 0.1, tv[1] - 0.15 - 0.5 * ot, 0.14),
+             VALVE)
+    # posterior pericardium behind the LA
+    cv.paint(annulus_sector(u, v, la_c[0], la_c[1] - 0.5, la / 2 + 1.0, la / 2 + 1.4, 30.0,
+                            150.0), PERICARDIUM)
+    # aortic valve: bright annulus ring, dark lumen, cusps
+    cv.paint(ellipse(u, v, 0.0, 0.0, r_ao + 0.3, r_ao + 0.3), VALVE * 0.9, "AV")
+    cv.paint(ellipse(u, v, 0.0, 0.0, r_ao, r_ao), BLOOD, "AV", blood=True)
+    calc = max(0.0, 1.5 - m["av_opening_cm"])
+    cw = 0.15 + 0.3 * calc
+    cval = VALVE * (1.2 + 4 * calc)
+    o = cyc.av_open.reshape(-1, 1)
+    rot = pt.get("av_rot_deg", 0.0)
+    if int(m["av_cusps"]) == 2:
+        # one coaptation line closed; a "fish-mouth" ellipse open
+        d = o * min(0.5 * m["av_opening_cm"], 0.8 * r_ao)
+        a0 = np.deg2rad(rot + 10.0)
+        t = np.linspace(0, np.pi, 7)
+        for sign in (-1, 1):
+            pts = []
+            for tt in t:
+                pu = r_ao * np.cos(tt)
+                pv = sign * d[:, 0] * np.sin(tt)
+                pts.append((pu * np.cos(a0) - pv * np.sin(a0), pu * np.sin(a0) + pv * np.cos(a0)))
+            cv.paint(polyline(u, v, pts, cw), cval, "AV")
+    else:
+        d = o[:, 0] * min(0.42 * m["av_opening_cm"], 0.62 * r_ao)
+        comm = [np.deg2rad(rot + 90.0 + 120.0 * k) for k in range(3)]
+        for k in range(3):
+            c0, c1 = comm[k], comm[(k + 1) % 3]
+            mid = c0 + np.deg2rad(60.0)
+            p0 = (r_ao * np.cos(c0), r_ao * np.sin(c0))
+            p1 = (r_ao * np.cos(c1), r_ao * np.sin(c1))
+            pm = (d * np.cos(mid), d * np.sin(mid))
+            cv.paint(polyline(u, v, [p0, pm, p1], cw), cval, "AV")
+    return {"frame_angle": ang, "frame": (ox, oz)}
+
+
+def paint_view(view: str, cv: Canvas, m: dict, pt: dict, cyc: Cycle,
+               rng: np.random.Generator) -> dict[str, Any]:
+    """Paint ``view`` with view-visible measurements ``m``. Returns ``frame_angle`` and, for
+    colour views, ``color_box`` (r0, r1, th0, th1) and ``jet_<STRUCT>`` masks."""
+    pe_visible = view in FINDING_BY_KEY["pericardial_effusion"].views
+    if view in ("A4C", "A4C_COLOR"):
+        return paint_apical(cv, m, pt, cyc, rng, True, view == "A4C_COLOR", pe_visible)
+    if view == "A2C":
+        return paint_apical(cv, m, pt, cyc, rng, False, False, pe_visible)
+    if view in ("PLAX", "PLAX_COLOR"):
+        return paint_plax(cv, m, pt, cyc, rng, view == "PLAX_COLOR", pe_visible)
+    if view == "PSAX_AV":
+        return paint_psax_av(cv, m, pt, cyc, rng)
+    raise ValueError(f"cannot render view {view!r}")

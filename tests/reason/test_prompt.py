@@ -1,0 +1,105 @@
+"""Prompt building with 1..6 views: layout, shapes, masks, missing views, the ablation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from echosonar.reason.prompt import build_prompt, pool_clip_tokens
+from echosonar.reason.synthetic import synthetic_studies, tiny_setup
+from echosonar.schema import ViewFeatures
+from echosonar.taxonomy import STRUCTURES, VIEWS
+
+K = len(STRUCTURES)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    return tiny_setup(n=8, seed=1)
+
+
+def _with_views(n_views, seed=0, n_tokens=4):
+    sf = synthetic_studies(1, seed=seed, n_tokens=n_tokens, min_views=n_views,
+                           max_views=n_views)[0]
+    assert len(sf.views) == n_views
+    return sf
+
+
+@pytest.mark.parametrize("n_views", range(1, 7))
+def test_prompt_layout(n_views):
+    sf = _with_views(n_views, seed=n_views)
+    p = build_prompt(sf)
+    assert p.views == [v for v in VIEWS if v in {x.view for x in sf.views}]  # canonical order
+    assert p.text.count("<clip>") == p.clip.shape[0] == n_views * 5
+    assert p.text.count("<struct>") == p.struct.shape[0] == n_views * K
+    assert p.struct.shape[1] == 16 + 1 and p.struct_type.tolist() == list(range(K)) * n_views
+    for v in VIEWS:
+        assert (f"view {v} (" in p.text) == (v in p.views)  # missing views are absent
+    pos = [p.text.index(f"view {v} (") for v in p.views]
+    assert pos == sorted(pos)
+    block = p.text[pos[0]:]
+    assert block.index("<clip>") < block.index("structures:") < block.index("<struct>") \
+        < block.index("boxes:")
+    first = next(x for x in sf.views if x.view == p.views[0])
+    assert next(iter(first.boxes)) in block.split("boxes:")[1].split("\n")[0]
+    off = build_prompt(sf, use_structure_tokens=False)
+    for s in ("<struct>", "structures:", "boxes:", "measurements:"):
+        assert s not in off.text
+    assert off.struct.shape[0] == 0 and off.clip.shape == p.clip.shape
+
+
+def test_other_view_skipped_and_bad_shapes():
+    sf = _with_views(2)
+    other = dataclasses.replace(sf.views[0], view="OTHER")
+    p = build_prompt(dataclasses.replace(sf, views=[other, *sf.views]))
+    assert "OTHER" not in p.text and p.clip.shape[0] == 10
+    with pytest.raises(ValueError, match="no view"):
+        build_prompt(dataclasses.replace(sf, views=[other]))
+    bad = dataclasses.replace(sf.views[0], structure_tokens=np.zeros((3, 16), np.float32))
+    with pytest.raises(ValueError, match=f"{sf.key}.*structure_tokens"):
+        build_prompt(dataclasses.replace(sf, views=[bad]))
+
+
+def test_pool_clip_tokens():
+    t = np.arange(9 * 2, dtype=np.float32).reshape(9, 2)
+    assert pool_clip_tokens(t, 0).shape == (9, 2) and pool_clip_tokens(t, 20).shape == (9, 2)
+    p = pool_clip_tokens(t, 3)
+    assert p.shape == (3, 2) and (p[0] == t[0]).all() and np.allclose(p[1], t[1:5].mean(0))
+
+
+@pytest.mark.parametrize("structure_tokens", [True, False])
+def test_prompt_embeds_shapes_masks_and_placeholders(setup, structure_tokens):
+    _, tok, model = setup
+    if not structure_tokens:
+        from echosonar.reason.model import build_model
+
+        cfg = dataclasses.replace(model.config, use_structure_tokens=False)
+        model = build_model(cfg, tok, model.feature_dims)
+    batch = [_with_views(k, seed=10 + k) for k in (1, 3, 6)]
+    emb, mask = model.prompt_embeds(batch)
+    ids = model.prompt_ids(batch)
+    b, p, h = emb.shape
+    assert (b, h) == (3, 32) and mask.shape == (3, p) and p == max(len(x) for x in ids)
+    for i, x in enumerate(ids):  # LEFT padding: zeros first, then exactly the prompt
+        assert mask[i].tolist() == [0] * (p - len(x)) + [1] * len(x)
+    # the 6-view study's clip rows are its projected clip tokens, in order
+    sf = batch[2]
+    clip = torch.from_numpy(build_prompt(sf, structure_tokens).clip)
+    row = torch.tensor([0] * (p - len(ids[2])) + ids[2])
+    got = emb[2][row == model.clip_id]
+    assert torch.allclose(got, model.clip_proj(clip), atol=1e-6)
+    n_struct = int((row == model.struct_id).sum())
+    assert n_struct == (6 * K if structure_tokens else 0)
+    text_rows = emb[2][(row != model.clip_id) & (row != model.struct_id) & (mask[2] == 1)]
+    ref = model.lm.get_input_embeddings()(row[(row != model.clip_id) & (row != model.struct_id)
+                                              & (mask[2] == 1)])
+    assert torch.equal(text_rows, ref)
+
+
+def test_feature_width_mismatch_is_a_clear_error(setup):
+    _, _, model = setup
+    sf = synthetic_studies(1, seed=2, d_enc=8)[0]
+    with pytest.raises(ValueError, match=f"study {sf.key}: feature widths"):
+        model.prompt_embeds([sf])

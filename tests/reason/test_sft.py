@@ -1,0 +1,105 @@
+"""SFT: a tiny run learns; kill + resume continues the same loss curve; the CLI works."""
+
+import json
+
+import pytest
+import torch
+
+from echosonar.cli import main
+from echosonar.config import load_config
+from echosonar.reason.model import EchoSonarR
+from echosonar.reason.sft import SFTError, lr_factor, train_sft
+from echosonar.reason.synthetic import synthetic_studies, write_synthetic_cache
+
+TINY = ["lm.hidden_size=32", "lm.layers=1", "lm.heads=2", "lm.vocab_size=400",
+        "lm.max_len=4096", "sft.batch_size=4", "sft.warmup=2", "sft.log_every=1",
+        "sft.eval_every=3", "sft.sample_every=0", "sft.threads=1", "sft.max_new_tokens=8",
+        "sft.samples=1"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_studies(16, seed=11), synthetic_studies(4, seed=12, split="val")
+
+
+def _cfg(*extra):
+    return load_config(overrides=TINY + list(extra))
+
+
+def _losses(path):
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == "train"]
+
+
+def test_lr_schedule():
+    f = [lr_factor(i, 5, 50, 0.1) for i in range(50)]
+    assert f[0] == pytest.approx(0.2) and f[4] == 1.0 and max(f) == 1.0
+    assert all(a >= b for a, b in zip(f[4:], f[5:], strict=False)) and f[-1] >= 0.1
+
+
+def test_tiny_run_lowers_loss_and_changes_parameters(data, tmp_path):
+    train, val = data
+    cfg = _cfg("sft.steps=25", "sft.lr=3e-3", "sft.save_every=0", "sft.eval_every=0",
+               "sft.sample_every=25")
+    res = train_sft(cfg, None, tmp_path / "run", train=train[:4], val=val)
+    h = res["history"]
+    assert sum(r["loss"] for r in h[-3:]) / 3 < 0.8 * sum(r["loss"] for r in h[:3]) / 3
+    model = res["model"]
+    init = EchoSonarR.from_pretrained(tmp_path / "run" / "model")  # final == returned model
+    fresh_cfg = load_config(overrides=TINY)
+    assert fresh_cfg.lm.hidden_size == init.config.hidden_size
+    for (n, p), (_, q) in zip(model.state_dict().items(), init.state_dict().items(),
+                              strict=True):
+        assert torch.equal(p, q), n
+    from echosonar.reason.model import build_model
+    from echosonar.reason.prompt import feature_dims
+
+    torch.manual_seed(0)
+    fresh = build_model(fresh_cfg.lm, model.tokenizer, feature_dims(train[0]))
+    changed = [n for (n, p), (_, q) in zip(model.named_parameters(), fresh.named_parameters(),
+                                           strict=True) if not torch.equal(p, q)]
+    assert any("clip_proj" in n for n in changed) and any("layers.0" in n for n in changed)
+    assert any("label_head" in n for n in changed)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    kinds = {r["kind"] for r in lines}
+    assert kinds == {"train", "val", "samples"}
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["seed"] == 0 and info["world_size"] == 1
+
+
+def test_kill_and_resume_matches_uninterrupted(data, tmp_path):
+    train, val = data
+    cfg = _cfg("sft.steps=6", "sft.save_every=3", "sft.micro_batch_size=2")
+    full = train_sft(cfg, None, tmp_path / "a", train=train, val=val)
+    # "killed" after step 4: the checkpoint is at step 3, step 4's log line is stale
+    train_sft(cfg, None, tmp_path / "b", train=train, val=val, stop_after=4)
+    assert [r["step"] for r in _losses(tmp_path / "b" / "log.jsonl")] == [1, 2, 3, 4]
+    with pytest.raises(SFTError, match="already holds a checkpoint"):
+        train_sft(cfg, None, tmp_path / "b", train=train, val=val)
+    resumed = train_sft(cfg, None, tmp_path / "b", resume=True, train=train, val=val)
+    assert [r["step"] for r in resumed["history"]] == [4, 5, 6]
+    a, b = _losses(tmp_path / "a" / "log.jsonl"), _losses(tmp_path / "b" / "log.jsonl")
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for x, y in zip(a, b, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-6, abs=1e-7), x["step"]
+        assert x["lr"] == pytest.approx(y["lr"], rel=1e-9)
+    for (n, p), (_, q) in zip(full["model"].state_dict().items(),
+                              resumed["model"].state_dict().items(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    write_synthetic_cache(tmp_path / "feat", {"train": 8, "val": 2})
+    args = ["train", "sft", "--features", str(tmp_path / "feat"), "--out", str(tmp_path / "r")]
+    for s in TINY + ["sft.steps=2", "sft.save_every=1"]:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert (tmp_path / "r" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "r" / "checkpoint" / "training_state.json").is_file()
+    assert main(args[:-2] + ["--set", "sft.steps=3", "--resume"]) == 0
+    assert [r["step"] for r in _losses(tmp_path / "r" / "log.jsonl")] == [1, 2, 3]
+    assert main(["train", "sft", "--features", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "r2")]) == 2
+    assert "no feature cache index" in capsys.readouterr().err
+    assert main(["train", "sft", "--features", str(tmp_path / "feat"), "--out",
+                 str(tmp_path / "r3"), "--resume"]) == 2
