@@ -208,6 +208,23 @@ NEGATIVE_TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: What a finding's assessment is about, for "not assessed" sentences when the views that
+#: show it were not acquired (the sentence contains the cue "not").
+ASSESSED_THING: dict[str, str] = {
+    "lv_systolic_dysfunction": "LV systolic function", "lv_enlargement": "LV cavity size",
+    "lv_hypertrophy": "LV wall thickness", "la_enlargement": "Left atrial size",
+    "ra_enlargement": "Right atrial size", "rv_enlargement": "Right ventricular size",
+    "aortic_stenosis": "Aortic cusp opening", "bicuspid_aortic_valve": "Aortic cusp number",
+    "mitral_valve_calcification": "Mitral leaflet morphology",
+    "mitral_regurgitation": "Mitral regurgitation", "tricuspid_regurgitation":
+    "Tricuspid regurgitation", "aortic_regurgitation": "Aortic regurgitation",
+    "pericardial_effusion": "Pericardial effusion",
+}
+NOT_ASSESSED_TEMPLATES: tuple[str, ...] = (
+    "{thing} not assessed (view not acquired)", "{thing} could not be assessed",
+    "{thing} not evaluated in this study",
+)
+
 _SPLIT_RE = re.compile(r"[.;\n]+")
 
 

@@ -60,3 +60,15 @@ def test_detector_hook_outputs_are_stored(tmp_path):
     v = sf.views[0]
     assert v.structure_tokens.shape == (k, 6) and v.structure_scores[-1] == pytest.approx(1.0)
     assert v.boxes == {"LV": [0.1, 0.2, 0.5, 0.6]} and v.measurements == {"lvedd_cm": 5.1}
+
+
+def test_detect_stage_hook(tmp_path):
+    """The hook speaks the detect stage's API (an untrained detector is enough for shapes)."""
+    detect_model = pytest.importorskip("echosonar.detect.model")
+    from echosonar.encode.features import detector_hook
+
+    detect_model.build_detector().save_pretrained(tmp_path / "det")
+    fn, info = detector_hook(tmp_path / "det")
+    tokens, scores, boxes, meas = fn(make_studies(1)[0].clips[0])
+    assert tokens.shape == (len(STRUCTURES), info["dim"]) and scores.shape == (len(STRUCTURES),)
+    assert info["used"] is True and isinstance(boxes, dict) and isinstance(meas, dict)

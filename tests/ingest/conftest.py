@@ -208,3 +208,16 @@ def real_fixture_path() -> str:
     from pydicom.data import get_testdata_file
 
     return get_testdata_file("examples_ybr_color.dcm")
+
+
+@pytest.fixture(scope="session")
+def sim_set(tmp_path_factory) -> Path:
+    """A tiny simulated set (2 studies, 64 px, 8 frames, every view, MP4 copies), made once."""
+    from echosonar.config.sim import SimConfig
+    from echosonar.simulate import write_study_set
+
+    out = tmp_path_factory.mktemp("sim")
+    cfg = SimConfig(studies=2, image_size=64, frames=8, write_mp4=True, missing_view_prob=0.0,
+                    seed=3)
+    write_study_set(out, cfg)
+    return out

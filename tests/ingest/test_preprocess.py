@@ -122,7 +122,9 @@ def test_boxes_ed_es_and_geometric_sector_follow_the_crop():
         f[t][truth] = 40
         x0, y0 = 40 + t, 30
         f[t, y0:y0 + 20, x0:x0 + 30] = 250  # a bright "LV" moving right
-        boxes.append({"LV": [x0, y0, x0 + 30, y0 + 20], "NOT_A_STRUCTURE": [0, 0, 1, 1]})
+        # pixel-centre convention (as the simulator): columns x0..x0+29 span x0-0.5..x0+29.5
+        boxes.append({"LV": [x0 - 0.5, y0 - 0.5, x0 + 29.5, y0 + 19.5],
+                      "NOT_A_STRUCTURE": [0, 0, 1, 1]})
     raw = _raw(f, frame_times=np.arange(n) / 25, spacing=(0.1, 0.1), sector=sector, boxes=boxes,
                ed_frames=[0], es_frames=[6], view="A4C")
     clip = preprocess(raw, IngestConfig(image_size=48, clip_len=5))
@@ -131,9 +133,9 @@ def test_boxes_ed_es_and_geometric_sector_follow_the_crop():
     for t in range(5):
         b = clip.boxes[t]["LV"]
         assert set(clip.boxes[t]) == {"LV"}
-        bright = np.argwhere(clip.frames[t, 0] > 0.8)
-        assert abs(bright[:, 1].min() - b[0]) <= 1.5 and abs(bright[:, 1].max() + 1 - b[2]) <= 1.5
-        assert abs(bright[:, 0].min() - b[1]) <= 1.5 and abs(bright[:, 0].max() + 1 - b[3]) <= 1.5
+        bright = np.argwhere(clip.frames[t, 0] > 0.6)  # pixel centres of the block
+        assert abs(bright[:, 1].min() - 0.5 - b[0]) <= 1 and abs(bright[:, 1].max() + 0.5 - b[2]) <= 1
+        assert abs(bright[:, 0].min() - 0.5 - b[1]) <= 1 and abs(bright[:, 0].max() + 0.5 - b[3]) <= 1
     # crop = the sector's bounding box; spacing scales with it
     ys, xs = np.nonzero(truth)
     side = max(np.ptp(xs) + 1, np.ptp(ys) + 1)

@@ -11,7 +11,7 @@ from echosonar.reason.model import EchoSonarR
 from echosonar.reason.sft import SFTError, lr_factor, train_sft
 from echosonar.reason.synthetic import synthetic_studies, write_synthetic_cache
 
-TINY = ["lm.hidden_size=32", "lm.layers=1", "lm.heads=2", "lm.vocab_size=400",
+TINY = ["lm.hidden_size=32", "lm.layers=1", "lm.heads=2", "lm.vocab_size=600",
         "lm.max_len=4096", "sft.batch_size=4", "sft.warmup=2", "sft.log_every=1",
         "sft.eval_every=3", "sft.sample_every=0", "sft.threads=1", "sft.max_new_tokens=8",
         "sft.samples=1"]
@@ -19,7 +19,8 @@ TINY = ["lm.hidden_size=32", "lm.layers=1", "lm.heads=2", "lm.vocab_size=400",
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic_studies(16, seed=11), synthetic_studies(4, seed=12, split="val")
+    return (synthetic_studies(16, seed=11, max_views=2, n_tokens=2),
+            synthetic_studies(4, seed=12, split="val", max_views=2, n_tokens=2))
 
 
 def _cfg(*extra):
@@ -38,8 +39,8 @@ def test_lr_schedule():
 
 def test_tiny_run_lowers_loss_and_changes_parameters(data, tmp_path):
     train, val = data
-    cfg = _cfg("sft.steps=25", "sft.lr=3e-3", "sft.save_every=0", "sft.eval_every=0",
-               "sft.sample_every=25")
+    cfg = _cfg("sft.steps=12", "sft.lr=1e-2", "sft.save_every=0", "sft.eval_every=0",
+               "sft.sample_every=12")
     res = train_sft(cfg, None, tmp_path / "run", train=train[:4], val=val)
     h = res["history"]
     assert sum(r["loss"] for r in h[-3:]) / 3 < 0.8 * sum(r["loss"] for r in h[:3]) / 3

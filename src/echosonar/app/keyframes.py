@@ -64,8 +64,8 @@ def draw_keyframe(rgb: np.ndarray, boxes: Sequence[tuple[str, Sequence[float]]],
         color = structure_color(name)
         draw.rectangle(xy, outline=color, width=lw)
         tx, ty = xy[0] + lw, xy[1] + lw
-        l, t, r, b = draw.textbbox((tx, ty), name, font=font)
-        draw.rectangle([l - 2, t - 1, r + 2, b + 1], fill=(15, 23, 42))
+        bx0, by0, bx1, by1 = draw.textbbox((tx, ty), name, font=font)
+        draw.rectangle([bx0 - 2, by0 - 1, bx1 + 2, by1 + 1], fill=(15, 23, 42))
         draw.text((tx, ty), name, fill=color, font=font)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)

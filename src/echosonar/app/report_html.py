@@ -89,7 +89,9 @@ def _report(r: dict[str, Any]) -> str:
     if not r["reasoning"]["well_formed"]:
         bad = ('<p class="malformed">The model output did not follow the expected format; '
                "sections may be missing. See the raw output below.</p>")
-    return (f'<section class="card" id="report"><h2>Report</h2>{bad}'
+    said = ", ".join(FINDING_BY_KEY[k].name for k in r["answer_findings"]) or "none stated"
+    summary = f'<p class="summary">Findings stated by the model: <b>{escape(said)}</b></p>'
+    return (f'<section class="card" id="report"><h2>Report</h2>{bad}{summary}'
             f'<dl class="report">{"".join(rows)}</dl></section>')
 
 
@@ -101,14 +103,14 @@ def _findings(r: dict[str, Any]) -> str:
     for f in sorted(r["findings"], key=order):
         score, thr = f["score"], f["threshold"]
         cls = "positive" if f["positive"] else "" if f["assessable"] else "na"
-        if f["positive"] is None:
-            call = '<span class="call na">no score</span>'
+        if not f["assessable"]:
+            call = '<span class="call na" title="no acquired view shows it">Not assessable</span>'
+        elif f["positive"] is None:
+            call = '<span class="call na">No score</span>'
         elif f["positive"]:
             call = '<span class="call pos">Positive</span>'
         else:
             call = '<span class="call neg">Negative</span>'
-        if not f["assessable"] and f["key"] != "healthy":
-            call += ' <span class="call na" title="no acquired view shows it">not assessable</span>'
         bar = "" if score is None else (
             f'<span class="bar" title="score {score:.2f}, threshold {thr:.2f}"><i style="width:'
             f'{100 * min(1.0, max(0.0, score)):.0f}%"></i><b style="left:{100 * thr:.0f}%"></b>'

@@ -20,7 +20,7 @@ A result is plain JSON (version 1)::
      "report":   {"sections": [{"key", "title", "text"}]},
      "generation": str,                      # the raw model output, for audit
      "warnings": [str],
-     "timing_s": {"decode", "preprocess", "view", "detect", "encode", "generate", "total"},
+     "timing_s": {"ingest", "view", "detect", "encode", "generate", "total"},  # ingest = decode + preprocess
      "peak_memory_mb": float}
 
 Boxes (``box01``) are ``[x0, y0, x1, y1]`` in 0..1 of the preprocessed clip frame. No field holds
@@ -43,7 +43,7 @@ from echosonar.taxonomy import (
 
 SCHEMA_NAME = "echosonar.result"
 SCHEMA_VERSION = 1
-TIMING_KEYS = ("decode", "preprocess", "view", "detect", "encode", "generate", "total")
+TIMING_KEYS = ("ingest", "view", "detect", "encode", "generate", "total")
 
 _NUM = {"type": "number"}
 _STR = {"type": "string"}

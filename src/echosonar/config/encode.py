@@ -49,7 +49,7 @@ class EncoderTrainConfig:
     max_clips: int = opt(0, "use at most this many training clips (0 = all)")
     grad_clip: float = opt(1.0, "max gradient norm")
     seed: int = opt(0, "random seed")
-    threads: int = opt(2, "torch CPU threads")
+    threads: int = opt(1, "torch CPU threads (1 is fastest on a busy 2-core host)")
 
 
 @dataclass
@@ -68,7 +68,7 @@ class BaselineConfig:
     dropout: float = opt(0.2, "dropout in the baseline heads")
     token_dropout: float = opt(0.1, "fusion: probability of hiding a whole view while training")
     seed: int = opt(0, "random seed")
-    threads: int = opt(2, "torch CPU threads")
+    threads: int = opt(1, "torch CPU threads (1 is fastest on a busy 2-core host)")
 
 
 @dataclass
@@ -77,5 +77,5 @@ class EncodeConfig:
     pretrain: EncoderTrainConfig = section(EncoderTrainConfig, "encoder pretraining")
     baselines: BaselineConfig = section(BaselineConfig, "classifier baselines")
     batch_size: int = opt(16, "clips per encoder forward pass in 'echosonar encode'")
-    threads: int = opt(2, "torch CPU threads for 'echosonar encode'")
+    threads: int = opt(1, "torch CPU threads for 'echosonar encode'")
     index_every: int = opt(10, "rewrite the feature index every N studies (resume granularity)")

@@ -56,6 +56,8 @@ class GRPOConfig:
     short_fraction: float = opt(0.5, "report shorter than this fraction of the reference is "
                                 "penalised")
     # bookkeeping
+    device: str = opt("auto", "auto, cpu or cuda[:i] (auto = CUDA when present)")
+    threads: int = opt(2, "torch CPU threads per process (0 = torch default)")
     save_every: int = opt(25, "checkpoint every N steps (and at the end)")
     eval_every: int = opt(0, "greedy macro-BAcc on the val split every N steps (0 = off)")
     eval_studies: int = opt(32, "val studies used by eval_every")

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     total = sum(1 for e in entries if args.split is None or e.get("split") == args.split)
     try:
-        build_feature_cache(iter_cache(args.cache, split=args.split, as_float=False), args.out,
+        build_feature_cache(iter_cache(args.cache, split=args.split), args.out,
                             encoder, encoder_info(args.encoder, encoder), detect, det_info,
                             batch_size=cfg.encode.batch_size,
                             index_every=cfg.encode.index_every, total=total,

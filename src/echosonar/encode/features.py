@@ -39,13 +39,14 @@ def no_detector(dim: int) -> DetectFn:
 
 
 def detector_hook(path: str | Path) -> tuple[DetectFn, dict[str, Any]]:
-    """Load ``echosonar.detect``'s detector from ``path``; returns ``(hook, index info)``.
+    """Load the detect stage's detector from ``path``; returns ``(hook, index info)``.
 
-    Uses the detect stage's API: ``Detector.from_pretrained(dir)`` and
-    ``detect_clip(model, clip) -> ClipDetections`` with ``tokens [K, D]``, ``scores [T, K]``,
-    ``present [K]``, ``ed_boxes {S: [x0, y0, x1, y1] in 0..1}`` and ``measurements``.
+    Uses ``echosonar.detect``: ``Detector.from_pretrained(dir)`` and ``detect_clip(model, clip)
+    -> ClipDetections`` with ``tokens [K, D]``, ``clip_scores [K]`` (presence over the clip;
+    older builds: max over ``scores [T, K]``), ``ed_boxes {S: box01}`` and ``measurements``.
     """
-    from echosonar.detect import Detector, detect_clip
+    from echosonar.detect.infer import detect_clip
+    from echosonar.detect.model import Detector
 
     model = Detector.from_pretrained(path)
     model.eval()
@@ -54,11 +55,11 @@ def detector_hook(path: str | Path) -> tuple[DetectFn, dict[str, Any]]:
         with torch.no_grad():
             det = detect_clip(model, clip)
         tokens = np.asarray(_np(det.tokens), np.float32)
-        scores = np.asarray(_np(det.scores), np.float32)
-        score = scores.max(0) if scores.ndim == 2 else scores   # presence prob over the clip
+        score = getattr(det, "clip_scores", None)
+        score = _np(det.scores).max(0) if score is None else _np(score)
         boxes = {s: [float(v) for v in b] for s, b in (det.ed_boxes or {}).items()}
         meas = {k: float(v) for k, v in (det.measurements or {}).items()}
-        return tokens, score.astype(np.float32), boxes, meas
+        return tokens, np.asarray(score, np.float32), boxes, meas
 
     return fn, {"used": True, "path": str(path), "kind": "detector",
                 "dim": int(getattr(getattr(model, "config", None), "embed_dim", 0) or 0)}

@@ -18,8 +18,9 @@ structure, side)}`` — using :mod:`echosonar.evaluate.green_lexicon`; explicit 
 * present in both, same or unstated severity -> matched (an unstated severity on one side is an
   insignificant (d)); different severities -> significant (d);
 * absent in both -> matched;
-* present only in the candidate -> (a); present only in the reference -> (b); a trace/trivial
-  grade on the present side makes either insignificant;
+* present only in the candidate -> (a); present only in the reference -> (b) (sub-threshold
+  "trace"/"trivial"/"physiological" grades count as absent, as the simulator's phrase bank
+  defines them);
 * an (a) and a (b) of the same kind (chamber enlargement, valve regurgitation) at different
   structures are merged into one (c);
 * a normal statement of the reference missing from the candidate -> insignificant (b);
@@ -51,6 +52,7 @@ __all__ = ["Finding", "GreenRuleResult", "compare_reports", "extract_findings", 
 
 _POST_NEG = re.compile(r"^\s*(?:(?:is|are|was|were)\s+)?(?:not\s+(?:seen|present|identified|"
                        r"demonstrated|visuali[sz]ed|noted|detected)|absent)\b")
+_AND_RE = re.compile(r"(?:\band\b|,)\s*")
 _SENT_SPLIT = re.compile(r"(?<=[.;!?])\s+|\n+")
 
 
@@ -65,10 +67,6 @@ class Finding:
     side: str
     sections: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
-
-    @property
-    def trivial(self) -> bool:
-        return self.present and self.severity is not None and SEVERITY_RANK[self.severity] == 0
 
 
 def _sections(report: Mapping[str, str] | str) -> list[tuple[str, str]]:
@@ -89,7 +87,7 @@ def _sections(report: Mapping[str, str] | str) -> list[tuple[str, str]]:
 
 def _mentions(section: str, sentence: str) -> list[tuple[str, bool, str | None, str]]:
     """``[(finding, present, severity, matched text)]`` in one sentence, left to right."""
-    pats, sev_re, neg_re, term_re = patterns()
+    pats, sev_re, neg_re, normal_re, term_re = patterns()
     s = sentence.lower()
     spans: list[tuple[int, int, Any]] = []
     for p in pats:
@@ -108,19 +106,21 @@ def _mentions(section: str, sentence: str) -> list[tuple[str, bool, str | None, 
     out = []
     prev_end = 0
     for i, (a, b, p) in enumerate(chosen):
-        # Negation scope: from the last terminator before the mention to the mention's end.
-        scope_start = max([m.end() for m in term_re.finditer(s, 0, a)] or [0])
-        negated = bool(neg_re.search(s, scope_start, b)) or bool(_POST_NEG.match(s[b:]))
         nxt = chosen[i + 1][0] if i + 1 < len(chosen) else len(s)
-        sev = None
         before = list(sev_re.finditer(s, prev_end, b))
+        after = sev_re.search(s[b:nxt])
+        sev = (normalize_severity(before[-1].group(0)) if before else
+               normalize_severity(after.group(0)) if after and after.start() < 40 else None)
+        # Cue scope: from the last terminator before the mention to the mention's end; a
+        # severity word after an "and"/comma starts a new statement ("no stenosis, mild AR").
+        start = max([m.end() for m in term_re.finditer(s, 0, a)] or [0])
         if before:
-            sev = normalize_severity(before[-1].group(0))
-        else:
-            after = sev_re.search(s[b:nxt])
-            if after and after.start() < 40:
-                sev = normalize_severity(after.group(0))
+            start = max([start] + [m.end() for m in _AND_RE.finditer(s, start,
+                                                                      before[-1].start())])
+        negated = bool(neg_re.search(s, start, b)) or bool(_POST_NEG.match(s[b:]))
         present = p.present != negated
+        if p.present and normal_re.search(s, start, b):
+            present = False
         out.append((p.finding, present, sev if present else None, s[a:b]))
         prev_end = b
     return out
@@ -206,15 +206,9 @@ def compare_reports(reference: Mapping[str, str] | str,
             res.matched += 1
             res.matched_findings.append(f"{key} {'present' if r.present else 'absent'}")
         elif c is not None and c.present:  # reference absent or silent
-            if c.trivial:
-                res._add("a", False, f"{key}: trivial {key} reported")
-            else:
-                false_pos.append(c)
+            false_pos.append(c)
         elif r is not None and r.present:  # candidate absent or silent
-            if r.trivial:
-                res._add("b", False, f"{key}: trivial {key} omitted")
-            else:
-                missed.append(r)
+            missed.append(r)
         elif r is not None and c is None:  # a normal statement the candidate left out
             res._add("b", False, f"{key}: normal statement omitted")
     # A false report and a miss of the same kind at another structure = one location error.

@@ -39,10 +39,17 @@ _SEV_ALIASES = {"mildly": "mild", "moderately": "moderate", "severely": "severe"
 SEVERITY_RE_TEXT = (r"(?:mild(?:ly)?[- ]to[- ]moderate(?:ly)?|moderate(?:ly)?[- ]to[- ]"
                     r"sever(?:e|ely)|trace|trivial|minimal|mild(?:ly)?|moderate(?:ly)?|"
                     r"sever(?:e|ely)|small|large)")
-#: Cues that negate a finding mentioned after them in the same clause.
+#: Cues that negate (flip) a finding mentioned after them in the same clause.
 NEGATION_CUES: tuple[str, ...] = (
-    "no", "not", "without", "absent", "negative for", "free of", "no evidence of",
-    "no significant", "none", "neither", "nor", "excluded", "ruled out", "rules out",
+    "no", "not", "without", "absent", "negative for", "free of", "no evidence of", "none",
+    "neither", "nor", "excluded", "ruled out", "rules out",
+)
+#: Cues that state normality: a finding phrase in their scope is absent (sub-threshold
+#: "trace"/"trivial" regurgitation included, as the simulator's phrase bank defines), but they
+#: do not flip a phrase that already states absence ("normal LV size").
+NORMAL_CUES: tuple[str, ...] = (
+    "normal", "normally", "preserved", "within normal limits", "unremarkable", "trace",
+    "trivial", "physiological", "physiologic", "minimal",
 )
 #: Words that end a negation's scope inside a sentence.
 TERMINATORS: tuple[str, ...] = ("but", "however", "although", "though", "except", "whereas",
@@ -90,6 +97,7 @@ def _chamber(ch: str) -> list[tuple[str, bool]]:
         (rf"\b{c} {_IS}{_SEV}(?:enlarged|dilated)", True),
         (rf"\b{c} {_IS}(?:of )?normal(?: in)? size", False),
         (rf"\b{c} size {_IS}normal", False),
+        (rf"\b{c} (?:size|dimensions?|cavity size) {_IS}(?:within normal limits|normal)", False),
         (rf"\bnormal(?:-sized| sized| size)? {c}(?: size)?\b", False),
     ]
 
@@ -98,7 +106,6 @@ _FN = r"(?:systolic function|ejection fraction|\bef\b|contractility|function)"
 BUILTIN: dict[str, list[tuple[str, bool]]] = {
     "lv_systolic_dysfunction": [
         (r"\b(?:lv|left ventricular) systolic dysfunction", True),
-        (r"\bsystolic dysfunction", True),
         (rf"\b(?:reduced|impaired|depressed|decreased|low|poor) (?:lv |left ventricular )?"
          rf"(?:global )?{_FN}", True),
         (rf"\b(?:lv |left ventricular )?(?:global )?{_FN} {_IS}{_SEV}(?:reduced|impaired|"
@@ -106,6 +113,7 @@ BUILTIN: dict[str, list[tuple[str, bool]]] = {
         (rf"\b(?:normal|preserved) (?:lv |left ventricular )?(?:global )?{_FN}", False),
         (rf"\b(?:lv |left ventricular )?(?:global )?{_FN} {_IS}(?:normal|preserved)", False),
         (r"\b(?:global )?hypokinesis", True),
+        (r"\b(?:ejection fraction|ef)\b[^;]{0,30}?within normal limits", False),
     ],
     "lv_enlargement": _chamber("lv"),
     "lv_hypertrophy": [
@@ -115,7 +123,7 @@ BUILTIN: dict[str, list[tuple[str, bool]]] = {
          True),
         (rf"\bwalls? {_IS}{_SEV}thickened", True),
         (r"\bnormal (?:lv |left ventricular )?wall thickness", False),
-        (rf"\bwall thickness {_IS}normal", False),
+        (rf"\bwall thickness {_IS}(?:within normal limits|normal)", False),
     ],
     "la_enlargement": _chamber("la"),
     "ra_enlargement": _chamber("ra"),
@@ -142,6 +150,7 @@ BUILTIN: dict[str, list[tuple[str, bool]]] = {
         (r"\bmitral (?:valve|annulus|leaflets?) (?:is |are |appears )?(?:not )?"
          rf"{_SEV}calcified", True),
         (r"\bmac\b", True),
+        (r"\bnormal mitral (?:valve |leaflet |leaflets )?morphology", False),
     ],
     "mitral_regurgitation": [(r"\bmitral (?:valve )?(?:regurgitation|insufficiency)", True),
                              (r"\bmr\b", True)],
@@ -165,6 +174,8 @@ SECTION_TERMS: dict[str, list[tuple[str, str, bool]]] = {
                (r"\b(?:cusps? (?:open|opens) normally|opens normally)", "aortic_stenosis",
                 False)],
     "LV": [(rf"\b{_SEV}(?:enlarged|dilated|enlargement|dilatation)", "lv_enlargement", True),
+           (r"\b(?<!rv )(?<!right ventricular )systolic dysfunction", "lv_systolic_dysfunction",
+            True),
            (r"\bnormal(?: in)? size", "lv_enlargement", False),
            (r"\bhypertrophy|thickened", "lv_hypertrophy", True)],
     "LA": [(rf"\b{_SEV}(?:enlarged|dilated|enlargement|dilatation)", "la_enlargement", True),
@@ -262,8 +273,13 @@ def _phrase_regex(text: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def patterns() -> tuple[tuple[Pattern, ...], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
-    """``(finding patterns, severity regex, negation-cue regex, terminator regex)``."""
+def patterns() -> tuple[tuple[Pattern, ...], re.Pattern[str], re.Pattern[str], re.Pattern[str],
+                        re.Pattern[str]]:
+    """``(finding patterns, severity, negation-cue, normality-cue, terminator regexes)``.
+
+    Cues from the phrase bank's ``NEGATION_CUES`` that state normality ("normal", "trace"...)
+    are sorted into the normality class; the rest negate.
+    """
     bank, sev_words, neg_words = _phrase_bank()
     out: list[Pattern] = []
     for key in [f.key for f in FINDINGS]:
@@ -274,8 +290,11 @@ def patterns() -> tuple[tuple[Pattern, ...], re.Pattern[str], re.Pattern[str], r
             out.append(Pattern(key, re.compile(rx), present, sec))
     extra_sev = [re.escape(w.lower()) for w in sev_words if normalize_severity(w)]
     sev = re.compile(r"\b(?:" + "|".join([SEVERITY_RE_TEXT, *extra_sev]) + r")\b")
-    cues = sorted({*NEGATION_CUES, *(w.lower().strip() for w in neg_words if w.strip())},
-                  key=len, reverse=True)
-    neg = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in cues) + r")\b")
-    term = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in TERMINATORS) + r")\b")
-    return tuple(out), sev, neg, term
+    normal = {*NORMAL_CUES}
+    negators = {*NEGATION_CUES, *(w.lower().strip() for w in neg_words if w.strip())} - normal
+    return tuple(out), sev, _words_re(negators), _words_re(normal), _words_re(TERMINATORS)
+
+
+def _words_re(words: Iterable[str]) -> re.Pattern[str]:
+    alts = sorted(set(words), key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in alts) + r")\b")

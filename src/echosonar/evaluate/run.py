@@ -172,10 +172,6 @@ def evaluate_predictions(preds: Mapping[str, StudyPrediction], truth: Sequence[d
     return _finite(out)
 
 
-def rarest_from(metrics: Mapping[str, Any]) -> list[str]:
-    return list(metrics.get("rare_labels", {}))
-
-
 def _pct(v: Any, digits: int = 1) -> str:
     return "n/a" if v is None else f"{100 * v:.{digits}f}"
 
@@ -225,3 +221,109 @@ def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
                      f"{_pct(v['specificity'])} | {_pct(v['balanced_accuracy'])} | "
                      f"{_pct(v['f1'])} | {_pct(v['auroc'])} |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# `echosonar evaluate`: resolve the source, predict if needed, score, write JSON + Markdown
+# ---------------------------------------------------------------------------------------------
+
+_CKPT_SUBDIRS = ("model", "final", "checkpoint")
+
+
+def _is_vlm_checkpoint(d: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((d / "config.json").read_text()).get("kind") == "echosonar_r"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def resolve_source(source: Path, split: str) -> tuple[str, Path]:
+    """``("predictions", file)`` or ``("checkpoint", folder)`` for RUN_OR_CHECKPOINT."""
+    if source.is_file():
+        return "predictions", source
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} is neither a predictions file nor a folder")
+    if _is_vlm_checkpoint(source):
+        return "checkpoint", source
+    if (source / f"predictions_{split}.json").is_file():
+        return "predictions", source / f"predictions_{split}.json"
+    for sub in _CKPT_SUBDIRS:
+        if _is_vlm_checkpoint(source / sub):
+            return "checkpoint", source / sub
+    raise FileNotFoundError(
+        f"{source}: no predictions_{split}.json and no EchoSonar-R checkpoint (config.json of "
+        f"kind 'echosonar_r') in it or in {', '.join(_CKPT_SUBDIRS)}/")
+
+
+def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str | None = None,
+                    out: Path | None = None, name: str | None = None,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score ``source`` on ``cfg.split`` of ``features``; write metrics JSON and Markdown.
+
+    Returns ``{"metrics", "json", "markdown", "name", "predictions"}`` (paths as ``Path``).
+    """
+    from echosonar.evaluate.predictions import (
+        PredictionsError,
+        read_predictions,
+        write_predictions,
+    )
+    from echosonar.io.atomic import atomic_write_json, atomic_write_text
+    from echosonar.utils.repro import run_info
+
+    kind, path = resolve_source(source, cfg.split)
+    truth, meta = truth_from_features(features, cfg.split)
+    cache_preset = meta.get("preset") or (meta.get("sim") or {}).get("preset")
+    if preset and cache_preset and preset != cache_preset:
+        raise ValueError(f"--preset {preset!r} but the feature cache {features} was built from "
+                         f"preset {cache_preset!r}")
+    preset = preset or cache_preset
+    if cfg.max_studies:
+        truth = truth[:cfg.max_studies]
+    suffix = f"{cfg.split}" + (f"_{preset}" if preset and preset != "default" else "")
+    base = path.parent if kind == "predictions" else (
+        path.parent if path.name in _CKPT_SUBDIRS else path)
+    out = out or (base / "eval" if kind == "checkpoint" else base)
+    pred_file = path
+    if kind == "predictions":
+        pmeta, preds = read_predictions(path)
+        if pmeta.get("split") not in (None, cfg.split):
+            raise PredictionsError(f"{path} holds {pmeta.get('split')!r} predictions, but the "
+                                   f"evaluated split is {cfg.split!r}")
+        name = name or str(pmeta.get("method") or path.stem)
+    else:
+        import torch
+
+        from echosonar.io.features import load_study_features
+        from echosonar.reason.model import EchoSonarR
+        from echosonar.utils.repro import pick_device
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = pick_device(cfg.device)
+        log(f"loading EchoSonar-R from {path} on {device}")
+        model = EchoSonarR.from_pretrained(path, map_location=device)
+        studies = [load_study_features(features, e) for e in truth]
+        preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log)
+        name = name or base.name
+        pred_file = write_predictions(out / f"predictions_{suffix}.json", preds, name, cfg.split,
+                                      checkpoint=str(path), features=str(features))
+    judge = None
+    if cfg.green_judge:
+        from echosonar.evaluate.green_llm import LLMJudge
+        from echosonar.utils.repro import pick_device
+
+        judge = LLMJudge(cfg.green_judge, device=pick_device(cfg.device))
+    metrics = evaluate_predictions(preds, truth, cfg,
+                                   train_labels=train_label_matrix(features), llm_judge=judge)
+    metrics["source"] = {"name": name, "kind": kind, "path": str(path),
+                         "predictions": str(pred_file), "features": str(features),
+                         "split": cfg.split, "preset": preset or "default"}
+    metrics["run_info"] = run_info(cfg.seed)
+    jpath, mpath = out / f"metrics_{suffix}.json", out / f"metrics_{suffix}.md"
+    atomic_write_json(jpath, metrics)
+    title = f"{name} — {cfg.split} split" + (f", {preset} preset" if preset else "")
+    atomic_write_text(mpath, metrics_markdown(metrics, title))
+    return {"metrics": metrics, "json": jpath, "markdown": mpath, "name": name,
+            "predictions": pred_file}

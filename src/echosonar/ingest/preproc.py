@@ -115,7 +115,10 @@ def crop_and_mask(raw: RawClip, from_image: bool,
     box = raw.region or (0, 0, W, H)
     if raw.sector:  # simulated clip: the renderer's exact sector
         full = geometric_sector_mask((H, W), raw.sector)
-        if raw.region is None:
+        if raw.region is None and raw.sector.get("bbox"):  # the region the DICOM would carry
+            bx0, by0, bx1, by1 = (int(v) for v in raw.sector["bbox"])
+            box = (max(bx0, 0), max(by0, 0), min(bx1 + 1, W), min(by1 + 1, H))
+        elif raw.region is None:
             box = _bbox(full) or box
         x0, y0, x1, y1 = box
         return box, full[y0:y1, x0:x1]
@@ -184,7 +187,11 @@ def _map_index(src: list[int], near: np.ndarray) -> int:
 
 def _map_boxes(boxes: list[dict[str, list[float]]], src: np.ndarray, x0: int, y0: int,
                sx: float, sy: float, ox: int, size: int) -> list[dict[str, list[float]]]:
-    """Per output frame: the chosen source frame's boxes in output pixel coordinates."""
+    """Per output frame: the chosen source frame's boxes in output pixel coordinates.
+
+    Boxes use pixel-centre coordinates (pixel column j is x = j; a box over columns a..b spans
+    a - 0.5 .. b + 0.5), in the source image and in the output alike.
+    """
     out = []
     for s in src:
         fb = boxes[int(s)] if int(s) < len(boxes) else {}
@@ -192,9 +199,9 @@ def _map_boxes(boxes: list[dict[str, list[float]]], src: np.ndarray, x0: int, y0
         for name, b in fb.items():
             if name not in STRUCTURES:
                 continue
-            nb = [(b[0] - x0) * sx + ox, (b[1] - y0) * sy, (b[2] - x0) * sx + ox,
-                  (b[3] - y0) * sy]
-            nb = [min(max(v, 0.0), float(size)) for v in nb]
+            nb = [(b[0] + 0.5 - x0) * sx + ox - 0.5, (b[1] + 0.5 - y0) * sy - 0.5,
+                  (b[2] + 0.5 - x0) * sx + ox - 0.5, (b[3] + 0.5 - y0) * sy - 0.5]
+            nb = [min(max(v, -0.5), size - 0.5) for v in nb]
             if nb[2] > nb[0] and nb[3] > nb[1]:
                 mapped[name] = [round(v, 3) for v in nb]
         out.append(mapped)

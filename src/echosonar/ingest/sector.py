@@ -24,12 +24,12 @@ import numpy as np
 def geometric_sector_mask(shape: tuple[int, int], sector: dict[str, Any]) -> np.ndarray:
     """Boolean ``[H, W]`` mask of a sector ``{"apex": [x, y], "radius": r, "half_angle_deg": a}``.
 
-    Pixel ``(row i, column j)`` is tested at its centre ``(j + 0.5, i + 0.5)``; an optional
-    ``"inner_radius"`` removes the near field of curvilinear sectors.
+    Coordinates follow the simulator (and numpy): pixel ``(row i, column j)`` is the point
+    ``(x=j, y=i)``. An optional ``"inner_radius"`` removes the near field of curvilinear sectors.
     """
     h, w = shape
     ax, ay = (float(v) for v in sector["apex"])
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     dx, dy = x - ax, y - ay
     r = np.hypot(dx, dy)
     ang = np.degrees(np.arctan2(np.abs(dx), dy))  # 0 = straight down from the apex

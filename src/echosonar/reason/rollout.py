@@ -232,9 +232,14 @@ def decode_completions(tokenizer: Any, ids: Tensor, mask: Tensor,
 def rollout(policy: GRPOPolicy, studies: list[Any], *, num_samples: int, max_new_tokens: int,
             do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0,
             generator: torch.Generator | None = None, return_logits: bool = False) -> Rollout:
-    """G completions for every study in ``studies`` (rows grouped study by study)."""
+    """G completions for every study in ``studies`` (rows grouped study by study). The budget
+    is capped so that prompt + completion fit ``policy.config.max_len`` when the policy has
+    one."""
     tok = policy.tokenizer
     embeds, mask = policy.prompt_embeds(studies)
+    max_len = getattr(getattr(policy, "config", None), "max_len", None)
+    if isinstance(max_len, int) and max_len > 0:
+        max_new_tokens = max(1, min(max_new_tokens, max_len - embeds.shape[1]))
     ids, cmask, logits = sample_completions(
         policy.lm, embeds, mask, num_samples=num_samples, max_new_tokens=max_new_tokens,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=do_sample,

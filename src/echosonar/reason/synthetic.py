@@ -123,7 +123,7 @@ def write_synthetic_cache(root, splits: dict[str, int], seed: int = 0, **kw) -> 
     return studies
 
 
-def tiny_setup(n: int = 8, seed: int = 0, hidden: int = 32, layers: int = 1, vocab: int = 400,
+def tiny_setup(n: int = 8, seed: int = 0, hidden: int = 32, layers: int = 1, vocab: int = 600,
                **lm_overrides) -> tuple[list[StudyFeatures], object, object]:
     """``(studies, tokenizer, model)``: a tiny from-scratch EchoSonar-R on synthetic studies,
     for tests (here and in other stages). Deterministic for a given ``seed``."""

@@ -88,7 +88,7 @@ def sector_geometry(size: int, half_angle_deg: float) -> Sector:
     half = np.deg2rad(half_angle_deg)
     radius = float(min(H - apex_y - ecg_h - 1, (W / 2 - 2) / np.sin(half)))
     apex_x = (W - 1) / 2
-    n_r = 2 * int(round(0.75 * radius))
+    n_r = 2 * int(round(0.55 * radius))
     n_th = 2 * int(round(half * radius * 0.9))
     # coarse grid cell centres (2x2 fine cells each)
     rc = (np.arange(n_r // 2) + 0.5) / (n_r // 2)
@@ -195,7 +195,8 @@ def render_clip(spec: StudySpec, view: str, cfg: SimConfig,
     hr = spec.measurements["heart_rate_bpm"] * rng.uniform(0.97, 1.03)
     cyc = make_cycle(T, hr)
     color = view in COLOR_VIEWS
-    cv = Canvas(geo.cu * depth, geo.cz * depth, T, background=0.25)
+    cv = Canvas(geo.cu * depth, geo.cz * depth, T, background=0.07,
+                min_width=0.8 * depth / (geo.n_r // 2))
     info = paint_view(view, cv, m, pt, cyc, rng)
     nr, nt = geo.n_r // 2, geo.n_th // 2
     q = float(pt["quality"])
@@ -231,18 +232,20 @@ def render_clip(spec: StudySpec, view: str, cfg: SimConfig,
     sig_lat = (0.010 * 3.0 / cfg.probe_mhz) / (2 * geo.half_angle / geo.n_th)
     sc = gaussian_filter1d(sc, max(sig_ax, 0.4), axis=2, mode="nearest", truncate=2.5)
     sc = gaussian_filter1d(sc, max(sig_lat, 0.4), axis=3, mode="nearest", truncate=2.5)
-    env2 = sc[0] ** 2 + sc[1] ** 2
+    env2 = sc[0] * sc[0] + sc[1] * sc[1]
     norm = np.sqrt(2 * np.pi) * max(sig_ax, 0.4) * np.sqrt(2 * np.pi) * max(sig_lat, 0.4) / 2
-    db = 10 * np.log10(env2 * norm + 1e-12) + cfg.gain_db + rng.normal(0, 1.5)
-    top = 12.0
-    gray = np.clip((db - (top - cfg.dynamic_range_db)) / cfg.dynamic_range_db, 0, 1) ** 1.5
-    # --- scan conversion -------------------------------------------------------------------
-    g = gray.reshape(T, -1)
+    # --- scan conversion of the intensity, then log compression on the image pixels only -----
+    g = env2.reshape(T, -1)
     vals = (g[:, geo.idx[0]] * geo.wts[0] + g[:, geo.idx[1]] * geo.wts[1] +
             g[:, geo.idx[2]] * geo.wts[2] + g[:, geo.idx[3]] * geo.wts[3])
+    top = 12.0 - cfg.gain_db - rng.normal(0, 1.5)
+    lo = top - cfg.dynamic_range_db
+    db = 10 * np.log10(vals * norm + 1e-12)
+    gray = np.clip((db - lo) * (1.0 / cfg.dynamic_range_db), 0, 1)
+    gray = gray * np.sqrt(gray)
     H, W = geo.H, geo.W
     img = np.zeros((T, H * W), np.float32)
-    img[:, geo.pix] = vals
+    img[:, geo.pix] = gray
     if color:
         rgb = np.repeat(img[..., None], 3, axis=-1)
         box = info["color_box"]

@@ -107,8 +107,10 @@ class Canvas:
         jets: ``{"MR_JET": mask [T, N], ...}`` regurgitant jet regions (only labelled jets).
     """
 
-    def __init__(self, x: np.ndarray, z: np.ndarray, n_frames: int, background: float = TISSUE):
+    def __init__(self, x: np.ndarray, z: np.ndarray, n_frames: int, background: float = TISSUE,
+                 min_width: float = 0.0):
         self.x, self.z, self.T = x, z, n_frames
+        self.min_width = min_width          # thin lines are widened to one grid cell
         n = x.shape[0]
         self.echo = np.full((n_frames, n), background, np.float32)
         self.label = np.zeros((n_frames, n), np.int8)
@@ -116,6 +118,13 @@ class Canvas:
         self.vel = np.zeros((n_frames, n), np.float32)
         self.turb = np.zeros((n_frames, n), np.float32)
         self.jets: dict[str, np.ndarray] = {}
+
+    def segment(self, u, v, u0, v0, u1, v1, width) -> np.ndarray:
+        """:func:`segment` at least one grid cell wide, so leaflets never break up."""
+        return segment(u, v, u0, v0, u1, v1, np.maximum(width, self.min_width))
+
+    def polyline(self, u, v, pts, width) -> np.ndarray:
+        return polyline(u, v, pts, np.maximum(width, self.min_width))
 
     def paint(self, mask: np.ndarray, value, structure: str | None = None,
               blood: bool = False) -> None:

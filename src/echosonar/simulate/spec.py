@@ -207,13 +207,24 @@ def sample_measurements(rng: np.random.Generator, cfg: SimConfig) -> dict[str, A
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in m.items()}
 
 
-def sample_views(rng: np.random.Generator, cfg: SimConfig) -> list[str]:
-    """Views acquired: required ones always, others missing with ``missing_view_prob``."""
-    from echosonar.taxonomy import VIEWS
+def sample_views(rng: np.random.Generator, cfg: SimConfig,
+                 labels: dict[str, int] | None = None) -> list[str]:
+    """Views acquired: required ones always, others missing with ``missing_view_prob``.
 
-    keep = [v for v in VIEWS if v in cfg.views and
-            (v in cfg.required_views or rng.random() >= cfg.missing_view_prob)]
-    return keep
+    A positive finding always keeps at least one view that shows it (its first allowed view
+    is added back), so no target asserts a finding the study cannot show; negative findings
+    may become "not assessable".
+    """
+    from echosonar.taxonomy import FINDINGS, VIEWS
+
+    keep = {v for v in VIEWS if v in cfg.views and
+            (v in cfg.required_views or rng.random() >= cfg.missing_view_prob)}
+    for f in FINDINGS:
+        if labels and labels.get(f.key) and not keep & set(f.views):
+            allowed = [v for v in f.views if v in cfg.views]
+            if allowed:
+                keep.add(allowed[0])
+    return [v for v in VIEWS if v in keep]
 
 
 def sample_neutral(rng: np.random.Generator, sex: str) -> dict[str, float]:
@@ -248,11 +259,12 @@ def sample_patient(rng: np.random.Generator, cfg: SimConfig, m: dict[str, Any]) 
 def sample_study(rng: np.random.Generator, cfg: SimConfig, index: int = 0) -> StudySpec:
     """Sample one study: measurements, labels, views, patient traits. Deterministic in ``rng``."""
     m = sample_measurements(rng, cfg)
-    views = sample_views(rng, cfg)
+    labels = labels_from_measurements(m)
+    views = sample_views(rng, cfg, labels)
     patient = sample_patient(rng, cfg, m)
     return StudySpec(index=index, key=study_key(cfg, index), seed=cfg.seed,
-                     split=split_of(cfg, index), measurements=m,
-                     labels=labels_from_measurements(m), views=views, patient=patient)
+                     split=split_of(cfg, index), measurements=m, labels=labels, views=views,
+                     patient=patient)
 
 
 def spec_for_index(cfg: SimConfig, index: int) -> StudySpec:

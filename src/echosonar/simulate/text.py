@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from echosonar.phrases import FINDING_PHRASES, NEGATIVE_TEMPLATES, POSITIVE_TEMPLATES
+from echosonar.phrases import (
+    ASSESSED_THING,
+    FINDING_PHRASES,
+    NEGATIVE_TEMPLATES,
+    NOT_ASSESSED_TEMPLATES,
+    POSITIVE_TEMPLATES,
+)
 from echosonar.taxonomy import FINDINGS, REPORT_SECTIONS, VIEWS, assessable
 from echosonar.textformat import render_view_line
 
@@ -76,13 +82,21 @@ _NORMAL_CONCLUSION = (
 )
 
 
-def report_sections(m: dict[str, Any], labels: dict[str, int],
-                    rng: np.random.Generator) -> dict[str, str]:
-    """``{section: text}`` for every ``taxonomy.REPORT_SECTIONS`` section."""
+def report_sections(m: dict[str, Any], labels: dict[str, int], rng: np.random.Generator,
+                    views: list[str] | None = None) -> dict[str, str]:
+    """``{section: text}`` for every ``taxonomy.REPORT_SECTIONS`` section. With ``views`` (the
+    acquired views), negative findings no acquired view can show are reported as not assessed."""
     out: dict[str, str] = {}
     for sec in REPORT_SECTIONS[:-1]:
-        sents = [finding_sentence(f.key, m, bool(labels[f.key]), rng)
-                 for f in FINDINGS if f.section == sec]
+        sents = []
+        for f in FINDINGS:
+            if f.section != sec:
+                continue
+            if views is not None and not labels[f.key] and not assessable(f.key, views):
+                sents.append(str(rng.choice(NOT_ASSESSED_TEMPLATES)).format(
+                    thing=ASSESSED_THING[f.key]))
+            else:
+                sents.append(finding_sentence(f.key, m, bool(labels[f.key]), rng))
         extra = str(rng.choice(_SECTION_EXTRAS[sec])) if sec in _SECTION_EXTRAS else ""
         if extra and not any(labels[f.key] for f in FINDINGS if f.section == sec):
             sents.append(extra)

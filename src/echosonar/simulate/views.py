@@ -26,9 +26,7 @@ from echosonar.simulate.shapes import (
     Canvas,
     annulus_sector,
     ellipse,
-    polyline,
     rect,
-    segment,
     to_frame,
 )
 from echosonar.simulate.spec import lvesd_from_ef
@@ -120,124 +118,151 @@ def view_depth(view: str, m: dict, pt: dict) -> float:
 
 def paint_apical(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Generator,
                  four: bool, color: bool, pe_visible: bool) -> dict[str, Any]:
-    """A4C (``four``) or A2C. Heart frame: origin on the septum just below the apex, u to the
-    screen right (LV side), v along the long axis toward the atria."""
+    """A4C (``four``) or A2C. Heart frame (u, v): origin at the cardiac apex, u to the screen
+    right, v toward the crux. The LV (with MV and LA) lives in its own frame (p, q) tilted so
+    its base lies lower right of the apex; the RV (with TV and RA) in a frame (r, s) tilted
+    the other way, so the septum runs from the apex down to the crux."""
     st = _lv_state(m, cyc, pt)
-    D, L, t_sep, t_lat = st["D"], st["L"], st["t_sep"], st["t_lat"]
-    ang = pt["heart_angle_deg"] * 0.4 + rng.normal(0, 3)
-    oz = rng.uniform(1.4, 2.0)
-    ox = rng.normal(-0.9 if four else -2.2 + m["lvedd_cm"] * 0.45, 0.3)
+    D, t_sep, t_lat = st["D"], st["t_sep"], st["t_lat"]
+    ang = pt["heart_angle_deg"] * 0.4 + rng.normal(0, 3) * pt.get("jitter", 1.0)
+    oz = rng.uniform(1.3, 1.9)
+    ox = rng.normal(-0.2 if four else 0.0, 0.3)
     u, v = to_frame(cv.x, cv.z, ox, oz, ang)
-    # chest wall above the apex, with bright fascia bands
-    cv.paint((cv.z < oz - 0.1)[None], 1.6)
-    cv.paint((np.abs(cv.z - oz * 0.45) < 0.12)[None], 4.0)
-    u_lv = m["ivs_cm"] / 2 + m["lvedd_cm"] / 2 if four else 0.0
-    t_ap = 0.8 * t_lat
-    v_b = t_ap + L                      # mitral annulus plane
-    rz = 0.72 * L
-    v_c = v_b - 0.28 * L
+    cv.paint((cv.z < oz - 0.1)[None], 1.4)                       # chest wall
+    cv.paint((np.abs(cv.z - oz * 0.45) < 0.12)[None], 4.0)       # fascia
+    D_ed, L_ed = m["lvedd_cm"], st["L_ed"]
+    t_ap = 0.8 * m["lvpw_cm"]
+    bx = (m["ivs_cm"] / 2 + 0.45 * D_ed) if four else 0.0
+    by = t_ap + L_ed
+    beta = np.rad2deg(np.arctan2(bx - (0.3 if four else 0.0), L_ed)) + rng.normal(0, 2)
+    L_axis = float(np.hypot(bx, L_ed))
+    p, q = to_frame(u, v, bx, by, -beta)
+    Lc = st["L"] * L_axis / L_ed
+    q_b = -L_axis + Lc                                           # base (annulus) position
+    ru, rz, q_c = D / 2 / 0.98, 0.85 * Lc, q_b - 0.15 * Lc
     pe = m["pe_depth_cm"] if pe_visible else 0.0
-    lv_tilt = 9.0 if four else 0.0
-    # pericardium and effusion around the ventricles, then myocardium, then cavities
-    ru_o, rz_o = D / 2 + t_lat, rz + t_ap
-    cv.paint(ellipse(u, v, u_lv, v_c, ru_o + pe + 0.3, rz_o + pe + 0.3, lv_tilt, vmax=0.5 * L),
-             PERICARDIUM)
     if four:
-        rv = st["rv"]
-        e_r = u_lv - D / 2 - t_sep
-        L_rv = 0.78 * L
-        v_tv = v_b - 0.7
-        rv_ru, rv_rz = rv / 2 / 0.94, 0.75 * L_rv
-        u_rv, v_rv = e_r - rv_ru, v_tv - 0.25 * L_rv
-        cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru + 0.4 + pe + 0.3, rv_rz + 0.4 + pe + 0.3,
-                         -12.0, vmax=0.25 * L_rv), PERICARDIUM)
-    if pe > 0:
-        cv.paint(ellipse(u, v, u_lv, v_c, ru_o + pe, rz_o + pe, lv_tilt, vmax=0.5 * L),
-                 BLOOD * 2, "PE")
+        rv_ed = m["rv_basal_cm"]
+        rbx, rby = -m["ivs_cm"] / 2 - rv_ed / 2, by - 0.7
+        rax, ray = -0.5, t_ap + 0.25 * L_ed
+        gamma = np.rad2deg(np.arctan2(rbx - rax, rby - ray))
+        L_rv0 = float(np.hypot(rbx - rax, rby - ray))
+        r_, s_ = to_frame(u, v, rbx, rby, -gamma)
+        L_rv = L_rv0 * (0.9 + 0.1 * cyc.s)
+        s_b = -L_rv0 + L_rv
+        rv_ru, rv_rz, s_c = st["rv"] / 2 / 0.97, 0.88 * L_rv, s_b - 0.12 * L_rv
+    # pericardium (+ effusion) around the ventricles, myocardium, then cavities
+    for extra, val, lab in ((pe + 0.3, PERICARDIUM, None), (pe, BLOOD * 2, "PE")):
+        if lab == "PE" and pe <= 0:
+            continue
+        cv.paint(ellipse(p, q, 0.0, q_c, ru + t_lat + extra, rz + t_ap + extra,
+                         vmax=0.15 * Lc + 0.2), val, lab)
         if four:
-            cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru + 0.4 + pe, rv_rz + 0.4 + pe, -12.0,
-                             vmax=0.25 * L_rv), BLOOD * 2, "PE")
-    cv.paint(ellipse(u, v, u_lv, v_c, ru_o, rz_o, lv_tilt, vmax=0.3 * L + 0.3), MYO)
+            cv.paint(ellipse(r_, s_, 0.0, s_c, rv_ru + 0.4 + extra, rv_rz + 0.4 + extra,
+                             vmax=0.12 * L_rv + 0.2), val, lab)
+    cv.paint(ellipse(p, q, 0.0, q_c, ru + t_lat, rz + t_ap, vmax=0.15 * Lc + 0.3), MYO)
     if four:
-        cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru + 0.4, rv_rz + 0.4, -12.0, vmax=0.25 * L_rv),
+        cv.paint(ellipse(r_, s_, 0.0, s_c, rv_ru + 0.4, rv_rz + 0.4, vmax=0.12 * L_rv + 0.3),
                  MYO)
-    # atria (below the valve planes), walls first
+    # the septum is straight: cavities stop at u = +-t_sep/2 (heart frame)
+    sep_l = u[None] >= (t_sep / 2).reshape(-1, 1) if four else True
+    sep_r = u[None] <= -(t_sep / 2).reshape(-1, 1)
+    # atria below their valves, walls first, flat tops at the annulus
     la = st["la"]
     la_w, la_len = la * 1.05, la * 1.3
-    u_la = (0.25 + la_w / 2) if four else 0.0
-    v_la = v_b + 0.35 + la_len / 2
-    cv.paint(ellipse(u, v, u_la, v_la, la_w / 2 + 0.3, la_len / 2 + 0.3), MYO * 0.8)
+    p_la = (-0.45 * D_ed + la_w / 2) if four else 0.0
+    q_la = q_b + la_len / 2 - 0.05
+    cv.paint(ellipse(p, q, p_la, q_la, la_w / 2 + 0.3, la_len / 2 + 0.3), MYO * 0.8)
     if four:
         ra = st["ra"]
         ra_w, ra_len = ra, ra * 1.2
-        u_ra, v_ra = -0.25 - ra_w / 2, v_tv + 0.35 + ra_len / 2
-        cv.paint(ellipse(u, v, u_ra, v_ra, ra_w / 2 + 0.3, ra_len / 2 + 0.3), MYO * 0.8)
-        cv.paint(ellipse(u, v, u_ra, v_ra, ra_w / 2, ra_len / 2), BLOOD, "RA", blood=True)
-        cv.paint(ellipse(u, v, u_rv, v_rv, rv_ru, rv_rz, -12.0, vmax=0.25 * L_rv), BLOOD, "RV",
+        r_ra, s_ra = 0.45 * rv_ed - ra_w / 2, s_b + ra_len / 2 - 0.05
+        cv.paint(ellipse(r_, s_, r_ra, s_ra, ra_w / 2 + 0.3, ra_len / 2 + 0.3), MYO * 0.8)
+        cv.paint(ellipse(r_, s_, r_ra, s_ra, ra_w / 2, ra_len / 2, vmin=-(s_ra - s_b) + 0.15),
+                 BLOOD, "RA", blood=True)
+        cv.paint(ellipse(r_, s_, 0.0, s_c, rv_ru, rv_rz, vmax=0.12 * L_rv) & sep_r, BLOOD, "RV",
                  blood=True)
-    cv.paint(ellipse(u, v, u_la, v_la, la_w / 2, la_len / 2), BLOOD, "LA", blood=True)
-    cv.paint(ellipse(u, v, u_lv, v_c, D / 2, rz, lv_tilt, vmax=0.28 * L), BLOOD, "LV", blood=True)
-    # mitral valve: anterior (septal side) and posterior leaflets
+    cv.paint(ellipse(p, q, p_la, q_la, la_w / 2, la_len / 2, vmin=-(q_la - q_b) + 0.15), BLOOD,
+             "LA", blood=True)
+    cv.paint(ellipse(p, q, 0.0, q_c, ru, rz, vmax=0.15 * Lc) & sep_l, BLOOD, "LV", blood=True)
+    # mitral valve: anterior (septal side) and posterior leaflets; the annulus opening joins
+    # LV and LA and the leaflets separate them
     calc = m["mv_calc_score"]
     a_mv = 0.75 * D + 0.35
     mv_w = 0.16 + 0.3 * max(calc - 0.3, 0)
     mv_val = VALVE * (1 + 5 * max(calc - 0.3, 0))
-    hA = (u_lv - a_mv / 2, v_b)
-    hP = (u_lv + a_mv / 2, v_b)
+    hA, hP = (-a_mv / 2, q_b), (a_mv / 2, q_b)
+    cv.paint(rect(p, q, hA[0] + 0.1, q_b - 0.5, hP[0] - 0.1, q_b), BLOOD, "LV", blood=True)
+    cv.paint(rect(p, q, hA[0] + 0.1, q_b, hP[0] - 0.1, q_b + 0.5), BLOOD, "LA", blood=True)
     o = cyc.mv_open
     tipA = _leaflet(*hA, (1.0, 0.25), (-0.25, -1.0), 0.52 * a_mv + 0.3, o)
     tipP = _leaflet(*hP, (-1.0, 0.25), (0.3, -1.0), 0.45 * a_mv, o)
-    cv.paint(segment(u, v, *hA, *tipA, mv_w) | segment(u, v, *hP, *tipP, mv_w), mv_val, "MV")
+    cv.paint(cv.segment(p, q, *hA, *tipA, mv_w) | cv.segment(p, q, *hP, *tipP, mv_w), mv_val, "MV")
     if calc >= 0.45:  # annular calcification: a bright lump at the posterior annulus
-        cv.paint(ellipse(u, v, hP[0] + 0.1, hP[1] + 0.1, 0.25 + 0.3 * calc, 0.2 + 0.25 * calc),
+        cv.paint(ellipse(p, q, hP[0] + 0.1, hP[1] + 0.1, 0.25 + 0.3 * calc, 0.2 + 0.25 * calc),
                  mv_val * 2, "MV")
     out: dict[str, Any] = {"frame_angle": ang, "frame": (ox, oz)}
+    lv_ang = ang - beta
     if four:
         a_tv = 0.7 * st["rv"] + 0.5
-        hS = (e_r + 0.05, v_tv)           # septal leaflet hinge, next to the septum
-        hF = (e_r - a_tv, v_tv)           # anterior leaflet hinge, free wall side
+        hS, hF = (a_tv / 2, s_b), (-a_tv / 2, s_b)   # septal / free-wall (anterior) hinges
+        cv.paint(rect(r_, s_, hF[0] + 0.1, s_b - 0.5, hS[0] - 0.1, s_b), BLOOD, "RV", blood=True)
+        cv.paint(rect(r_, s_, hF[0] + 0.1, s_b, hS[0] - 0.1, s_b + 0.5), BLOOD, "RA", blood=True)
         ot = cyc.tv_open
         tipS = _leaflet(*hS, (-1.0, 0.2), (0.15, -1.0), 0.42 * a_tv, ot)
         tipF = _leaflet(*hF, (1.0, 0.2), (-0.35, -1.0), 0.58 * a_tv, ot)
-        cv.paint(segment(u, v, *hS, *tipS, 0.15) | segment(u, v, *hF, *tipF, 0.15), VALVE, "TV")
+        cv.paint(cv.segment(r_, s_, *hS, *tipS, 0.15) | cv.segment(r_, s_, *hF, *tipF, 0.15), VALVE,
+                 "TV")
+        rv_ang = ang - gamma
     if color:
-        v_lo = v_b - 3.2
-        v_hi = v_la + la_len / 2 + 0.4
-        u_lo = (u_ra - ra_w / 2 - 0.3) if four else u_la - la_w / 2 - 0.5
-        u_hi = u_la + la_w / 2 + 0.3
-        box = _polar_box(cv, u, v, (u_lo, u_hi), (v_lo, v_hi), ox, oz, ang)
+        box = box_from_labels(cv, ("LA", "RA") if four else ("LA",), 3.0, 0.5, 0.06)
         out["color_box"] = box
         inside = cv_box_mask(cv, box)
         # diastolic inflow toward the apex (red), systolic flow toward the outflow (blue)
-        inflow = ellipse(u, v, u_lv, v_b - 1.3, 0.32 * a_mv, 1.7) | \
-            ellipse(u, v, u_lv + 0.3, v_b + 0.9, 0.5 * a_mv, 1.1)
+        inflow = ellipse(p, q, 0.0, q_b - 1.3, 0.32 * a_mv, 1.7) | \
+            ellipse(p, q, 0.2, q_b + 0.9, 0.5 * a_mv, 1.1)
         cv.flow(inflow & cv.blood & inside,
-                cv.toward(0.0, -1.0, ang) * (0.95 * cyc.mv_open).reshape(-1, 1), 0.1)
-        out_m = ellipse(u, v, u_lv - 0.2 * D, v_b - 1.8, 0.3 * D, 1.6)
+                cv.toward(0.0, -1.0, lv_ang) * (0.95 * cyc.mv_open).reshape(-1, 1), 0.1)
+        out_m = ellipse(p, q, -0.2 * D, q_b - 1.8, 0.3 * D, 1.6)
         cv.flow(out_m & cv.blood & inside,
-                cv.toward(-0.3, -1.0, ang) * (0.45 * (1 - cyc.s) * cyc.systole).reshape(-1, 1),
+                cv.toward(-0.3, 1.0, lv_ang) * (0.45 * (1 - cyc.s) * cyc.systole).reshape(-1, 1),
                 0.05)
         if four:
-            tin = ellipse(u, v, e_r - a_tv / 2, v_tv - 1.0, 0.3 * a_tv, 1.4)
+            tin = ellipse(r_, s_, 0.0, s_b - 1.0, 0.3 * a_tv, 1.4)
             cv.flow(tin & cv.blood & inside,
-                    cv.toward(0.0, -1.0, ang) * (0.7 * cyc.tv_open).reshape(-1, 1), 0.1)
+                    cv.toward(0.0, -1.0, rv_ang) * (0.7 * cyc.tv_open).reshape(-1, 1), 0.1)
         amp = np.where(cyc.systole, np.sqrt(np.clip(np.sin(
-            np.pi * (cyc.phase - 0.02) / (cyc.es_phase + 0.01)), 0, 1)), 0.0)
+            np.pi * (cyc.phase - 0.02) / (cyc.es_phase + 0.1)), 0, 1)), 0.0)
         mr = m["mr_jet_ratio"]
         if mr >= 0.04:
-            ecc = pt.get("mr_ecc_deg", 0.0)
             la_area = np.pi * (la_w / 2) * (la_len / 2)
-            j = _jet(cv, u, v, (u_lv + 0.05, v_b - 0.05), ecc, mr * la_area, 0.42, ang, amp,
-                     2.6, inside)
-            _pisa(cv, u, v, (u_lv + 0.05, v_b - 0.35), 0.15 + 0.5 * mr, ang, amp)
+            j = _jet(cv, p, q, (0.05, q_b - 0.05), pt.get("mr_ecc_deg", 0.0), mr * la_area, 0.42,
+                     lv_ang, amp, 2.6, inside)
+            _pisa(cv, p, q, (0.05, q_b - 0.35), 0.15 + 0.5 * mr, lv_ang, amp)
             out["jet_MR_JET"] = j
         if four and m["tr_jet_ratio"] >= 0.04:
             tr = m["tr_jet_ratio"]
             ra_area = np.pi * (ra_w / 2) * (ra_len / 2)
-            j = _jet(cv, u, v, (e_r - a_tv / 2, v_tv), pt.get("tr_ecc_deg", 0.0) - 8,
-                     tr * ra_area, 0.45, ang, amp, 2.3, inside)
+            j = _jet(cv, r_, s_, (0.0, s_b), pt.get("tr_ecc_deg", 0.0), tr * ra_area, 0.45,
+                     rv_ang, amp, 2.3, inside)
             out["jet_TR_JET"] = j
     return out
+
+
+def box_from_labels(cv: Canvas, structs: tuple[str, ...], up_cm: float, down_cm: float,
+                    margin_rad: float) -> tuple[float, float, float, float]:
+    """Colour box ``(r0, r1, th0, th1)`` around where ``structs`` appear in any frame,
+    extended ``up_cm`` toward the transducer and ``down_cm`` away."""
+    from echosonar.taxonomy import STRUCTURE_INDEX
+
+    ids = [STRUCTURE_INDEX[s] + 1 for s in structs]
+    where = np.isin(cv.label, ids).any(axis=0)
+    if not where.any():
+        where = np.ones_like(where)
+    r = np.hypot(cv.x, cv.z)[where]
+    th = np.arctan2(cv.x, cv.z)[where]
+    return (float(max(r.min() - up_cm, 0.5)), float(r.max() + down_cm),
+            float(th.min() - margin_rad), float(th.max() + margin_rad))
 
 
 def _pisa(cv: Canvas, u, v, centre, radius, ang, amp) -> None:
@@ -340,7 +365,7 @@ def paint_plax(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Generat
                np.where(o > 0.02, 0.0, root / 2 - 0.05))
     bot_tip = (u_av + tip_du, r_bot - dz * np.where(o > 0.02, 1.0, 0.0) -
                np.where(o > 0.02, 0.0, root / 2 - 0.05))
-    cv.paint(segment(u, v, u_av, r_top, *top_tip, cw) | segment(u, v, u_av, r_bot, *bot_tip, cw),
+    cv.paint(cv.segment(u, v, u_av, r_top, *top_tip, cw) | cv.segment(u, v, u_av, r_bot, *bot_tip, cw),
              cval, "AV")
     # mitral valve: anterior leaflet from the aortic root, posterior from the AV groove
     mcalc = m["mv_calc_score"]
@@ -352,7 +377,7 @@ def paint_plax(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Generat
     om = cyc.mv_open
     tipA = _leaflet(*hA, (-0.45, 1.0), (-1.0, -0.75), 0.55 * span + 0.4, om)
     tipP = _leaflet(*hP, (-0.45, -1.0), (-1.0, 0.5), 0.45 * span, om)
-    cv.paint(segment(u, v, *hA, *tipA, mv_w) | segment(u, v, *hP, *tipP, mv_w), mv_val, "MV")
+    cv.paint(cv.segment(u, v, *hA, *tipA, mv_w) | cv.segment(u, v, *hP, *tipP, mv_w), mv_val, "MV")
     if mcalc >= 0.45:
         cv.paint(ellipse(u, v, hP[0] + 0.2, hP[1] + 0.15, 0.25 + 0.3 * mcalc, 0.2 + 0.2 * mcalc),
                  mv_val * 2, "MV")
@@ -371,11 +396,11 @@ def paint_plax(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Generat
         inflow = ellipse(u, v, c_mv[0] - 1.3, c_mv[1] - 0.5, 1.8, 0.7, 35.0) & cv.blood & inside
         cv.flow(inflow, cv.toward(-0.8, -0.6, ang) * (0.9 * cyc.mv_open).reshape(-1, 1), 0.1)
         amp = np.where(cyc.systole, np.sqrt(np.clip(np.sin(
-            np.pi * (cyc.phase - 0.02) / (cyc.es_phase + 0.01)), 0, 1)), 0.0)
+            np.pi * (cyc.phase - 0.02) / (cyc.es_phase + 0.1)), 0, 1)), 0.0)
         mr = m["mr_jet_ratio"]
         if mr >= 0.04:
             la_area = np.pi * la_ru * (la / 2)
-            d = -35.0 + pt.get("mr_ecc_deg", 0.0)   # down and to the right, into the LA
+            d = 40.0 + pt.get("mr_ecc_deg", 0.0)   # down and to the right, into the LA
             out["jet_MR_JET"] = _jet(cv, u, v, (c_mv[0] + 0.3, c_mv[1]), d, mr * la_area, 0.42,
                                      ang, amp, 2.6, inside)
         ar = m["ar_jet_ratio"]
@@ -421,9 +446,9 @@ def paint_psax_av(cv: Canvas, m: dict, pt: dict, cyc: Cycle,
     cv.paint(ellipse(u, v, *pa, 1.2, 0.9, 35.0), BLOOD, blood=True)
     pv_open = np.clip(cyc.av_open, 0, 1)
     pv_h = (rout * 0.9, -0.25)
-    cv.paint(segment(u, v, pv_h[0] - 0.6, pv_h[1] - 0.4, pv_h[0] - 0.2 + 0.5 * pv_open,
+    cv.paint(cv.segment(u, v, pv_h[0] - 0.6, pv_h[1] - 0.4, pv_h[0] - 0.2 + 0.5 * pv_open,
                      pv_h[1] + 0.1 - 0.3 * pv_open, 0.14) |
-             segment(u, v, pv_h[0] + 0.5, pv_h[1] + 0.5, pv_h[0] - 0.1 + 0.4 * pv_open,
+             cv.segment(u, v, pv_h[0] + 0.5, pv_h[1] + 0.5, pv_h[0] - 0.1 + 0.4 * pv_open,
                      pv_h[1] + 0.1 + 0.3 * pv_open, 0.14), VALVE)
     # atria
     la = m["la_ap_cm"] * (0.86 + 0.14 * (1.0 - cyc.s))
@@ -436,8 +461,8 @@ def paint_psax_av(cv: Canvas, m: dict, pt: dict, cyc: Cycle,
     # tricuspid leaflets between RA and RV inflow (not a labelled structure in this view)
     tv = (ra_c[0] + 0.2, ra_c[1] - ra / 2 - 0.05)
     ot = cyc.tv_open
-    cv.paint(segment(u, v, tv[0] - 0.7, tv[1], tv[0] - 0.1, tv[1] - 0.1 - 0.6 * ot, 0.14) |
-             segment(u, v, tv[0] + 0.6, tv[1] - 0.1, tv[0] + 0.1, tv[1] - 0.15 - 0.5 * ot, 0.14),
+    cv.paint(cv.segment(u, v, tv[0] - 0.7, tv[1], tv[0] - 0.1, tv[1] - 0.1 - 0.6 * ot, 0.14) |
+             cv.segment(u, v, tv[0] + 0.6, tv[1] - 0.1, tv[0] + 0.1, tv[1] - 0.15 - 0.5 * ot, 0.14),
              VALVE)
     # posterior pericardium behind the LA
     cv.paint(annulus_sector(u, v, la_c[0], la_c[1] - 0.5, la / 2 + 1.0, la / 2 + 1.4, 30.0,
@@ -461,7 +486,7 @@ def paint_psax_av(cv: Canvas, m: dict, pt: dict, cyc: Cycle,
                 pu = r_ao * np.cos(tt)
                 pv = sign * d[:, 0] * np.sin(tt)
                 pts.append((pu * np.cos(a0) - pv * np.sin(a0), pu * np.sin(a0) + pv * np.cos(a0)))
-            cv.paint(polyline(u, v, pts, cw), cval, "AV")
+            cv.paint(cv.polyline(u, v, pts, cw), cval, "AV")
     else:
         d = o[:, 0] * min(0.42 * m["av_opening_cm"], 0.62 * r_ao)
         comm = [np.deg2rad(rot + 90.0 + 120.0 * k) for k in range(3)]
@@ -471,7 +496,7 @@ def paint_psax_av(cv: Canvas, m: dict, pt: dict, cyc: Cycle,
             p0 = (r_ao * np.cos(c0), r_ao * np.sin(c0))
             p1 = (r_ao * np.cos(c1), r_ao * np.sin(c1))
             pm = (d * np.cos(mid), d * np.sin(mid))
-            cv.paint(polyline(u, v, [p0, pm, p1], cw), cval, "AV")
+            cv.paint(cv.polyline(u, v, [p0, pm, p1], cw), cval, "AV")
     return {"frame_angle": ang, "frame": (ox, oz)}
 
 

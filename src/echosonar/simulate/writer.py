@@ -86,7 +86,7 @@ def build_record(spec: StudySpec, cfg: SimConfig,
     return StudyRecord(key=spec.key, split=spec.split, labels=dict(spec.labels),
                        measurements=dict(m), clips=records,
                        reasoning=reasoning_text(m, spec.labels, boxes01, trng),
-                       report=report_sections(m, spec.labels, trng))
+                       report=report_sections(m, spec.labels, trng, spec.views))
 
 
 def write_study(out_dir: str | Path, cfg: SimConfig, index: int) -> tuple[StudyRecord, int]:
