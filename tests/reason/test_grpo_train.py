@@ -112,44 +112,54 @@ def test_config_errors():
             check_config(GRPOConfig(**bad), world=2)
 
 
-def _ddp_worker(rank, world, port, out, q):
+def _ddp_rank(rank, world, port, out):
+    """One DDP rank, forked from the test process with the env torchrun would set (forking skips
+    re-importing torch/transformers; the same code under a real torchrun is in docs/notes)."""
     import os
 
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from echosonar.reason.sft import setup_distributed
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    code = 1
     try:
-        tr = GRPOTrainer(ToyPolicy(seed=0), toy_cfg(steps=2, studies_per_step=2, group_size=4,
-                                                    save_every=1, loss_type="grpo"),
-                         toy_studies(4), out, reward_funcs={"digits": digits}, rank=rank,
-                         world=world)
+        torch.set_num_threads(1)
+        rank, world, _ = setup_distributed("cpu")
+        cfg = toy_cfg(steps=2, studies_per_step=2, micro_batch_studies=1, group_size=4,
+                      save_every=1, loss_type="grpo")
+        tr = GRPOTrainer(ToyPolicy(seed=0), cfg, toy_studies(4), out,
+                         reward_funcs={"digits": digits}, rank=rank, world=world)
         log = tr.train()
         flat = torch.cat([p.detach().flatten() for p in tr.policy.parameters()])
-        q.put((rank, flat, log[-1]["reward"]))
-    finally:
+        (out / f"rank{rank}.json").write_text(json.dumps({"params": flat.tolist(),
+                                                          "reward": log[-1]["reward"]}))
         dist.destroy_process_group()
+        code = 0
+    finally:
+        os._exit(code)  # skip the parent's atexit/pytest teardown in the forked child
 
 
 def test_ddp_two_ranks_stay_in_sync(tmp_path):
+    import multiprocessing as mp
     import socket
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, tmp_path, q)) for r in range(2)]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_ddp_rank, args=(r, 2, port, tmp_path)) for r in range(2)]
     for p in procs:
         p.start()
-    res = sorted(q.get(timeout=120) for _ in procs)
     for p in procs:
-        p.join(timeout=60)
-    assert torch.equal(res[0][1], res[1][1])  # identical weights on both ranks
-    assert res[0][2] == res[1][2]  # metrics are reduced over ranks
+        p.join(timeout=240)
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["params"] == r1["params"]  # DDP kept the replicas identical
+    assert r0["reward"] == r1["reward"]  # metrics are reduced over ranks
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "checkpoint" / "training_state.json").is_file()
 

@@ -1,3 +1,146 @@
-from echosonar.utils.notbuilt import not_built
+"""``echosonar quickstart``: simulate -> train every stage -> evaluate -> analyze one study.
 
-add_arguments, run = not_built("quickstart", issue=10)
+    echosonar quickstart --out runs/quickstart                 # default budget "small"
+    echosonar quickstart --out runs/qs_tiny --budget tiny       # a smoke run
+    echosonar quickstart --out runs/qs --budget medium --fresh  # bigger, from scratch
+
+Shows a progress bar per step (time-based against the budget's expected duration), then a
+summary table, and prints where ``report.html`` is. ``OUT`` is a model bundle for
+``echosonar analyze --model OUT``. Rerunning skips finished steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from echosonar.app.quickstart import BUDGETS, DEFAULT_BUDGET
+
+    parser.add_argument("--out", default="runs/quickstart", help="output folder (the bundle)")
+    parser.add_argument("--budget", default=DEFAULT_BUDGET, choices=list(BUDGETS),
+                        help=f"training budget (default {DEFAULT_BUDGET}: about 10 minutes on "
+                             "2 CPU cores)")
+    parser.add_argument("--seed", type=int, default=0, help="simulation and training seed")
+    parser.add_argument("--fresh", action="store_true", help="delete OUT first; redo every step")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run steps in this process (faster start-up, no per-step "
+                             "memory isolation)")
+
+
+class _Display:
+    """A rich progress bar per step; plain lines when stderr is not a terminal."""
+
+    def __init__(self, steps: list[Any], expect: dict[str, float]) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.expect = expect
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description:<28}"),
+                                 BarColumn(bar_width=32), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[status]}"), console=self.console,
+                                 disable=not self.live)
+        self.tasks = {s.name: self.progress.add_task(s.title, total=expect.get(s.name, 30.0),
+                                                     start=False, status="")
+                      for s in steps}
+        self.running: tuple[str, float] | None = None
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+
+    def __enter__(self) -> _Display:
+        self.progress.__enter__()
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=1)
+        self.progress.__exit__(*exc)
+
+    def _tick(self) -> None:
+        # time-based estimate: fills towards 95% of the expected duration, 100% when done
+        while not self._stop.wait(0.25):
+            if self.running:
+                name, t0 = self.running
+                total = self.expect.get(name, 30.0)
+                self.progress.update(self.tasks[name],
+                                     completed=min(0.95 * total, time.monotonic() - t0))
+
+    def __call__(self, event: str, step: Any, res: Any) -> None:
+        tid = self.tasks[step.name]
+        if event == "start":
+            self.progress.start_task(tid)
+            self.progress.update(tid, status="running")
+            self.running = (step.name, time.monotonic())
+            if not self.live:
+                self.console.print(f"[{time.strftime('%H:%M:%S')}] {step.title} ...")
+            return
+        self.running = None
+        mem = f" · {res.peak_mb:.0f} MiB" if res.peak_mb else ""
+        status = "cached" if event == "cached" else f"done in {res.seconds:.1f} s{mem}"
+        self.progress.update(tid, completed=self.expect.get(step.name, 30.0),
+                             status=f"[green]{status}")
+        if not self.live:
+            self.console.print(f"[{time.strftime('%H:%M:%S')}] {step.title}: {status}")
+
+
+def _table(q: Any, wall: float) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"EchoSonar quickstart — budget {q.budget}", title_justify="left")
+    t.add_column("step")
+    t.add_column("status")
+    t.add_column("time", justify="right")
+    t.add_column("peak memory", justify="right")
+    for r in q.results:
+        t.add_row(r.title, r.status, f"{r.seconds:.1f} s",
+                  "—" if r.peak_mb is None else f"{r.peak_mb:.0f} MiB")
+    t.add_section()
+    t.add_row("total", "", f"{wall:.1f} s", "")
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from echosonar.app.quickstart import (
+        BUDGETS,
+        Quickstart,
+        QuickstartError,
+        plan,
+        run_quickstart,
+    )
+
+    q0 = Quickstart(Path(args.out), args.budget, args.seed)
+    steps = plan(q0)
+    expect = BUDGETS[args.budget].get("expect_s", {})
+    t0 = time.perf_counter()
+    display = _Display(steps, expect)
+    try:
+        with display:
+            q = run_quickstart(args.out, args.budget, args.seed, fresh=args.fresh,
+                               isolate=not args.in_process, on_step=display)
+    except QuickstartError as e:
+        display.console.print(f"[red]echosonar quickstart: {e}")
+        return 1
+    wall = time.perf_counter() - t0
+    con = display.console
+    con.print(_table(q, wall))
+    summary = json.loads((q.out / "quickstart.json").read_text())
+    m = summary.get("metrics_test") or {}
+    if m.get("macro_balanced_accuracy") is not None:
+        con.print(f"test split: macro BAcc {100 * m['macro_balanced_accuracy']:.1f}%, macro F1 "
+                  f"{100 * (m.get('macro_f1') or 0):.1f}% (tiny simulated set; see "
+                  f"{q.eval / 'metrics_test.md'})")
+    report = (q.example / "report.html").resolve()
+    print(f"Report page: {report}")
+    con.print(f"Model bundle: {q.out}  —  analyze your own study with:\n"
+              f"  echosonar analyze STUDY_DIR --model {q.out} --out RESULT_DIR\n"
+              "Research use only — not for diagnosis.")
+    return 0

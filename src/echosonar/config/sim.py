@@ -29,9 +29,9 @@ class SimConfig:
     split_fractions: list[float] = opt([0.7, 0.1, 0.2], "train/val/test fractions of studies")
     workers: int = opt(1, "worker processes for rendering")
     # ---- population: prevalences of latent disease processes (each 0..1) -------------------
-    prev_cardiomyopathy: float = opt(0.15, "low EF, usually with LV dilation, LA enlargement, "
+    prev_cardiomyopathy: float = opt(0.16, "low EF, usually with LV dilation, LA enlargement, "
                                            "functional MR")
-    prev_hypertensive: float = opt(0.12, "LV hypertrophy, often with LA enlargement")
+    prev_hypertensive: float = opt(0.13, "LV hypertrophy, often with LA enlargement")
     prev_aortic_stenosis: float = opt(0.08, "calcific AS; often MV calcification and LVH")
     prev_bicuspid: float = opt(0.03, "bicuspid aortic valve (rare); may cause AS or AR")
     prev_mitral_regurgitation: float = opt(0.08, "primary MR; usually with LA enlargement")
@@ -40,11 +40,11 @@ class SimConfig:
     prev_aortic_regurgitation: float = opt(0.05, "AR; sometimes with LV dilation")
     prev_effusion: float = opt(0.03, "pericardial effusion (rarer)")
     prev_mv_calcification: float = opt(0.05, "age-related mitral annular calcification")
-    borderline_prob: float = opt(0.3, "probability a study has 1-2 measurements placed within "
+    borderline_prob: float = opt(0.4, "probability a study has 1-2 measurements placed within "
                                       "±8% of their cut-off")
     # ---- scanner / image formation (the 'shifted' preset changes these) ---------------------
     probe_mhz: float = opt(3.0, "probe centre frequency, MHz (sets the point-spread function)")
-    depth_scale: float = opt(1.0, "imaging depth multiplier (1.0 = depth fitted to the heart)")
+    depth_scale: float = opt(1.0, "multiplier of the standard imaging depth per view")
     half_angle_deg: float = opt(35.0, "sector half-angle, degrees")
     gain_db: float = opt(0.0, "overall receive gain, dB")
     dynamic_range_db: float = opt(50.0, "displayed dynamic range of the log compression, dB")

@@ -176,8 +176,8 @@ def classification_metrics(y_true: Any, y_pred: Any, y_score: Any | None = None,
         "macro_balanced_accuracy_two_class": float(_nanmean(np.where(one_class, np.nan, bacc))),
         "macro_f1": float(f1s.mean()),
         "macro_auroc": float(_nanmean(auc)),
-        "one_class_labels": [k for k, oc in zip(labels, one_class) if oc],
-        "auroc_undefined": [k for k, a in zip(labels, auc) if np.isnan(a)],
+        "one_class_labels": [k for k, oc in zip(labels, one_class, strict=True) if oc],
+        "auroc_undefined": [k for k, a in zip(labels, auc, strict=True) if np.isnan(a)],
         "exact_match": float((t == p).all(1).mean()),
     }
     per_label = {}

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default: RUN/eval or the predictions' folder)")
     parser.add_argument("--name", default=None, help="row name used in the Markdown title")
+    parser.add_argument("--train-features", default=None, metavar="FEATURES",
+                        help="cache whose train split picks the rarest labels (default: "
+                             "--features; pass the in-distribution cache for a shifted set)")
     add_config_args(parser)
 
 
@@ -53,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         if args.split:
             cfg.split = args.split
         res = evaluate_source(Path(args.source), Path(args.features), cfg, preset=args.preset,
-                              out=Path(args.out) if args.out else None, name=args.name)
+                              out=Path(args.out) if args.out else None, name=args.name,
+                              train_features=Path(args.train_features)
+                              if args.train_features else None)
     except (ConfigError, PredictionsError, CheckpointError, FeatureCacheError, ValueError,
             FileNotFoundError) as e:
         print(f"echosonar evaluate: {e}", file=sys.stderr)

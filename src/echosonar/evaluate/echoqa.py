@@ -203,7 +203,7 @@ def score_echoqa(items: Sequence[EchoQAItem], predictions: Mapping[str, str]) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
             bacc = float(balanced_accuracy_score(g, p))
-        return {"n": len(idx), "accuracy": float(np.mean([a == b for a, b in zip(g, p)])),
+        return {"n": len(idx), "accuracy": float(np.mean([a == b for a, b in zip(g, p, strict=True)])),
                 "balanced_accuracy": bacc}
 
     per = {s: block([i for i, g in enumerate(groups) if g == s]) for s in sorted(set(groups))}

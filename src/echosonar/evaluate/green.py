@@ -242,7 +242,7 @@ def green_rule_batch(references: Sequence[Mapping[str, str] | str],
     """
     if len(references) != len(candidates):
         raise ValueError(f"{len(references)} references but {len(candidates)} candidates")
-    results = [compare_reports(r, c) for r, c in zip(references, candidates)]
+    results = [compare_reports(r, c) for r, c in zip(references, candidates, strict=True)]
     n = len(results)
     return {
         "green_rule": sum(r.score for r in results) / n if n else float("nan"),

@@ -112,5 +112,5 @@ def reasoning_check_rates(parsed: Sequence[ParsedOutput],
     for name in (*CHECKS, "all_pass"):
         out[f"{name}_rate"] = rate(results, name)
         out[f"{name}_rate_well_formed"] = rate(wf, name)
-    out["per_study"] = {k: {**asdict(r), "all_pass": r.all_pass} for k, r in zip(keys, results)}
+    out["per_study"] = {k: {**asdict(r), "all_pass": r.all_pass} for k, r in zip(keys, results, strict=True)}
     return out

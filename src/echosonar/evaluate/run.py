@@ -148,7 +148,8 @@ def evaluate_predictions(preds: Mapping[str, StudyPrediction], truth: Sequence[d
         out["well_formed_rate"] = float(np.mean([bool(preds[k].well_formed) for k in keys]))
 
     reports = [preds[k].report for k in keys]
-    if any(r is not None for r in reports):
+    # A VLM row is scored on its reports even when every generation is malformed (all zero).
+    if any(r is not None for r in reports) or any(g is not None for g in gens):
         from echosonar.evaluate.green import green_rule_batch
         from echosonar.evaluate.text_metrics import report_text_metrics
 
@@ -259,6 +260,7 @@ def resolve_source(source: Path, split: str) -> tuple[str, Path]:
 
 def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str | None = None,
                     out: Path | None = None, name: str | None = None,
+                    train_features: Path | None = None,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Score ``source`` on ``cfg.split`` of ``features``; write metrics JSON and Markdown.
 
@@ -316,7 +318,8 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
 
         judge = LLMJudge(cfg.green_judge, device=pick_device(cfg.device))
     metrics = evaluate_predictions(preds, truth, cfg,
-                                   train_labels=train_label_matrix(features), llm_judge=judge)
+                                   train_labels=train_label_matrix(train_features or features),
+                                   llm_judge=judge)
     metrics["source"] = {"name": name, "kind": kind, "path": str(path),
                          "predictions": str(pred_file), "features": str(features),
                          "split": cfg.split, "preset": preset or "default"}

@@ -170,14 +170,14 @@ class Embedder:
         if todo:
             vecs = self.model.encode(todo, batch_size=self.batch_size, convert_to_numpy=True,
                                      normalize_embeddings=True, show_progress_bar=False)
-            self._cache.update(zip(todo, np.asarray(vecs, dtype=np.float32)))
+            self._cache.update(zip(todo, np.asarray(vecs, dtype=np.float32), strict=True))
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 384),
                                                                                np.float32)
 
     def cosine(self, refs: Sequence[str], hyps: Sequence[str]) -> np.ndarray:
         """Row-wise cosine; 0 where the hypothesis or reference is empty."""
         sims = (self.encode(refs) * self.encode(hyps)).sum(-1)
-        empty = np.array([not r.strip() or not h.strip() for r, h in zip(refs, hyps)], bool)
+        empty = np.array([not r.strip() or not h.strip() for r, h in zip(refs, hyps, strict=True)], bool)
         return np.where(empty, 0.0, sims).astype(float)
 
 
@@ -235,13 +235,13 @@ def report_text_metrics(references: Sequence[Mapping[str, str]],
             # min(): sacrebleu's float arithmetic can return 100.00000000000004.
             row["bleu4"] = min(1.0, sacrebleu.corpus_bleu(hyps, [refs]).score / 100)
             per_study["bleu4"][si] = [min(1.0, sacrebleu.sentence_bleu(h, [r]).score / 100)
-                                      for r, h in zip(refs, hyps)]
+                                      for r, h in zip(refs, hyps, strict=True)]
             rl = [scorer.score(r, h)["rougeL"].fmeasure if h.strip() else 0.0
-                  for r, h in zip(refs, hyps)]
+                  for r, h in zip(refs, hyps, strict=True)]
             per_study["rougeL"][si] = rl
             row["rougeL"] = float(np.mean(rl))
             if use_meteor:
-                mt = [meteor(r, h) for r, h in zip(refs, hyps)]
+                mt = [meteor(r, h) for r, h in zip(refs, hyps, strict=True)]
                 per_study["meteor"][si] = mt
                 row["meteor"] = float(np.mean(mt))
             if emb is not None:

@@ -46,14 +46,33 @@ def active_pixels(grey: np.ndarray, std_thresh: float = 1.0, int_thresh: float =
     return grey.max(axis=0) > int_thresh
 
 
+def _box(mask: np.ndarray, size: int) -> np.ndarray:
+    """Fraction of True pixels in a ``size`` x ``size`` window (separable, O(1) per pixel)."""
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(mask.astype(np.float32), size=size, mode="constant")
+
+
+def _erode(mask: np.ndarray, size: int) -> np.ndarray:
+    return _box(mask, size) > 1.0 - 1e-4
+
+
+def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    return _box(mask, size) > 1e-4
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Clean ``mask`` morphologically and return its largest connected component (filled)."""
+    """Clean ``mask`` morphologically and return its largest connected component (filled).
+
+    Square structuring elements through box filters (fast for any size): opening by about 1% of
+    the image side cuts thin text strokes and caliper lines, closing by 2% bridges dark cavities.
+    """
     from scipy import ndimage as ndi
 
     h, w = mask.shape
     k = max(1, int(round(min(h, w) * 0.01)))
-    m = ndi.binary_opening(mask, structure=np.ones((2 * k + 1, 2 * k + 1)))
-    m = ndi.binary_closing(m, structure=np.ones((4 * k + 1, 4 * k + 1)), border_value=0)
+    m = _dilate(_erode(mask, 2 * k + 1), 2 * k + 1)
+    m = _erode(_dilate(m, 4 * k + 1), 4 * k + 1)
     m = ndi.binary_fill_holes(m)
     lab, n = ndi.label(m)
     if n == 0:

@@ -223,7 +223,7 @@ def train_view_classifier(data: ViewData, mcfg: ViewModelConfig, tcfg: ViewTrain
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if hasattr(it, "set_postfix") and step % 10 == 0:
             it.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     model.eval()

@@ -53,9 +53,9 @@ def load_base_lm(cfg: LMConfig, tokenizer: Any | None = None) -> tuple[Any, Any]
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"lm.base_model {base} is not a local HF model folder "
                                 "(no config.json)")
-    if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-    before = len(tokenizer)
+    base_tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    before = len(base_tok)  # ids >= before are EchoSonar's additions (also when reloading)
+    tokenizer = tokenizer if tokenizer is not None else base_tok
     add_echosonar_tokens(tokenizer)
     lm = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True,
                                               use_safetensors=True, dtype=torch.float32,
@@ -64,7 +64,20 @@ def load_base_lm(cfg: LMConfig, tokenizer: Any | None = None) -> tuple[Any, Any]
     if len(tokenizer) > n_rows:
         lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     new_ids = list(range(before, len(tokenizer)))
+    targets: list[int] | dict[str, list[int]] | None = None
+    if new_ids:
+        # New rows start at the mean of the pretrained rows — deterministic, so a LoRA
+        # checkpoint (which stores only the trained deltas) reloads to identical logits.
+        emb_in, emb_out = lm.get_input_embeddings(), lm.get_output_embeddings()
+        with torch.no_grad():
+            for w in {id(m.weight): m.weight for m in (emb_in, emb_out) if m is not None}.values():
+                w[before:len(tokenizer)] = w[:before].mean(0)
+        tied = emb_out is None or emb_out.weight is emb_in.weight
+        names = {id(m): n.rsplit(".", 1)[-1] for n, m in lm.named_modules()}
+        # the added tokens' input AND output rows train (the model must emit <think> etc.)
+        targets = new_ids if tied else {names[id(emb_in)]: new_ids,
+                                         names[id(emb_out)]: new_ids}
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM",
-                      trainable_token_indices=new_ids or None)
+                      trainable_token_indices=targets)
     return get_peft_model(lm, lcfg), tokenizer

@@ -72,7 +72,7 @@ class EchoSonarR(nn.Module):
         self.config, self.tokenizer, self.lm = config, tokenizer, lm
         self.feature_dims = {"clip": int(feature_dims["clip"]),
                              "structure": int(feature_dims["structure"])}
-        h = lm.get_input_embeddings().embedding_dim
+        h = lm.config.get_text_config().hidden_size
         self.hidden_size = h
         self.clip_proj = projector(self.feature_dims["clip"], h, config.init_std)
         if config.use_structure_tokens:

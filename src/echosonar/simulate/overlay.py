@@ -7,6 +7,8 @@ Text uses a built-in 3x5 pixel font so rendering needs no font files and is dete
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 # 3x5 glyphs, rows top to bottom, '#' = on.
@@ -30,8 +32,10 @@ _FONT = {c: np.array([[ch == "#" for ch in row] for row in g.split(",")], bool)
          for c, g in _GLYPHS.items()}
 
 
+@lru_cache(maxsize=512)
 def text_mask(text: str, scale: int = 1) -> np.ndarray:
-    """Boolean bitmap ``[5*scale, 4*len*scale]`` of ``text`` (unknown characters print blank)."""
+    """Boolean bitmap ``[5*scale, 4*len*scale]`` of ``text`` (unknown characters print blank).
+    Cached: callers must not modify the returned array."""
     cols = []
     for c in text.upper():
         g = _FONT.get(c, _FONT[" "])

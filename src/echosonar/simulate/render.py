@@ -191,20 +191,30 @@ def render_clip(spec: StudySpec, view: str, cfg: SimConfig,
     geo = sector_geometry(cfg.image_size, cfg.half_angle_deg)
     pt = spec.patient
     m = visible_measurements(spec.measurements, view, pt["neutral"])
-    depth = view_depth(view, m, pt) * cfg.depth_scale * rng.uniform(0.97, 1.06)
+    depth = view_depth(view, m, pt, rng) * cfg.depth_scale
     hr = spec.measurements["heart_rate_bpm"] * rng.uniform(0.97, 1.03)
     cyc = make_cycle(T, hr)
     color = view in COLOR_VIEWS
-    cv = Canvas(geo.cu * depth, geo.cz * depth, T, background=0.07,
+    # probe placement: a small rotation and lateral shift of the anatomy under the sector
+    a = np.deg2rad(rng.normal(0, 2.5 * cfg.jitter))
+    shift = rng.normal(0, 0.3 * cfg.jitter)
+    cx, cz = geo.cu * depth, geo.cz * depth
+    cx, cz = cx * np.cos(a) - cz * np.sin(a) + shift, cx * np.sin(a) + cz * np.cos(a)
+    cv = Canvas(cx.astype(np.float32), cz.astype(np.float32), T, background=0.07,
                 min_width=0.8 * depth / (geo.n_r // 2))
     info = paint_view(view, cv, m, pt, cyc, rng)
     nr, nt = geo.n_r // 2, geo.n_th // 2
     q = float(pt["quality"])
     # --- echogenicity: texture, haze, attenuation residue, dropout ---------------------------
-    tex = np.exp(pt["tissue_texture"] * _smooth_field(rng, (nr, nt), 1.5)).ravel()
+    # tissue texture at two scales (fibres/fat at ~0.5 cm, patchy gain at ~2 cm)
+    tex = np.exp(pt["tissue_texture"] * _smooth_field(rng, (nr, nt), 1.2) +
+                 0.35 * _smooth_field(rng, (nr, nt), 5.0)).ravel()
     echo = np.where(cv.blood, cv.echo, cv.echo * tex)
     zc = geo.cz * depth
-    echo = echo + (1.0 - q) * 0.03 * np.exp(-zc / 3.0)            # near-field clutter haze
+    # near-field reverberation clutter fills the apex region, worse in poor windows
+    clutter = (1.15 - q) * 0.02 * np.exp(-zc / 2.5) * np.exp(_smooth_field(rng, (nr, nt), 2.0)
+                                                             ).ravel()
+    echo = echo + clutter
     if rng.random() < cfg.dropout * (1.3 - 0.5 * q):
         th = np.arctan2(geo.cu, geo.cz)
         c = rng.uniform(-geo.half_angle, geo.half_angle) * 0.9
@@ -248,21 +258,27 @@ def render_clip(spec: StudySpec, view: str, cfg: SimConfig,
     img[:, geo.pix] = gray
     if color:
         rgb = np.repeat(img[..., None], 3, axis=-1)
+        # the box is in anatomy polar coordinates: gate colour with it on the grid, draw its
+        # outline in image coordinates (undo the probe rotation)
+        from echosonar.simulate.views import cv_box_mask
+
         box = info["color_box"]
+        inbox_grid = cv_box_mask(cv, box)[0][geo.cidx]
         rr, th = geo.r_pix * depth, geo.th_pix
-        inbox = (rr >= box[0]) & (rr <= box[1]) & (th >= box[2]) & (th <= box[3])
+        b0, b1 = box[2] + a, box[3] + a
+        inbox = (rr >= box[0]) & (rr <= box[1]) & (th >= b0) & (th <= b1)
         vel = cv.vel + (cv.turb * rng.standard_normal(cv.vel.shape).astype(np.float32) * 1.2 +
                         0.06 * rng.standard_normal(cv.vel.shape).astype(np.float32))
         vel = ((vel + 1.0) % 2.0) - 1.0                       # aliasing at the Nyquist limit
         show = cv.blood & (np.abs(cv.vel) > 0.1) & (np.abs(vel) > 0.08)
-        vp, tp, sp = vel[:, geo.cidx], cv.turb[:, geo.cidx], show[:, geo.cidx] & inbox[None]
+        vp, tp, sp = vel[:, geo.cidx], cv.turb[:, geo.cidx], show[:, geo.cidx] & inbox_grid[None]
         col = _color_rgb(vp, tp)
         sub = rgb[:, geo.pix]
         sub[sp] = col[sp]
         edge = inbox & ((np.abs(rr - box[0]) < 0.6 * depth / geo.radius) |
                         (np.abs(rr - box[1]) < 0.6 * depth / geo.radius) |
-                        (np.abs(th - box[2]) < 0.6 / (geo.radius * max(rr.mean(), 1e-3) / depth)) |
-                        (np.abs(th - box[3]) < 0.6 / (geo.radius * max(rr.mean(), 1e-3) / depth)))
+                        (np.abs(th - b0) < 0.6 / (geo.radius * max(rr.mean(), 1e-3) / depth)) |
+                        (np.abs(th - b1) < 0.6 / (geo.radius * max(rr.mean(), 1e-3) / depth)))
         sub[:, edge] = 0.55
         rgb[:, geo.pix] = sub
         out = rgb.reshape(T, H, W, 3)

@@ -100,16 +100,25 @@ def _jet(cv: Canvas, u, v, origin, direction_deg, area, aspect, frame_ang, amp, 
     return m
 
 
-def view_depth(view: str, m: dict, pt: dict) -> float:
-    """Imaging depth (cm) that fits the view's anatomy."""
+#: Standard imaging depth per view family (cm); sonographers change it only when the heart
+#: would not fit, so chamber size stays visible as size in the image.
+_BASE_DEPTH = {"A4C": 16.0, "A2C": 16.0, "A4C_COLOR": 16.0, "PLAX": 15.0, "PLAX_COLOR": 15.0,
+               "PSAX_AV": 13.0}
+
+
+def view_depth(view: str, m: dict, pt: dict, rng: np.random.Generator) -> float:
+    """Imaging depth (cm): the view's standard depth with a little operator variation,
+    deepened only when the anatomy would otherwise be cut off."""
     if view in ("A4C", "A2C", "A4C_COLOR"):
         L_ed = (4.2 + 0.8 * m["lvedd_cm"]) * pt["lv_length_ratio"] / 1.6
-        la = max(m["la_ap_cm"], m["ra_minor_cm"]) * 1.3
-        return float(np.clip(2.0 + L_ed + la + 2.2, 13.0, 22.0))
-    if view in ("PLAX", "PLAX_COLOR"):
-        return float(np.clip(1.8 + 0.75 * m["rv_basal_cm"] + m["ivs_cm"] + m["lvedd_cm"] +
-                             m["lvpw_cm"] + m["pe_depth_cm"] + 4.0, 12.0, 20.0))
-    return float(np.clip(8.0 + m["la_ap_cm"] + 1.5, 11.0, 18.0))
+        need = 1.9 + 0.8 * m["lvpw_cm"] + L_ed + 1.3 * max(m["la_ap_cm"], m["ra_minor_cm"]) + 0.8
+    elif view in ("PLAX", "PLAX_COLOR"):
+        need = (2.2 + 0.75 * m["rv_basal_cm"] + m["ivs_cm"] + m["lvedd_cm"] + m["lvpw_cm"] +
+                m["pe_depth_cm"] + 0.8)
+    else:
+        need = 8.5 + m["la_ap_cm"]
+    base = _BASE_DEPTH[view] + rng.normal(0, 0.6)
+    return float(np.clip(max(base, need), 10.0, 24.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,7 +133,7 @@ def paint_apical(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Gener
     the other way, so the septum runs from the apex down to the crux."""
     st = _lv_state(m, cyc, pt)
     D, t_sep, t_lat = st["D"], st["t_sep"], st["t_lat"]
-    ang = pt["heart_angle_deg"] * 0.4 + rng.normal(0, 3) * pt.get("jitter", 1.0)
+    ang = pt["heart_angle_deg"] * 0.4 + rng.normal(0, 3)
     oz = rng.uniform(1.3, 1.9)
     ox = rng.normal(-0.2 if four else 0.0, 0.3)
     u, v = to_frame(cv.x, cv.z, ox, oz, ang)
@@ -365,8 +374,8 @@ def paint_plax(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Generat
                np.where(o > 0.02, 0.0, root / 2 - 0.05))
     bot_tip = (u_av + tip_du, r_bot - dz * np.where(o > 0.02, 1.0, 0.0) -
                np.where(o > 0.02, 0.0, root / 2 - 0.05))
-    cv.paint(cv.segment(u, v, u_av, r_top, *top_tip, cw) | cv.segment(u, v, u_av, r_bot, *bot_tip, cw),
-             cval, "AV")
+    cv.paint(cv.segment(u, v, u_av, r_top, *top_tip, cw) |
+             cv.segment(u, v, u_av, r_bot, *bot_tip, cw), cval, "AV")
     # mitral valve: anterior leaflet from the aortic root, posterior from the AV groove
     mcalc = m["mv_calc_score"]
     mv_w = 0.16 + 0.3 * max(mcalc - 0.3, 0)

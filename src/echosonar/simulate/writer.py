@@ -108,7 +108,7 @@ def write_study(out_dir: str | Path, cfg: SimConfig, index: int) -> tuple[StudyR
                         patient_no=index, view=view, series_number=k + 1)
             if cfg.write_mp4:
                 write_mp4(tmp / f"{view}.mp4", frames, meta["fps"])
-        atomic_write_json(tmp / STUDY_JSON, rec.to_dict())
+        atomic_write_json(tmp / STUDY_JSON, rec.to_dict(), indent=None)
     return rec, sum(int(c[1].shape[0]) for c in clips)
 
 

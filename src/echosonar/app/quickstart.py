@@ -1,0 +1,338 @@
+"""The quickstart: every stage at a small budget, through the stages' own commands.
+
+``run_quickstart(out, budget)`` runs, in order, exactly the commands a user would type (the
+same ``echosonar ...`` argv, all reading one ``OUT/config.yaml`` written from the budget)::
+
+    simulate -> ingest -> train view-classifier -> train detector -> train encoder -> encode
+    -> train sft -> train grpo -> thresholds (val) + bundle.json -> evaluate (test)
+    -> analyze one held-out test study
+
+and leaves ``OUT`` as a model bundle (:mod:`echosonar.app.bundle`) for ``echosonar analyze``.
+Each step runs in a child process by default (``isolate=True``: exact per-step peak memory from
+``wait4``, a crash cannot take the run down) or in this process (``isolate=False``: no
+per-step interpreter start, used by the end-to-end test). Step output goes to
+``OUT/logs/<step>.log``; a finished step leaves ``OUT/logs/<step>.done`` and is skipped when the
+quickstart is run again (``fresh=True`` starts over).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Budget = config overrides (nested like config.yaml) + studies + expected seconds per step on
+#: a quiet 2-core machine (only used to draw the per-step progress bars).
+BUDGETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "studies": 8,
+        "config": {
+            "sim": {"image_size": 64, "split_fractions": [0.5, 0.25, 0.25]},
+            "ingest": {"view_train": {"epochs": 1, "max_clips": 32}},
+            "detect": {"epochs": 1, "max_clips": 16, "frames_per_clip": 1, "eval_every": 0},
+            "encode": {"pretrain": {"epochs": 1, "max_clips": 16}},
+            "lm": {"hidden_size": 64, "layers": 1, "heads": 2, "vocab_size": 512},
+            "sft": {"steps": 4, "batch_size": 2, "warmup": 1, "eval_every": 0, "val_studies": 2,
+                    "sample_every": 0},
+            "grpo": {"steps": 1, "group_size": 2, "studies_per_step": 1,
+                     "micro_batch_studies": 1, "max_completion_length": 48},
+            "eval": {"bootstrap": 20, "max_new_tokens": 48, "max_studies": 2, "meteor": False,
+                     "embedding": False},
+        },
+        "max_new_tokens": 48,
+    },
+    "small": {
+        "studies": 48,
+        "config": {
+            "sim": {"image_size": 80},
+            "ingest": {"view_train": {"epochs": 3}},
+            "detect": {"epochs": 3, "frames_per_clip": 2},
+            "encode": {"pretrain": {"epochs": 2}},
+            "lm": {"hidden_size": 128, "layers": 2, "heads": 4, "vocab_size": 1024},
+            "sft": {"steps": 60, "batch_size": 4, "warmup": 6, "eval_every": 0,
+                    "val_studies": 4, "sample_every": 0},
+            "grpo": {"steps": 4, "group_size": 4, "studies_per_step": 2,
+                     "micro_batch_studies": 2, "max_completion_length": 640},
+            "eval": {"bootstrap": 200, "max_new_tokens": 640, "meteor": False},
+        },
+        "max_new_tokens": 640,
+    },
+    "medium": {
+        "studies": 200,
+        "config": {
+            "ingest": {"view_train": {"epochs": 8}},
+            "detect": {"epochs": 8},
+            "encode": {"pretrain": {"epochs": 4}},
+            "sft": {"steps": 300, "batch_size": 8, "eval_every": 100},
+            "grpo": {"steps": 20, "group_size": 4, "studies_per_step": 4},
+            "eval": {"bootstrap": 1000},
+        },
+        "max_new_tokens": 768,
+    },
+}
+DEFAULT_BUDGET = "small"
+
+
+class QuickstartError(RuntimeError):
+    """A step failed; the message names the step and its log file."""
+
+
+@dataclass
+class Step:
+    """One quickstart step: an ``echosonar`` argv (or an in-process function) and its log."""
+
+    name: str
+    title: str
+    argv: list[str] | None = None
+    func: Callable[[], None] | None = None
+    expect_s: float = 30.0
+
+
+@dataclass
+class StepResult:
+    name: str
+    title: str
+    status: str  # ok | cached | failed
+    seconds: float = 0.0
+    peak_mb: float | None = None
+    log: str = ""
+
+
+@dataclass
+class Quickstart:
+    """Where everything goes inside ``out``."""
+
+    out: Path
+    budget: str = DEFAULT_BUDGET
+    seed: int = 0
+    results: list[StepResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        d = self.out
+        self.config = d / "config.yaml"
+        self.sim, self.cache, self.features = d / "data/sim", d / "data/cache", d / "data/features"
+        self.sft, self.grpo = d / "runs/sft", d / "runs/grpo"
+        self.eval, self.example, self.logs = d / "eval", d / "example", d / "logs"
+
+
+def plan(q: Quickstart) -> list[Step]:
+    """The steps for ``q`` (argv exactly as a user would type them after ``echosonar``)."""
+    b = BUDGETS[q.budget]
+    cfg = ["--config", str(q.config)]
+    return [
+        Step("simulate", "Simulate studies", ["simulate", "--studies", str(b["studies"]),
+                                              "--out", str(q.sim), "--seed", str(q.seed), *cfg]),
+        Step("ingest", "Ingest DICOM", ["ingest", str(q.sim), "--out", str(q.cache), *cfg]),
+        Step("view_classifier", "Train view classifier",
+             ["train", "view-classifier", "--data", str(q.cache), "--out",
+              str(q.out / "view_classifier"), *cfg]),
+        Step("detector", "Train detector", ["train", "detector", "--cache", str(q.cache),
+                                            "--out", str(q.out / "detector"), *cfg]),
+        Step("encoder", "Train video encoder", ["train", "encoder", "--cache", str(q.cache),
+                                                "--out", str(q.out / "encoder"), *cfg]),
+        Step("features", "Encode features", ["encode", str(q.cache), "--out", str(q.features),
+                                             "--encoder", str(q.out / "encoder"),
+                                             "--detector", str(q.out / "detector"), *cfg]),
+        Step("sft", "SFT (reasoning VLM)", ["train", "sft", "--features", str(q.features),
+                                            "--out", str(q.sft), *cfg]),
+        Step("grpo", "GRPO", ["train", "grpo", "--from", str(q.sft / "model"), "--features",
+                              str(q.features), "--out", str(q.grpo), *cfg]),
+        Step("bundle", "Thresholds + bundle", func=lambda: write_quickstart_bundle(q)),
+        Step("evaluate", "Evaluate (test split)",
+             ["evaluate", str(q.out / "vlm"), "--features", str(q.features), "--out",
+              str(q.eval), "--name", f"quickstart-{q.budget}", *cfg]),
+        Step("analyze", "Analyze a held-out study",
+             ["analyze", str(held_out_study(q)), "--model", str(q.out), "--out",
+              str(q.example), *cfg], expect_s=10.0),
+    ]
+
+
+def find_checkpoint(run: Path, kind: str) -> Path:
+    """The checkpoint folder of ``kind`` inside a run folder (itself, model/, final/, ...)."""
+    for d in (run, run / "model", run / "final", run / "checkpoint"):
+        cfg = d / "config.json"
+        if cfg.is_file():
+            try:
+                if json.loads(cfg.read_text()).get("kind") == kind:
+                    return d
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+    raise QuickstartError(f"no {kind!r} checkpoint in {run} (looked in ., model/, final/, "
+                          "checkpoint/)")
+
+
+def held_out_study(q: Quickstart) -> Path:
+    """Folder of the first test-split study of the simulated set (resolved when run)."""
+    return q.sim / "studies" / "@first-test-study"
+
+
+def _resolve_held_out(q: Quickstart, argv: list[str]) -> list[str]:
+    from echosonar.io.manifest import read_manifest
+
+    marker = str(held_out_study(q))
+    if marker not in argv:
+        return argv
+    _, studies = read_manifest(q.sim)
+    test = [s for s in studies if s.split == "test"] or studies
+    folder = (q.sim / test[0].clips[0].path).parent
+    return [str(folder) if a == marker else a for a in argv]
+
+
+def write_quickstart_bundle(q: Quickstart) -> None:
+    """Per-label thresholds maximising val balanced accuracy of the VLM's label scores (the
+    baselines' rule, ``encode.metrics.choose_thresholds``), then ``OUT/bundle.json``."""
+    import numpy as np
+    import torch
+
+    from echosonar.app.bundle import write_bundle
+    from echosonar.app.stages import load_vlm
+    from echosonar.encode.metrics import choose_thresholds
+    from echosonar.io.features import iter_features
+    from echosonar.taxonomy import LABEL_KEYS
+
+    vlm_dir = find_checkpoint(q.grpo, "echosonar_r") if q.grpo.exists() else \
+        find_checkpoint(q.sft, "echosonar_r")
+    link = q.out / "vlm"
+    if link.is_symlink() or link.exists():
+        link.unlink() if link.is_symlink() else shutil.rmtree(link)
+    shutil.copytree(vlm_dir, link)  # a real folder: the bundle survives moving or zipping
+    model = load_vlm(link)
+    val = list(iter_features(q.features, "val"))
+    thresholds, note = None, "no val studies: thresholds 0.5"
+    if val:
+        with torch.no_grad():
+            scores = np.concatenate([np.asarray(model.label_scores(val[i:i + 8]).float())
+                                     for i in range(0, len(val), 8)])
+        y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in val])
+        thresholds = choose_thresholds(y, scores, LABEL_KEYS)
+        note = f"chosen on {len(val)} val studies (max balanced accuracy per label)"
+    write_bundle(q.out, {"view_classifier": q.out / "view_classifier",
+                         "detector": q.out / "detector", "encoder": q.out / "encoder",
+                         "vlm": link}, thresholds, BUDGETS[q.budget]["max_new_tokens"],
+                 budget=q.budget, seed=q.seed, vlm_source=str(vlm_dir.relative_to(q.out)),
+                 thresholds_note=note, data=str(q.sim.relative_to(q.out)))
+    print(f"bundle written to {q.out} ({note})")
+
+
+def write_config(q: Quickstart) -> None:
+    import yaml
+
+    from echosonar.config import load_config
+    from echosonar.io.atomic import atomic_write_text
+
+    text = yaml.safe_dump(BUDGETS[q.budget]["config"], sort_keys=False)
+    atomic_write_text(q.config, f"# echosonar quickstart, budget {q.budget}\n{text}")
+    load_config(q.config)  # fail now, with the key named, if a stage renamed a field
+
+
+def run_step(step: Step, q: Quickstart, isolate: bool) -> StepResult:
+    """Run one step, logging to ``OUT/logs/<name>.log``; raises :class:`QuickstartError`."""
+    log = q.logs / f"{step.name}.log"
+    t0 = time.perf_counter()
+    peak: float | None = None
+    with open(log, "w") as f:
+        if step.func is not None or not isolate:
+            peak, rc = _in_process(step, q, f)
+        else:
+            peak, rc = _child(_resolve_held_out(q, step.argv or []), f)
+    secs = time.perf_counter() - t0
+    if rc != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-15:])
+        raise QuickstartError(f"step '{step.name}' failed (exit {rc}); log: {log}\n{tail}")
+    (q.logs / f"{step.name}.done").write_text(json.dumps({"seconds": secs, "peak_mb": peak}))
+    return StepResult(step.name, step.title, "ok", secs, peak, str(log))
+
+
+def _child(argv: list[str], f: Any) -> tuple[float | None, int]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    f.write(f"$ echosonar {' '.join(argv)}\n")
+    f.flush()
+    proc = subprocess.Popen([sys.executable, "-m", "echosonar.cli", *argv], stdout=f,
+                            stderr=subprocess.STDOUT, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def _in_process(step: Step, q: Quickstart, f: Any) -> tuple[float | None, int]:
+    from echosonar.app.pipeline import PeakMemory
+    from echosonar.cli import main
+
+    with PeakMemory(), contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            if step.func is not None:
+                step.func()
+                rc = 0
+            else:
+                argv = _resolve_held_out(q, step.argv or [])
+                print(f"$ echosonar {' '.join(argv)}", flush=True)
+                rc = main(argv)
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        except Exception as e:  # noqa: BLE001 - reported with the step name
+            import traceback
+
+            traceback.print_exc()
+            print(f"{type(e).__name__}: {e}")
+            rc = 1
+    return PeakMemory.peak_mb(), rc
+
+
+def run_quickstart(out: str | Path, budget: str = DEFAULT_BUDGET, seed: int = 0,
+                   fresh: bool = False, isolate: bool = True,
+                   on_step: Callable[[str, Step, StepResult | None], None] | None = None
+                   ) -> Quickstart:
+    """Run every step (skipping ones already done unless ``fresh``); returns the record.
+
+    ``on_step(event, step, result)`` is called with event "start", "done" or "cached".
+    """
+    if budget not in BUDGETS:
+        raise QuickstartError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    q = Quickstart(Path(out), budget, seed)
+    if fresh and q.out.exists():
+        shutil.rmtree(q.out)
+    q.logs.mkdir(parents=True, exist_ok=True)
+    write_config(q)
+    notify = on_step or (lambda event, step, res: None)
+    t_all = time.perf_counter()
+    for step in plan(q):
+        done = q.logs / f"{step.name}.done"
+        if done.is_file():
+            info = json.loads(done.read_text())
+            res = StepResult(step.name, step.title, "cached", info.get("seconds", 0.0),
+                             info.get("peak_mb"), str(q.logs / f"{step.name}.log"))
+            q.results.append(res)
+            notify("cached", step, res)
+            continue
+        notify("start", step, None)
+        res = run_step(step, q, isolate)
+        q.results.append(res)
+        notify("done", step, res)
+    write_summary(q, time.perf_counter() - t_all)
+    return q
+
+
+def write_summary(q: Quickstart, wall_s: float) -> dict[str, Any]:
+    """``OUT/quickstart.json``: steps (seconds, peak MiB), metrics and where the report is."""
+    from echosonar.io.atomic import atomic_write_json
+
+    metrics = {}
+    mfile = q.eval / "metrics_test.json"
+    if mfile.is_file():
+        c = json.loads(mfile.read_text()).get("classification", {})
+        metrics = {k: c.get(k) for k in ("macro_balanced_accuracy", "macro_f1", "macro_auroc")}
+    summary = {"budget": q.budget, "seed": q.seed, "wall_s": round(wall_s, 1),
+               "steps": [r.__dict__ for r in q.results], "metrics_test": metrics,
+               "report": str(q.example / "report.html"), "bundle": str(q.out)}
+    atomic_write_json(q.out / "quickstart.json", summary)
+    return summary

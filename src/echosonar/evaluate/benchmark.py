@@ -1,0 +1,188 @@
+"""``echosonar benchmark``: train and evaluate every results-table row at a stated budget.
+
+The pipeline is the documented CLI of each stage, run as subprocesses (so the table is made
+exactly the way a user would make it), each step timed and skipped when it already finished
+(``OUT/steps/<name>.json``), so an interrupted benchmark resumes:
+
+    simulate (default + shifted test set) -> ingest -> train detector -> train encoder
+    -> encode (both sets) -> train baselines (4 rows) -> train sft (no structure tokens)
+    -> train sft -> train grpo -> evaluate every row on both sets -> docs/RESULTS.md
+
+Rows: prior, single-view, late fusion, attention fusion (``echosonar train baselines``),
+VLM SFT without / with structure tokens, VLM SFT + GRPO. The shifted-preset rows re-use the
+models trained in distribution; baselines are re-scored on the shifted features in-process with
+:mod:`echosonar.evaluate.baseline_shift`. Every row is scored by ``echosonar evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echosonar.io.atomic import atomic_write_json
+
+#: Per budget: simulated studies (default set; shifted test set) and config overrides.
+#: "tiny" checks the pipeline end to end in minutes on 2 CPU cores (numbers are noise);
+#: "small" is the CPU table (hours on 2 cores); "full" is meant for a GPU machine.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "tiny": {"studies": 60, "shifted_studies": 20, "set": [
+        "detect.epochs=1", "detect.max_clips=120", "encode.pretrain.epochs=1",
+        "encode.pretrain.max_clips=120", "encode.baselines.epochs=5",
+        "lm.hidden_size=64", "lm.layers=2", "lm.heads=2", "lm.vocab_size=1024",
+        "sft.steps=20", "sft.batch_size=4", "sft.warmup=2", "sft.eval_every=0",
+        "sft.sample_every=0", "sft.save_every=20", "sft.val_studies=4",
+        "grpo.steps=2", "grpo.studies_per_step=2", "grpo.group_size=2",
+        "grpo.max_completion_length=256", "grpo.save_every=2",
+        "eval.bootstrap=200", "eval.max_new_tokens=256"]},
+    "small": {"studies": 300, "shifted_studies": 80, "set": [
+        "sft.steps=300", "grpo.steps=30", "grpo.studies_per_step=4", "grpo.group_size=4",
+        "eval.bootstrap=1000"]},
+    "full": {"studies": 2000, "shifted_studies": 400, "set": [
+        "detect.epochs=24", "encode.pretrain.epochs=12", "lm.hidden_size=512", "lm.layers=8",
+        "lm.heads=8", "sft.steps=3000", "sft.batch_size=16", "grpo.steps=300",
+        "grpo.studies_per_step=8", "grpo.group_size=8", "eval.bootstrap=1000"]},
+}
+
+#: (row id, label in the table, run folder relative to OUT/runs, what is evaluated)
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("prior", "Prior baseline", "baselines/prior"),
+    ("single_view", "Single-view classifier (A4C)", "baselines/single_view"),
+    ("late_fusion", "Multi-view late fusion", "baselines/late_fusion"),
+    ("attention_fusion", "Multi-view attention fusion", "baselines/attention_fusion"),
+    ("sft_nostruct", "VLM SFT, no structure tokens", "sft_nostruct/model"),
+    ("sft", "VLM SFT, with structure tokens", "sft/model"),
+    ("grpo", "VLM SFT + GRPO (EchoSonar-R)", "grpo/final"),
+)
+PRESETS = ("default", "shifted")
+
+
+@dataclass
+class Step:
+    """One pipeline step: a command line (or an in-process call) and its dependencies."""
+
+    name: str
+    argv: list[str]
+    deps: list[str] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)  # rows whose training cost includes it
+    call: Callable[[], Any] | None = None
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+def plan(out: Path, budget: str, seed: int = 0, extra_set: Sequence[str] = ()) -> list[Step]:
+    """The ordered steps of a benchmark run (pure: nothing is executed)."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    b = BUDGETS[budget]
+    sets = [*b["set"], *extra_set]
+    cfg = [a for s in sets for a in ("--set", s)]
+    d, r = out / "data", out / "runs"
+    es = ["echosonar"]
+    steps = [
+        Step("simulate", es + ["simulate", "--studies", str(b["studies"]), "--out",
+                               str(d / "sim"), "--seed", str(seed)]),
+        Step("simulate_shifted", es + ["simulate", "--studies", str(b["shifted_studies"]),
+                                       "--out", str(d / "sim_shifted"), "--preset", "shifted",
+                                       "--seed", str(seed + 1), "--set",
+                                       "sim.split_fractions=[0,0,1]"]),
+        Step("ingest", es + ["ingest", str(d / "sim"), "--out", str(d / "cache")] + cfg,
+             ["simulate"]),
+        Step("ingest_shifted", es + ["ingest", str(d / "sim_shifted"), "--out",
+                                     str(d / "cache_shifted")] + cfg, ["simulate_shifted"]),
+        Step("detector", es + ["train", "detector", "--cache", str(d / "cache"), "--out",
+                               str(r / "detector")] + cfg, ["ingest"]),
+        Step("encoder", es + ["train", "encoder", "--cache", str(d / "cache"), "--out",
+                              str(r / "encoder")] + cfg, ["ingest"]),
+        Step("encode", es + ["encode", str(d / "cache"), "--out", str(d / "features"),
+                             "--encoder", str(r / "encoder"), "--detector",
+                             str(r / "detector")] + cfg, ["encoder", "detector"]),
+        Step("encode_shifted", es + ["encode", str(d / "cache_shifted"), "--out",
+                                     str(d / "features_shifted"), "--encoder",
+                                     str(r / "encoder"), "--detector", str(r / "detector")]
+             + cfg, ["encoder", "detector", "ingest_shifted"]),
+        Step("baselines", es + ["train", "baselines", "--cache", str(d / "features"), "--out",
+                                str(r / "baselines")] + cfg, ["encode"],
+             ["prior", "single_view", "late_fusion", "attention_fusion"]),
+        Step("baselines_shifted", [sys.executable, "-m", "echosonar.evaluate.baseline_shift",
+                                   str(r / "baselines"), str(d / "features"),
+                                   str(d / "features_shifted")] + cfg,
+             ["baselines", "encode_shifted"]),
+        Step("sft_nostruct", es + ["train", "sft", "--features", str(d / "features"), "--out",
+                                   str(r / "sft_nostruct")] + cfg
+             + ["--set", "lm.use_structure_tokens=false"], ["encode"], ["sft_nostruct"]),
+        Step("sft", es + ["train", "sft", "--features", str(d / "features"), "--out",
+                          str(r / "sft")] + cfg, ["encode"], ["sft", "grpo"]),
+        Step("grpo", es + ["train", "grpo", "--from", str(r / "sft" / "model"), "--features",
+                           str(d / "features"), "--out", str(r / "grpo")] + cfg, ["sft"],
+             ["grpo"]),
+    ]
+    train_step = {"prior": "baselines", "single_view": "baselines", "late_fusion": "baselines",
+                  "attention_fusion": "baselines", "sft_nostruct": "sft_nostruct", "sft": "sft",
+                  "grpo": "grpo"}
+    for row, _, where in ROWS:
+        for preset in PRESETS:
+            feats = d / ("features" if preset == "default" else "features_shifted")
+            src = r / where
+            deps = [train_step[row], "encode" if preset == "default" else "encode_shifted"]
+            if row in train_step and train_step[row] == "baselines":
+                src = src / ("predictions_test.json" if preset == "default"
+                             else "predictions_test_shifted.json")
+                if preset == "shifted":
+                    deps.append("baselines_shifted")
+            argv = es + ["evaluate", str(src), "--features", str(feats), "--split", "test",
+                         "--out", str(out / "eval" / f"{row}_{preset}"), "--name", row] + cfg
+            if preset == "shifted":
+                argv += ["--preset", "shifted", "--train-features", str(d / "features")]
+            steps.append(Step(f"eval_{row}_{preset}", argv, deps))
+    return steps
+
+
+def _run_subprocess(step: Step, log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as logf:
+        proc = subprocess.run(step.argv, stdout=logf, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log_path.read_text().strip().splitlines()[-5:]
+        raise RuntimeError(f"exit code {proc.returncode}: " + " | ".join(tail))
+
+
+def execute(steps: list[Step], out: Path, log: Callable[[str], None] = print,
+            runner: Callable[[Step, Path], None] = _run_subprocess,
+            only: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Run ``steps`` in order; a finished step (``OUT/steps/<name>.json`` with status ok) is
+    skipped; a step whose dependency failed is skipped with that reason. Returns
+    ``{name: {"status", "seconds", "command", "error"?}}``."""
+    status: dict[str, dict[str, Any]] = {}
+    for st in steps:
+        rec_path = out / "steps" / f"{st.name}.json"
+        if rec_path.is_file():
+            rec = json.loads(rec_path.read_text())
+            if rec.get("status") == "ok" and rec.get("command") == st.command:
+                status[st.name] = rec
+                continue
+        bad = [dep for dep in st.deps if status.get(dep, {}).get("status") != "ok"]
+        if bad or (only and st.name not in only):
+            why = f"dependency not done: {', '.join(bad)}" if bad else "not selected"
+            status[st.name] = {"status": "skipped", "reason": why, "command": st.command}
+            continue
+        log(f"[{time.strftime('%H:%M:%S')}] {st.name}: {st.command}")
+        t0 = time.time()
+        try:
+            runner(st, out / "logs" / f"{st.name}.log")
+            rec = {"status": "ok", "seconds": round(time.time() - t0, 1), "command": st.command}
+        except Exception as e:  # noqa: BLE001 - one failed stage must not stop other rows
+            rec = {"status": "failed", "seconds": round(time.time() - t0, 1),
+                   "command": st.command, "error": str(e)[:2000]}
+            log(f"  FAILED after {rec['seconds']} s: {rec['error'][:300]}")
+        atomic_write_json(rec_path, rec)
+        status[st.name] = rec
+    return status

@@ -1,0 +1,127 @@
+"""The predictions file, the single scoring path and ``echosonar evaluate``."""
+
+import json
+
+import numpy as np
+import pytest
+
+from echosonar.cli import main
+from echosonar.config.evaluate import EvalConfig
+from echosonar.evaluate.predictions import (
+    PredictionsError,
+    StudyPrediction,
+    prediction_from_generation,
+    predictions_from_scores,
+    read_predictions,
+    write_predictions,
+)
+from echosonar.evaluate.run import evaluate_predictions, predict_vlm, resolve_source
+from echosonar.taxonomy import LABEL_KEYS
+from echosonar.textformat import target_text
+
+
+class _FakeEmbedder:
+    def cosine(self, refs, hyps):
+        return np.array([float(r == h and bool(h)) for r, h in zip(refs, hyps, strict=True)])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    from echosonar.reason.synthetic import write_synthetic_cache
+
+    root = tmp_path_factory.mktemp("feat")
+    studies = write_synthetic_cache(root, {"train": 12, "test": 8}, d_enc=8, d_det=4,
+                                    n_tokens=2)
+    return root, [s for s in studies if s.split == "test"]
+
+
+def _oracle(studies, break_first=False):
+    preds = {}
+    for i, sf in enumerate(studies):
+        g = target_text(sf.reasoning, sf.labels, sf.report)
+        if break_first and i == 0:
+            g = g.replace("</answer>", "")
+        preds[sf.key] = prediction_from_generation(g, {k: float(sf.labels[k]) for k in LABEL_KEYS})
+    return preds
+
+
+def test_predictions_file_round_trip(tmp_path):
+    p = {"s1": StudyPrediction({"lv_enlargement"}, {k: 0.1 for k in LABEL_KEYS}, "gen",
+                               {"LV": "x"}, False),
+         "s2": StudyPrediction({"healthy"})}
+    path = write_predictions(tmp_path / "p.json", p, "m", "test", budget="tiny")
+    meta, back = read_predictions(path)
+    assert meta["method"] == "m" and meta["budget"] == "tiny"
+    assert back["s1"].labels == {"lv_enlargement"} and back["s1"].report == {"LV": "x"}
+    assert back["s1"].well_formed is False and back["s2"].scores is None
+    # Baseline-style files give labels as a {label: 0/1} object; unknown labels are refused.
+    raw = json.loads(path.read_text())
+    raw["studies"]["s2"]["labels"] = {"healthy": 1, "nonsense": 0}
+    path.write_text(json.dumps(raw))
+    with pytest.raises(PredictionsError, match="unknown label"):
+        read_predictions(path)
+    thr = predictions_from_scores(["a"], np.full((1, len(LABEL_KEYS)), 0.6), 0.5)
+    assert thr["a"].labels == set(LABEL_KEYS)
+
+
+def test_oracle_scores_and_malformed_counts_as_wrong(cache):
+    root, studies = cache
+    truth = [{"key": s.key, "labels": s.labels, "report": s.report} for s in studies]
+    cfg = EvalConfig(bootstrap=50, meteor=False)
+    m = evaluate_predictions(_oracle(studies), truth, cfg, embedder=_FakeEmbedder())
+    c = m["classification"]
+    assert c["macro_balanced_accuracy"] == 1.0 and c["exact_match"] == 1.0
+    assert m["well_formed_rate"] == 1.0 and m["green_rule"]["green_rule"] == 1.0
+    assert m["text"]["rougeL"] == pytest.approx(1.0) and m["text"]["embed_cosine"] == 1.0
+    assert len(m["rare_labels"]) == 4 and "healthy" not in m["rare_labels"]
+    broken = evaluate_predictions(_oracle(studies, True), truth, cfg, embedder=_FakeEmbedder())
+    assert broken["well_formed_rate"] == pytest.approx(7 / 8)
+    assert broken["classification"]["exact_match"] == pytest.approx(7 / 8)
+    assert broken["green_rule"]["per_study"][0] == 0.0
+    with pytest.raises(ValueError, match="have no prediction"):
+        evaluate_predictions({}, truth, cfg)
+
+
+def test_predict_vlm_uses_the_model_interface():
+    from echosonar.schema import StudyFeatures
+    from echosonar.taxonomy import REPORT_SECTIONS
+    from echosonar.textformat import render_generation
+
+    good = render_generation(["view A4C: structures LV (1,1,50,50). evidence: big. findings: "
+                              "LV enlargement. implication: remodelling."], ["LV enlargement"],
+                             {s: "Text" for s in REPORT_SECTIONS})
+
+    class Model:
+        def generate(self, batch, max_new_tokens, do_sample):
+            assert do_sample is False
+            return [[good] if sf.key == "a" else ["garbage"] for sf in batch]
+
+        def label_scores(self, batch):
+            import torch
+
+            return torch.full((len(batch), len(LABEL_KEYS)), 0.25)
+
+    studies = [StudyFeatures(key=k, views=[]) for k in ("a", "b", "c")]
+    preds = predict_vlm(Model(), studies, batch_size=2, log=lambda s: None)
+    assert preds["a"].labels == {"lv_enlargement"} and preds["a"].well_formed
+    assert preds["b"].labels == set() and preds["b"].well_formed is False
+    assert preds["c"].scores["healthy"] == 0.25
+
+
+def test_cli_evaluate_predictions_file(cache, tmp_path, capsys):
+    root, studies = cache
+    run = tmp_path / "baseline"
+    write_predictions(run / "predictions_test.json", _oracle(studies, True), "oracle", "test")
+    assert resolve_source(run, "test") == ("predictions", run / "predictions_test.json")
+    rc = main(["evaluate", str(run), "--features", str(root), "--set", "eval.embedding=false",
+               "--set", "eval.meteor=false", "--set", "eval.bootstrap=20"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "oracle: 8 studies" in out and "well-formed 87.5%" in out
+    m = json.loads((run / "metrics_test.json").read_text())
+    assert m["source"]["kind"] == "predictions" and m["text"]["meteor"] is None
+    md = (run / "metrics_test.md").read_text()
+    assert "| macro BAcc (%) |" in md and "| GREEN-rule |" in md
+    # Wrong split or a folder with nothing to score: a clear error, exit code 2.
+    assert main(["evaluate", str(run), "--features", str(root), "--split", "val"]) == 2
+    assert "no predictions_val.json" in capsys.readouterr().err
