@@ -158,3 +158,47 @@ def study_dir(tmp_path):
         fake_dicom(d / f"{v.lower()}.dcm", v)
     (d / "notes.txt").write_text("not an image")
     return d
+
+
+# ----------------------------------------------------------------------------------------------
+# Real stages: one tiny quickstart per test session, shared by xdist workers through a lock
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_quickstart(tmp_path_factory):
+    """A finished ``echosonar quickstart --budget tiny`` folder (a model bundle + simulated
+    data). Built once per session; xdist workers share it via a file lock."""
+    import fcntl
+
+    from echosonar.app.quickstart import run_quickstart
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by all xdist workers of this run
+    out = root / "quickstart_tiny"
+    with open(root / "quickstart_tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        q = run_quickstart(out, budget="tiny", seed=0, isolate=False)  # resumes if done
+    return q
+
+
+def live_server(app):
+    """Start ``app`` with uvicorn on a free localhost port in a thread; returns (base, stop)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    t0 = time.time()
+    while not server.started:
+        if time.time() - t0 > 20 or not th.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def stop():
+        server.should_exit = True
+        th.join(timeout=10)
+
+    return f"http://127.0.0.1:{port}", stop

@@ -16,7 +16,7 @@ from echosonar.app.pipeline import analyze_study
 from echosonar.app.server import create_app
 from echosonar.config.app import AppConfig
 
-from .conftest import fake_dicom
+from .conftest import fake_dicom, live_server
 
 
 def _dcm(tmp_path: Path, view: str, salt: str = "") -> bytes:
@@ -188,18 +188,9 @@ def test_failed_job_reports_error(make_client, tmp_path):
 
 
 def test_two_concurrent_studies_do_not_mix(make_client, tmp_path):
-    import uvicorn
-
     barrier = threading.Barrier(2)
     client, work = make_client(barrier=barrier, delay=0.2, workers=2)
-    server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=0,
-                                           log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    while not server.started:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    base, stop = live_server(client.app)
     uploads = {"one": ["A4C", "PLAX"], "two": ["A2C", "PSAX_AV", "A4C_COLOR"]}
     jobs: dict[str, str] = {}
 
@@ -215,8 +206,7 @@ def test_two_concurrent_studies_do_not_mix(make_client, tmp_path):
             results = {n: c.get(f"/api/jobs/{_wait(c, j)['job_id']}/result").json()
                        for n, j in jobs.items()}
     finally:
-        server.should_exit = True
-        th.join(timeout=10)
+        stop()
     assert results["one"]["study_key"] != results["two"]["study_key"]
     for name, views in uploads.items():
         assert sorted(c["view"] for c in results[name]["clips"]) == sorted(views)

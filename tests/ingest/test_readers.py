@@ -71,8 +71,8 @@ def test_jpeg_lossless_matches_rle_reference(tmp_path):
 
 
 def test_palette_color(tmp_path, dicom_factory):
-    from pydicom.data import get_testdata_file
     import pydicom
+    from pydicom.data import get_testdata_file
 
     ds = pydicom.dcmread(get_testdata_file("examples_palette.dcm"))
     ds.save_as(tmp_path / "pal.dcm")

@@ -8,7 +8,6 @@ import torch
 
 from echosonar.reason.prompt import build_prompt, pool_clip_tokens
 from echosonar.reason.synthetic import synthetic_studies, tiny_setup
-from echosonar.schema import ViewFeatures
 from echosonar.taxonomy import STRUCTURES, VIEWS
 
 K = len(STRUCTURES)

@@ -40,6 +40,10 @@ from echosonar.textformat import parse_generation
 Progress = Callable[[str, float], None]
 STAGE_PLAN = (("ingest", 0.0), ("view", 0.15), ("detect", 0.2), ("generate", 0.5),
               ("report", 0.95))
+STAGE_LABELS = {"queued": "waiting for a free worker", "ingest": "reading DICOM / video files",
+                "view": "classifying views", "detect": "detecting structures, encoding clips",
+                "generate": "writing the reasoning and report", "report": "assembling the report",
+                "done": "done"}
 LOW_VIEW_CONF = 0.5
 
 

@@ -32,22 +32,22 @@ from typing import Any
 #: Budget = config overrides (nested like config.yaml) + studies + expected seconds per step on
 #: a quiet 2-core machine (only used to draw the per-step progress bars).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "tiny": {
+    "tiny": {  # CI-sized: every stage runs, nothing is really trained
         "studies": 8,
         "config": {
             "sim": {"image_size": 64, "split_fractions": [0.5, 0.25, 0.25]},
-            "ingest": {"view_train": {"epochs": 1, "max_clips": 32}},
-            "detect": {"epochs": 1, "max_clips": 16, "frames_per_clip": 1, "eval_every": 0},
-            "encode": {"pretrain": {"epochs": 1, "max_clips": 16}},
-            "lm": {"hidden_size": 64, "layers": 1, "heads": 2, "vocab_size": 512},
-            "sft": {"steps": 4, "batch_size": 2, "warmup": 1, "eval_every": 0, "val_studies": 2,
+            "ingest": {"view_train": {"epochs": 1, "max_clips": 16}},
+            "detect": {"epochs": 1, "max_clips": 8, "frames_per_clip": 1, "eval_every": 0},
+            "encode": {"pretrain": {"epochs": 1, "max_clips": 8}},
+            "lm": {"hidden_size": 32, "layers": 1, "heads": 2, "vocab_size": 384},
+            "sft": {"steps": 2, "batch_size": 2, "warmup": 1, "eval_every": 0, "val_studies": 1,
                     "sample_every": 0},
             "grpo": {"steps": 1, "group_size": 2, "studies_per_step": 1,
-                     "micro_batch_studies": 1, "max_completion_length": 48},
-            "eval": {"bootstrap": 20, "max_new_tokens": 48, "max_studies": 2, "meteor": False,
+                     "micro_batch_studies": 1, "max_completion_length": 16},
+            "eval": {"bootstrap": 10, "max_new_tokens": 16, "max_studies": 1, "meteor": False,
                      "embedding": False},
         },
-        "max_new_tokens": 48,
+        "max_new_tokens": 32,
     },
     "small": {
         "studies": 48,

@@ -38,7 +38,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel
 
-from echosonar.app.pipeline import Analysis, AnalysisError, Progress
+from echosonar.app.pipeline import STAGE_LABELS, Analysis, AnalysisError, Progress
 from echosonar.app.report_html import RUO, render_report
 from echosonar.app.uploads import UploadError, UploadLimits, expand_uploads, safe_name
 from echosonar.config.app import AppConfig
@@ -247,7 +247,8 @@ def create_app(analyze: AnalyzeFn, cfg: AppConfig | None = None, model_name: str
             return HTMLResponse(_page("Analysis failed", body, model_name), status_code=422)
         pct = int(round(100 * job.progress))
         body = (f'<div class="card" id="job" data-status="{job.status}"><h2>Analysing the study'
-                f'</h2><p>{job.n_files} file(s) received. Stage: <b id="stage">{escape(job.stage)}'
+                f'</h2><p>{job.n_files} file(s) received. Now: <b id="stage">'
+                f'{escape(STAGE_LABELS.get(job.stage, job.stage))}'
                 f'</b></p><div class="prog"><i style="width:{pct}%"></i></div><p class="muted">'
                 f"{pct}% · this page refreshes itself</p></div>")
         return HTMLResponse(_page("Analysing…", body, model_name, refresh=1))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from echosonar.taxonomy import STRUCTURE_INDEX, STRUCTURES
+from echosonar.taxonomy import STRUCTURES
 
 
 def _np(x: Any) -> np.ndarray:
@@ -42,7 +42,7 @@ def load_view_classifier(path: str | Path) -> Any:
 
 
 def load_detector(path: str | Path) -> Any:
-    from echosonar.detect import Detector
+    from echosonar.detect.model import Detector
 
     return Detector.from_pretrained(path).eval()
 
@@ -81,7 +81,7 @@ def features(bundle: Any, study: Any, cfg: Any, timer: Any) -> tuple[Any, list[A
     detector hook; the raw detections are kept for the report (end-systolic boxes)."""
     import torch
 
-    from echosonar.detect import detect_clip
+    from echosonar.detect.infer import detect_clip
     from echosonar.encode.features import encode_study
 
     dets: list[Any] = []
@@ -105,42 +105,44 @@ def features(bundle: Any, study: Any, cfg: Any, timer: Any) -> tuple[Any, list[A
 
 
 def keyframe_indices(clip: Any, det: Any) -> tuple[int, int, bool]:
-    """End-diastole / end-systole frames: from ingest when known, else the frames of largest
-    and smallest detected LV box (``estimated=True``), else first and middle frame."""
+    """End-diastole / end-systole frames as the detector chose them (the clip's own indices
+    when ingest knows them, else largest / smallest LV box); ``estimated`` when ingest did not
+    know them."""
     t = int(clip.frames.shape[0])
-    if clip.ed_index >= 0 and clip.es_index >= 0:
-        return int(clip.ed_index), int(clip.es_index), False
-    boxes = _np(getattr(det, "boxes", np.zeros((0,))))
-    k = STRUCTURE_INDEX["LV"]
-    if boxes.ndim == 3 and boxes.shape[0] == t and _present(det, k):
-        b = boxes[:, k]
-        area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-        if float(area.max()) > 0:
-            return int(area.argmax()), int(area.argmin()), True
-    return 0, t // 2, True
-
-
-def _present(det: Any, k: int) -> bool:
-    return STRUCTURES[k] in (det.ed_boxes or {})
+    estimated = clip.ed_index < 0 or clip.es_index < 0
+    ed = getattr(det, "ed_index", clip.ed_index)
+    es = getattr(det, "es_index", clip.es_index)
+    if ed is None or es is None or ed < 0 or es < 0:
+        return 0, t // 2, True
+    return int(ed), int(es), bool(estimated)
 
 
 def clip_structures(det: Any, ed: int, es: int) -> list[dict[str, Any]]:
-    """Per structure class: clip-level score, found or not, ED box (what the model reads) and
-    the ES box from the per-frame track."""
-    scores = np.asarray(_np(det.scores), np.float32)
-    score = scores.max(0) if scores.ndim == 2 else scores
+    """Per structure class: the detector's clip-level score, found or not, the end-diastolic
+    box (what the language model reads) and the end-systolic box of its smoothed track."""
+    if getattr(det, "clip_scores", None) is not None:
+        score = np.asarray(_np(det.clip_scores), np.float32)
+    else:
+        scores = np.asarray(_np(det.scores), np.float32)
+        score = scores.max(0) if scores.ndim == 2 else scores
+    tracks = getattr(det, "tracks", None) or {}
     boxes = _np(getattr(det, "boxes", np.zeros((0,))))
     out = []
     for k, s in enumerate(STRUCTURES):
         ed_box = (det.ed_boxes or {}).get(s)
         es_box = None
-        if ed_box is not None and boxes.ndim == 3 and es < boxes.shape[0]:
-            es_box = [float(min(1.0, max(0.0, v))) for v in boxes[es, k]]
+        if ed_box is not None:
+            track = _np(tracks[s]) if s in tracks else (
+                boxes[:, k] if boxes.ndim == 3 else None)
+            if track is not None and es < len(track):
+                es_box = _box01(track[es])
         out.append({"name": s, "score": float(score[k]), "present": ed_box is not None,
-                    "box_ed": None if ed_box is None else
-                    [float(min(1.0, max(0.0, v))) for v in ed_box],
-                    "box_es": es_box})
+                    "box_ed": None if ed_box is None else _box01(ed_box), "box_es": es_box})
     return out
+
+
+def _box01(b: Any) -> list[float]:
+    return [float(min(1.0, max(0.0, v))) for v in b]
 
 
 def clip_measurements(det: Any) -> dict[str, float]:

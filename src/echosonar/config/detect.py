@@ -17,8 +17,9 @@ class DetectConfig:
     embed_dim: int = opt(64, "width of the decoder and of the per-structure embedding "
                              "(structure tokens are [K, embed_dim])")
     image_size: int = opt(64, "frames are resized to this square size before the backbone")
-    widths: list[int] = opt([24, 48, 96, 128], "channels of the four stride-2 conv stages; "
-                            "the last two stages (1/8 and 1/16) form the decoder memory")
+    widths: list[int] = opt([16, 32, 64, 128], "channels of the four stride-2 conv stages "
+                            "(the first plain, the others residual); the last two (1/8 and "
+                            "1/16 of the input) form the decoder memory")
     decoder_layers: int = opt(2, "transformer decoder layers (each one is deep-supervised)")
     heads: int = opt(4, "attention heads in the decoder")
     assign: str = opt("class", "'class': one query bound to each structure class (each class "
@@ -51,7 +52,7 @@ class DetectConfig:
     view_dropout: float = opt(0.2, "probability of hiding the view (OTHER) during training, so "
                               "the detector still works when the view is unknown")
     max_clips: int = opt(0, "train on at most this many clips (0 = all)")
-    eval_every: int = opt(1, "evaluate on the val split every this many epochs (0 = only at "
+    eval_every: int = opt(3, "evaluate on the val split every this many epochs (0 = only at "
                           "the end)")
     threads: int = opt(2, "torch CPU threads")
     seed: int = opt(0, "random seed")

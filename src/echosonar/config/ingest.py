@@ -14,7 +14,8 @@ class ViewModelConfig:
 
     image_size: int = opt(64, "input width and height (clips of another size are resized)")
     n_frames: int = opt(4, "frames sampled evenly across the clip and fed to the CNN")
-    widths: list[int] = opt([16, 32, 64, 96], "channels of the four conv stages (stride 2 each)")
+    widths: list[int] = opt([16, 32, 48, 64], "channels of the 4x4 patchify stem and of the three "
+                            "conv blocks (at 1/4, 1/8, 1/16 of image_size)")
     dropout: float = opt(0.1, "dropout before the classification head")
     classes: list[str] = opt(list(CLASSIFIER_VIEWS), "class names, in logit order")
 
@@ -23,7 +24,7 @@ class ViewModelConfig:
 class ViewTrainConfig:
     """How ``echosonar train view-classifier`` trains the view classifier."""
 
-    epochs: int = opt(12, "passes over the training clips")
+    epochs: int = opt(10, "passes over the training clips")
     batch_size: int = opt(32, "clips per optimisation step")
     lr: float = opt(2e-3, "AdamW peak learning rate (cosine decay, short warm-up)")
     weight_decay: float = opt(1e-4, "AdamW weight decay")

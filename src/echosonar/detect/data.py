@@ -166,23 +166,22 @@ def augment(frames: Tensor, present: Tensor, boxes: Tensor, strength: float,
     gain = torch.exp(u(-0.35, 0.35) * strength)[:, None, None, None]
     gamma = torch.exp(u(-0.35, 0.35) * strength)[:, None, None, None]
     grey = (grey.clamp(1e-4, 1) ** gamma * gain).clamp(0, 1)
-    sigma = u(0.0, 1.2) * strength
-    grey = _blur(grey, sigma)
+    # one blur width per batch, applied to a random half: a single 1-channel convolution
+    sigma = float(u(0.3, 1.2, 1)) * strength
+    blur = torch.rand(b, generator=gen).to(dev) < 0.5
+    grey = torch.where(blur[:, None, None, None], _blur(grey, sigma), grey)
     noise = u(0.0, 0.06) * strength
     grey = grey + noise[:, None, None, None] * torch.randn(grey.shape, generator=gen).to(dev)
     frames = (grey + chroma).clamp(0, 1)
     return frames, keep, boxes
 
 
-def _blur(x: Tensor, sigma: Tensor) -> Tensor:
-    """Per-sample Gaussian blur of ``[B, 1, H, W]`` with ``sigma`` [B] pixels (0 = none)."""
+def _blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``[B, 1, H, W]`` with ``sigma`` pixels."""
     r = 3
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    s = sigma.clamp(min=1e-3)[:, None]
-    k = torch.exp(-0.5 * (t[None] / s) ** 2)
-    k = k / k.sum(1, keepdim=True)                                   # [B, 2r+1]
-    b = x.shape[0]
-    xp = F.pad(x, (r, r, r, r), mode="replicate").transpose(0, 1)    # [1, B, H+2r, W+2r]
-    x = F.conv2d(xp, k[:, None, None, :], groups=b)
-    x = F.conv2d(x, k[:, None, :, None], groups=b)
-    return x.transpose(0, 1)
+    k = torch.exp(-0.5 * (t / max(sigma, 1e-3)) ** 2)
+    k = k / k.sum()
+    x = F.pad(x, (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    return F.conv2d(x, k.view(1, 1, -1, 1))

@@ -50,17 +50,18 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class _Stage(nn.Module):
-    """Stride-2 conv, then a residual 3x3 block."""
+    """Stride-2 conv, then (unless ``plain``) a residual 3x3 block. The first stage is plain:
+    at half resolution a residual block costs more than the three deeper stages together."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, plain: bool = False):
         super().__init__()
         self.down = _conv_bn(cin, cout, 2)
-        self.conv = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(cout))
+        self.conv = None if plain else nn.Sequential(
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.down(x)
-        return F.relu(x + self.conv(x))
+        return x if self.conv is None else F.relu(x + self.conv(x))
 
 
 def sine_positions(h: int, w: int, dim: int, device: torch.device | None = None) -> Tensor:
@@ -120,7 +121,7 @@ class Detector(nn.Module, Pretrained):
         self.config = cfg
         d, w = cfg.embed_dim, cfg.widths
         self.num_queries = K if cfg.assign == "class" else cfg.num_queries
-        self.stages = nn.ModuleList([_Stage(3, w[0]), _Stage(w[0], w[1]), _Stage(w[1], w[2]),
+        self.stages = nn.ModuleList([_Stage(3, w[0], plain=True), _Stage(w[0], w[1]), _Stage(w[1], w[2]),
                                      _Stage(w[2], w[3])])
         self.proj = nn.ModuleList([nn.Conv2d(w[2], d, 1), nn.Conv2d(w[3], d, 1)])
         self.level = nn.Parameter(torch.zeros(2, d))

@@ -61,39 +61,49 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("grpo", "VLM SFT + GRPO (EchoSonar-R)", "grpo/final"),
 )
 PRESETS = ("default", "shifted")
+CONFIG = "config.yaml"
+
+
+def write_config(out: Path, budget: str, extra_set: Sequence[str] = ()) -> Path:
+    """Resolve the budget's overrides (+ ``extra_set``) into ``OUT/config.yaml``, which every
+    step reads with ``--config``."""
+    from echosonar.config import load_config, save_yaml
+
+    cfg = load_config(None, [*BUDGETS[budget]["set"], *extra_set])
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / CONFIG)
+    return out / CONFIG
 
 
 @dataclass
 class Step:
-    """One pipeline step: a command line (or an in-process call) and its dependencies."""
+    """One pipeline step: a command line, its dependencies and the rows it trains."""
 
     name: str
     argv: list[str]
     deps: list[str] = field(default_factory=list)
     rows: list[str] = field(default_factory=list)  # rows whose training cost includes it
-    call: Callable[[], Any] | None = None
 
     @property
     def command(self) -> str:
         return shlex.join(self.argv)
 
 
-def plan(out: Path, budget: str, seed: int = 0, extra_set: Sequence[str] = ()) -> list[Step]:
-    """The ordered steps of a benchmark run (pure: nothing is executed)."""
+def plan(out: Path, budget: str, seed: int = 0) -> list[Step]:
+    """The ordered steps of a benchmark run (pure: nothing is executed or written)."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    cfg = ["--config", str(out / CONFIG)]  # the budget's overrides, written by write_config
     b = BUDGETS[budget]
-    sets = [*b["set"], *extra_set]
-    cfg = [a for s in sets for a in ("--set", s)]
     d, r = out / "data", out / "runs"
     es = ["echosonar"]
     steps = [
         Step("simulate", es + ["simulate", "--studies", str(b["studies"]), "--out",
-                               str(d / "sim"), "--seed", str(seed)]),
+                               str(d / "sim"), "--seed", str(seed)] + cfg),
         Step("simulate_shifted", es + ["simulate", "--studies", str(b["shifted_studies"]),
                                        "--out", str(d / "sim_shifted"), "--preset", "shifted",
-                                       "--seed", str(seed + 1), "--set",
-                                       "sim.split_fractions=[0,0,1]"]),
+                                       "--seed", str(seed + 1)] + cfg
+             + ["--set", "sim.split_fractions=[0,0,1]"]),
         Step("ingest", es + ["ingest", str(d / "sim"), "--out", str(d / "cache")] + cfg,
              ["simulate"]),
         Step("ingest_shifted", es + ["ingest", str(d / "sim_shifted"), "--out",
@@ -112,7 +122,7 @@ def plan(out: Path, budget: str, seed: int = 0, extra_set: Sequence[str] = ()) -
         Step("baselines", es + ["train", "baselines", "--cache", str(d / "features"), "--out",
                                 str(r / "baselines")] + cfg, ["encode"],
              ["prior", "single_view", "late_fusion", "attention_fusion"]),
-        Step("baselines_shifted", [sys.executable, "-m", "echosonar.evaluate.baseline_shift",
+        Step("baselines_shifted", ["python", "-m", "echosonar.evaluate.baseline_shift",
                                    str(r / "baselines"), str(d / "features"),
                                    str(d / "features_shifted")] + cfg,
              ["baselines", "encode_shifted"]),
@@ -147,26 +157,43 @@ def plan(out: Path, budget: str, seed: int = 0, extra_set: Sequence[str] = ()) -
 
 
 def _run_subprocess(step: Step, log_path: Path) -> None:
+    # Run with this interpreter, so the benchmark works without the venv on PATH.
+    argv = list(step.argv)
+    if argv[0] == "echosonar":
+        argv[:1] = [sys.executable, "-m", "echosonar.cli"]
+    elif argv[0] == "python":
+        argv[0] = sys.executable
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as logf:
-        proc = subprocess.run(step.argv, stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.run(argv, stdout=logf, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log_path.read_text().strip().splitlines()[-5:]
         raise RuntimeError(f"exit code {proc.returncode}: " + " | ".join(tail))
 
 
+def config_digest(out: Path) -> str:
+    """SHA-256 of ``OUT/config.yaml`` ("" when absent): a finished step is re-used only if the
+    config it ran with is unchanged."""
+    import hashlib
+
+    p = out / CONFIG
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+
+
 def execute(steps: list[Step], out: Path, log: Callable[[str], None] = print,
             runner: Callable[[Step, Path], None] = _run_subprocess,
             only: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-    """Run ``steps`` in order; a finished step (``OUT/steps/<name>.json`` with status ok) is
-    skipped; a step whose dependency failed is skipped with that reason. Returns
-    ``{name: {"status", "seconds", "command", "error"?}}``."""
+    """Run ``steps`` in order; a finished step (``OUT/steps/<name>.json`` with status ok, same
+    command, same config) is skipped; a step whose dependency is not done is skipped with that
+    reason. Returns ``{name: {"status", "seconds", "command", "error"?}}``."""
     status: dict[str, dict[str, Any]] = {}
+    digest = config_digest(out)
     for st in steps:
         rec_path = out / "steps" / f"{st.name}.json"
         if rec_path.is_file():
             rec = json.loads(rec_path.read_text())
-            if rec.get("status") == "ok" and rec.get("command") == st.command:
+            if (rec.get("status") == "ok" and rec.get("command") == st.command
+                    and rec.get("config_sha256") == digest):
                 status[st.name] = rec
                 continue
         bad = [dep for dep in st.deps if status.get(dep, {}).get("status") != "ok"]
@@ -178,7 +205,8 @@ def execute(steps: list[Step], out: Path, log: Callable[[str], None] = print,
         t0 = time.time()
         try:
             runner(st, out / "logs" / f"{st.name}.log")
-            rec = {"status": "ok", "seconds": round(time.time() - t0, 1), "command": st.command}
+            rec = {"status": "ok", "seconds": round(time.time() - t0, 1), "command": st.command,
+                   "config_sha256": digest}
         except Exception as e:  # noqa: BLE001 - one failed stage must not stop other rows
             rec = {"status": "failed", "seconds": round(time.time() - t0, 1),
                    "command": st.command, "error": str(e)[:2000]}

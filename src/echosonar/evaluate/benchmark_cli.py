@@ -36,17 +36,22 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from echosonar.evaluate.benchmark import execute, plan
+    from echosonar.config import ConfigError
+    from echosonar.evaluate.benchmark import BUDGETS, execute, plan, write_config
     from echosonar.evaluate.results import render
     from echosonar.io.atomic import atomic_write_json, atomic_write_text
 
     out = Path(args.out)
     try:
-        steps = plan(out, args.budget, args.seed, args.overrides)
-    except ValueError as e:
+        steps = plan(out, args.budget, args.seed)
+        if not args.dry_run:
+            write_config(out, args.budget, args.overrides)
+    except (ValueError, ConfigError) as e:
         print(f"echosonar benchmark: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
+        sets = [*BUDGETS[args.budget]["set"], *args.overrides]
+        print(f"# {out}/config.yaml = defaults + " + " ".join(f"--set {s}" for s in sets))
         for st in steps:
             deps = f"   # after {', '.join(st.deps)}" if st.deps else ""
             print(f"{st.name}: {st.command}{deps}")

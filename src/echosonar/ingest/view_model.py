@@ -2,7 +2,8 @@
 
 Input: ``n_frames`` frames sampled evenly across the clip, as float ``[B, F, 3, S, S]`` in [0, 1]
 (B-mode is replicated to three channels, so colour Doppler keeps its colour cue). Each frame goes
-through four stride-2 conv stages (GroupNorm + ReLU) and global average pooling; the per-frame
+through a 4x4 patchify stem and three conv blocks (GroupNorm + ReLU; S/4, S/8, S/16) and global
+average pooling; the per-frame
 features are pooled over time by mean and standard deviation (the latter carries motion), then a
 linear head gives logits over ``config.classes`` (``taxonomy.CLASSIFIER_VIEWS``).
 """
@@ -39,9 +40,14 @@ class ViewClassifier(nn.Module, Pretrained):
         super().__init__()
         self.config = config or ViewModelConfig()
         w = list(self.config.widths)
-        layers, cin = [], 3
-        for c in w:
-            layers.append(_block(cin, c, 2))
+        g0 = 8 if w[0] % 8 == 0 else 1
+        # patchify stem (4x4, stride 4): cheap on CPU, and speckle detail finer than 4 px does
+        # not tell views apart; then conv blocks at S/4, S/8, S/16
+        layers: list[nn.Module] = [nn.Conv2d(3, w[0], 4, 4, bias=False), nn.GroupNorm(g0, w[0]),
+                                   nn.ReLU(True)]
+        cin = w[0]
+        for i, c in enumerate(w[1:]):
+            layers.append(_block(cin, c, 1 if i == 0 else 2))
             cin = c
         self.backbone = nn.Sequential(*layers)
         self.drop = nn.Dropout(self.config.dropout)

@@ -70,7 +70,9 @@ def view_data(studies: list[Study], classes: list[str], seed: int = 0) -> ViewDa
         split = s.split or ("train" if rng.random() < 0.8 else "val")
         for c in s.clips:
             if c.view in classes and c.view_conf > 0:
-                frames.append(c.frames)
+                f = c.frames  # keep uint8 in memory (4x smaller than float32)
+                frames.append(f if f.dtype == np.uint8 else
+                              np.rint(np.clip(f, 0, 1) * 255).astype(np.uint8))
                 labels.append(classes.index(c.view))
                 splits.append(split)
     return ViewData(frames, np.asarray(labels, np.int64), splits)
@@ -113,7 +115,8 @@ def make_other(x: torch.Tensor, g: torch.Generator, kind: str | None = None,
 
 
 def augment(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> torch.Tensor:
-    """Photometric and small geometric jitter of a batch ``[B, F, 3, S, S]``."""
+    """Photometric and small geometric jitter of a batch ``[B, F, 3, S, S]``: rotation,
+    scale, shift, gain, gamma, blur, coarser speckle (down/up-sampling) and noise."""
     if strength <= 0:
         return x
     b, f, c, s, _ = x.shape
@@ -133,6 +136,13 @@ def augment(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> torch
         xb = x[blur].flatten(0, 2).unsqueeze(1)
         xb = F.avg_pool2d(xb, 3, 1, 1, count_include_pad=False)
         x[blur] = xb.view(-1, f, c, s, s)
+    coarse = torch.rand(b, generator=g) < 0.3 * strength  # coarser speckle (lower-MHz probe)
+    if coarse.any():
+        xc = x[coarse].flatten(0, 1)
+        lo = int(s / (1.3 + 0.7 * float(torch.rand((), generator=g))))
+        xc = F.interpolate(F.interpolate(xc, size=(lo, lo), mode="area"), size=(s, s),
+                           mode="bilinear", align_corners=False)
+        x[coarse] = xc.view(-1, f, c, s, s)
     noise = torch.randn(x.shape, generator=g) * (0.03 * strength * u[:, 7]).view(b, 1, 1, 1, 1)
     return (x + noise * (x > 0.01)).clamp(0, 1)
 

@@ -63,7 +63,7 @@ _HF_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers
 
 def load_echosonar_r(directory: str | Path, map_location: str = "cpu") -> Any:
     """Rebuild an :class:`EchoSonarR` saved by :func:`save_echosonar_r`."""
-    from echosonar.reason.lora import load_base_lm, lm_from_config_dict
+    from echosonar.reason.lora import lm_from_config_dict, load_base_lm
     from echosonar.reason.model import EchoSonarR
     from echosonar.reason.tokenizer import TokenizerError, load_tokenizer
 

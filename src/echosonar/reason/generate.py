@@ -52,3 +52,87 @@ def predict(model: Any, studies: Iterable[StudyFeatures], batch_size: int = 8,
                         "sections": p.sections,
                         "scores": {k: float(s) for k, s in zip(LABEL_KEYS, sc, strict=True)}})
     return out
+
+
+def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures]
+                      ) -> dict[str, Any]:
+    """Quick SFT metrics (the evaluate stage owns the full protocol).
+
+    ``parse_rate``: fraction well-formed. ``macro_bacc_generated``: mean over labels of
+    sklearn ``balanced_accuracy_score`` of the generated answer (a malformed answer counts as
+    its parsed findings, usually none). ``macro_bacc_head@0.5`` / ``macro_auroc_head``: the
+    auxiliary head. ``bleu4`` (sacrebleu, corpus, 0..1) / ``rougeL`` (mean F) over the report
+    sections joined in order. Labels with a single class in ``studies`` are left out of a macro
+    mean (their count is in ``n_labels_scored``).
+    """
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from echosonar.taxonomy import REPORT_SECTIONS
+
+    truth = {sf.key: sf for sf in studies}
+    keys = [p["key"] for p in preds]
+    y = np.array([[truth[k].labels[lk] for lk in LABEL_KEYS] for k in keys])
+    gen = np.array([[int(lk in p["findings"]) for lk in LABEL_KEYS] for p in preds])
+    sc = np.array([[p["scores"][lk] for lk in LABEL_KEYS] for p in preds])
+    ok = [j for j in range(len(LABEL_KEYS)) if 0 < y[:, j].sum() < len(y)]
+    out: dict[str, Any] = {
+        "n": len(preds), "parse_rate": float(np.mean([p["well_formed"] for p in preds])),
+        "n_labels_scored": len(ok),
+        "macro_bacc_generated": float(np.mean([balanced_accuracy_score(y[:, j], gen[:, j])
+                                               for j in ok])) if ok else float("nan"),
+        "macro_bacc_head@0.5": float(np.mean([balanced_accuracy_score(y[:, j], sc[:, j] > 0.5)
+                                              for j in ok])) if ok else float("nan"),
+        "macro_auroc_head": float(np.mean([roc_auc_score(y[:, j], sc[:, j]) for j in ok]))
+        if ok else float("nan"),
+        "per_label_bacc_generated": {LABEL_KEYS[j]: float(balanced_accuracy_score(
+            y[:, j], gen[:, j])) for j in ok},
+    }
+    hyp = [" ".join(p["sections"].get(s, "") for s in REPORT_SECTIONS) for p in preds]
+    ref = [" ".join(truth[k].report.get(s, "") for s in REPORT_SECTIONS) for k in keys]
+    try:
+        import sacrebleu
+        from rouge_score import rouge_scorer
+
+        out["bleu4"] = sacrebleu.corpus_bleu(hyp, [ref]).score / 100
+        rs = rouge_scorer.RougeScorer(["rougeL"])
+        out["rougeL"] = float(np.mean([rs.score(r, h)["rougeL"].fmeasure
+                                       for r, h in zip(ref, hyp, strict=True)]))
+    except ImportError:  # text metrics are optional here
+        pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m echosonar.reason.generate FEATURES MODEL_DIR [--split test] [--limit N]``:
+    greedy predictions + :func:`score_predictions`, printed as JSON (and written with --out)."""
+    import argparse
+    import json
+
+    from echosonar.io.atomic import atomic_write_json
+    from echosonar.reason.data import load_split
+    from echosonar.reason.model import EchoSonarR
+
+    ap = argparse.ArgumentParser(prog="python -m echosonar.reason.generate")
+    ap.add_argument("features")
+    ap.add_argument("model")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=1200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    model = EchoSonarR.from_pretrained(a.model)
+    studies = load_split(a.features, a.split, limit=a.limit)
+    preds = predict(model, studies, a.batch_size, a.max_new_tokens)
+    metrics = score_predictions(preds, studies)
+    print(json.dumps(metrics, indent=1))
+    if a.out:
+        atomic_write_json(a.out, {"metrics": metrics, "predictions": preds})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

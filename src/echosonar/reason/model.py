@@ -140,10 +140,41 @@ class EchoSonarR(nn.Module):
                                     position_ids=position_ids_from_mask(mask), use_cache=False)
         return out.last_hidden_state
 
-    def _label_logits(self, hidden: Tensor, mask: Tensor) -> Tensor:
+    def _label_logits(self, hidden: Tensor, mask: Tensor, last: Tensor | None = None) -> Tensor:
+        """Head on [masked mean of ``hidden`` over ``mask``, hidden at index ``last`` (default:
+        the final position, which is the prompt's last token under left padding)]."""
         m = mask.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-        return self.label_head(torch.cat([mean, hidden[:, -1]], -1).float())
+        end = hidden[:, -1] if last is None else hidden[torch.arange(len(hidden)), last]
+        return self.label_head(torch.cat([mean, end], -1).float())
+
+    def _packed(self, embeds: Tensor, pmask: Tensor, ids: Tensor, imask: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """Teacher-forced pass over prompt + completion, RIGHT-packed for speed.
+
+        Row i becomes its p_i real prompt rows, its t_i completion rows, then filler: with
+        padding only at the end, a plain causal mask is exact for every real position (filler
+        comes after them), so attention runs as ``is_causal`` (about half the FLOPs of a padded
+        mask) and positions are ``arange``. Returns ``(hidden [B, S, H], pos_mask [B, S]`` (1 on
+        prompt rows), ``plen [B])``; completion token j of row i is predicted at p_i - 1 + j.
+        """
+        b, p, _ = embeds.shape
+        full = torch.cat([embeds, self.lm.get_input_embeddings()(ids)], 1)
+        plen, tlen = pmask.sum(1), imask.sum(1)
+        s = int((plen + tlen).max())
+        ar = torch.arange(s, device=full.device)
+        idx = (ar[None] + (p - plen)[:, None]).clamp(max=full.shape[1] - 1)
+        x = full.gather(1, idx[..., None].expand(-1, -1, full.shape[-1]))
+        out = self.lm.get_decoder()(inputs_embeds=x, position_ids=ar[None].expand(b, -1),
+                                    use_cache=False)
+        return out.last_hidden_state, (ar[None] < plen[:, None]).long(), plen
+
+    def _completion_logits(self, hidden: Tensor, plen: Tensor, t: int) -> Tensor:
+        """``[B, t, V]`` logits predicting completion tokens 0..t-1 from a packed pass."""
+        idx = (plen[:, None] - 1 + torch.arange(t, device=hidden.device)[None]).clamp(
+            max=hidden.shape[1] - 1)
+        h = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.lm.get_output_embeddings()(h)
 
     def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
                        ) -> tuple[Tensor, Tensor]:
@@ -177,18 +208,15 @@ class EchoSonarR(nn.Module):
         labels give no aux loss.
         """
         embeds, pmask = self.prompt_embeds(batch)
-        p = embeds.shape[1]
         # each row's target is cut so that ITS prompt + target fit max_len (batch-independent)
         tgt, tmask = self.encode_targets(targets, (self.config.max_len - pmask.sum(1)).tolist())
-        x = torch.cat([embeds, self.lm.get_input_embeddings()(tgt)], 1)
-        hidden = self._hidden(x, torch.cat([pmask, tmask], 1))
-        # position p-1+t predicts target token t (left padding puts the prompt's end at p-1)
-        logits = self.lm.get_output_embeddings()(hidden[:, p - 1:-1])
+        hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
+        logits = self._completion_logits(hidden, plen, tgt.shape[1])
         labels = tgt.masked_fill(tmask == 0, -100)
         lm_sum = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                                  ignore_index=-100, reduction="sum")
         n_tok = tmask.sum()
-        label_logits = self._label_logits(hidden[:, :p], pmask)
+        label_logits = self._label_logits(hidden, prompt_rows, plen - 1)
         have = [i for i, sf in enumerate(batch) if sf.labels is not None]
         if have:
             y = torch.tensor([[float(batch[i].labels.get(k, 0)) for k in LABEL_KEYS]
@@ -217,10 +245,9 @@ class EchoSonarR(nn.Module):
         if completion_ids.shape[0] != embeds.shape[0]:  # G completions per study
             g = completion_ids.shape[0] // embeds.shape[0]
             embeds, pmask = embeds.repeat_interleave(g, 0), pmask.repeat_interleave(g, 0)
-        p = embeds.shape[1]
-        x = torch.cat([embeds, self.lm.get_input_embeddings()(completion_ids)], 1)
-        hidden = self._hidden(x, torch.cat([pmask, completion_mask.long()], 1))
-        logits = self.lm.get_output_embeddings()(hidden[:, p - 1:-1]).float() / temperature
+        hidden, _, plen = self._packed(embeds, pmask, completion_ids, completion_mask.long())
+        logits = self._completion_logits(hidden, plen, completion_ids.shape[1]).float()
+        logits = logits / temperature
         lp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
         return lp * completion_mask
 

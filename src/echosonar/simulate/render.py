@@ -88,8 +88,8 @@ def sector_geometry(size: int, half_angle_deg: float) -> Sector:
     half = np.deg2rad(half_angle_deg)
     radius = float(min(H - apex_y - ecg_h - 1, (W / 2 - 2) / np.sin(half)))
     apex_x = (W - 1) / 2
-    n_r = 2 * int(round(0.55 * radius))
-    n_th = 2 * int(round(half * radius * 0.9))
+    n_r = 2 * int(round(0.48 * radius))
+    n_th = 2 * int(round(half * radius * 0.75))
     # coarse grid cell centres (2x2 fine cells each)
     rc = (np.arange(n_r // 2) + 0.5) / (n_r // 2)
     tc = -half + (np.arange(n_th // 2) + 0.5) * (2 * half / (n_th // 2))

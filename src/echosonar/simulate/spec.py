@@ -250,6 +250,7 @@ def sample_patient(rng: np.random.Generator, cfg: SimConfig, m: dict[str, Any]) 
         "quality": float(np.clip(1.0 - q * abs(rng.normal(0, 0.35)), 0.2, 1.0)),
         "tissue_texture": float(rng.uniform(0.2, 0.5)),
         "root_cm": float(rng.uniform(2.5, 3.3)),
+        "apical_akinesis": float(rng.random() < 0.5),   # used only when EF < 45%
         "mr_ecc_deg": float(rng.normal(0, 14)),
         "tr_ecc_deg": float(rng.normal(0, 12)),
         "av_rot_deg": float(rng.normal(0, 12)),

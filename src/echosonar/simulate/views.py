@@ -135,7 +135,9 @@ def paint_apical(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Gener
     D, t_sep, t_lat = st["D"], st["t_sep"], st["t_lat"]
     ang = pt["heart_angle_deg"] * 0.4 + rng.normal(0, 3)
     oz = rng.uniform(1.3, 1.9)
-    ox = rng.normal(-0.2 if four else 0.0, 0.3)
+    # centre the ventricles under the probe: a dilated LV pushes the septum to the left
+    centre = (m["lvedd_cm"] + m["lvpw_cm"] - m["rv_basal_cm"] - 0.4) / 2 if four else 0.0
+    ox = rng.normal(-0.8 * centre, 0.3)
     u, v = to_frame(cv.x, cv.z, ox, oz, ang)
     cv.paint((cv.z < oz - 0.1)[None], 1.4)                       # chest wall
     cv.paint((np.abs(cv.z - oz * 0.45) < 0.12)[None], 4.0)       # fascia
@@ -193,7 +195,13 @@ def paint_apical(cv: Canvas, m: dict, pt: dict, cyc: Cycle, rng: np.random.Gener
                  blood=True)
     cv.paint(ellipse(p, q, p_la, q_la, la_w / 2, la_len / 2, vmin=-(q_la - q_b) + 0.15), BLOOD,
              "LA", blood=True)
-    cv.paint(ellipse(p, q, 0.0, q_c, ru, rz, vmax=0.15 * Lc) & sep_l, BLOOD, "LV", blood=True)
+    lv_cav = ellipse(p, q, 0.0, q_c, ru, rz, vmax=0.15 * Lc)
+    if pt.get("apical_akinesis", 0.0) and m["ef_pct"] < 45:
+        # ischaemic pattern: the apical third keeps its end-diastolic shape all cycle
+        D0, L0 = m["lvedd_cm"], L_axis
+        apical = ellipse(p, q, 0.0, -0.15 * L0, D0 / 2 / 0.98, 0.85 * L0, vmax=0.15 * L0)
+        lv_cav = lv_cav | (apical & (q[None] < -0.62 * L0))
+    cv.paint(lv_cav & sep_l, BLOOD, "LV", blood=True)
     # mitral valve: anterior (septal side) and posterior leaflets; the annulus opening joins
     # LV and LA and the leaflets separate them
     calc = m["mv_calc_score"]

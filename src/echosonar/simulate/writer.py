@@ -4,7 +4,8 @@ Layout of ``OUT/``::
 
     manifest.json                 io.manifest format (schema.StudyRecord per study)
     simset.json                   resolved SimConfig the set was written with (resume check)
-    studies/<key>/<VIEW>.dcm      one multi-frame DICOM per clip (+ <VIEW>.mp4 if write_mp4)
+    studies/<key>/clipNN.dcm      one multi-frame DICOM per clip (+ clipNN.mp4 if write_mp4);
+                                  NN in a random per-study order: names do not reveal views
     studies/<key>/study.json      the study's StudyRecord (paths relative to OUT/)
 
 Each study is rendered into a temporary folder that is renamed into place only when complete,
@@ -36,7 +37,7 @@ from echosonar.taxonomy import VIEWS
 
 SIMSET = "simset.json"
 STUDY_JSON = "study.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Fields that do not change a study's content (safe to differ on resume).
 _RESUME_FREE = ("studies", "workers")
 
@@ -69,12 +70,20 @@ def boxes01_for_reasoning(meta: dict[str, Any]) -> dict[str, list[float]]:
     return out
 
 
+def clip_names(spec: StudySpec, n: int) -> list[str]:
+    """File stems of a study's clips: ``clip01..clipNN`` in a per-study random order, so that
+    neither file names nor series numbers reveal the view (the manifest has it)."""
+    perm = study_rng(spec.seed, spec.index, 200).permutation(n)
+    return [f"clip{int(k) + 1:02d}" for k in perm]
+
+
 def build_record(spec: StudySpec, cfg: SimConfig,
                  clips: list[tuple[str, np.ndarray, dict[str, Any]]]) -> StudyRecord:
     """The StudyRecord (targets included) for rendered ``clips``; paths follow the layout."""
     records, boxes01 = [], {}
-    for view, frames, meta in clips:
-        base = f"studies/{spec.key}/{view}"
+    names = clip_names(spec, len(clips))
+    for (view, frames, meta), name in zip(clips, names, strict=True):
+        base = f"studies/{spec.key}/{name}"
         records.append(ClipRecord(
             view=view, path=base + ".dcm", n_frames=int(frames.shape[0]), fps=meta["fps"],
             ed_frames=meta["ed_frames"], es_frames=meta["es_frames"],
@@ -101,13 +110,13 @@ def write_study(out_dir: str | Path, cfg: SimConfig, index: int) -> tuple[StudyR
     rec = build_record(spec, cfg, clips)
     study_uid = uid_for(cfg.seed, cfg.preset, index, "study")
     with atomic_dir(final) as tmp:
-        for k, (view, frames, meta) in enumerate(clips):
-            write_dicom(tmp / f"{view}.dcm", frames, meta, study_uid=study_uid,
+        for (view, frames, meta), name in zip(clips, clip_names(spec, len(clips)), strict=True):
+            write_dicom(tmp / f"{name}.dcm", frames, meta, study_uid=study_uid,
                         series_uid=uid_for(cfg.seed, cfg.preset, index, view, "series"),
                         sop_uid=uid_for(cfg.seed, cfg.preset, index, view, "sop"),
-                        patient_no=index, view=view, series_number=k + 1)
+                        patient_no=index, view=view, series_number=int(name[4:]))
             if cfg.write_mp4:
-                write_mp4(tmp / f"{view}.mp4", frames, meta["fps"])
+                write_mp4(tmp / f"{name}.mp4", frames, meta["fps"])
         atomic_write_json(tmp / STUDY_JSON, rec.to_dict(), indent=None)
     return rec, sum(int(c[1].shape[0]) for c in clips)
 

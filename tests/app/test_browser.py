@@ -1,0 +1,103 @@
+"""Browser test: headless Chromium (Debian ``chromium`` + ``chromium-driver``) through Selenium.
+
+Serves the real pipeline with the tiny quickstart bundle, uploads a simulated study through the
+form, waits for the report, checks that the keyframes (with boxes) and the report render and that
+hovering a citation lights its box, and saves a screenshot to ``docs/images/report_page.png``.
+Skipped — with the reason — when Chromium, its driver or Selenium is missing. No browser is ever
+downloaded (Selenium Manager is bypassed by giving both paths).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import live_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+CHROMIUM = os.environ.get("ECHOSONAR_CHROMIUM", "/usr/bin/chromium")
+DRIVER = os.environ.get("ECHOSONAR_CHROMEDRIVER", "/usr/bin/chromedriver")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "report_page.png"
+
+
+def _driver():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"headless Chromium not installed at {CHROMIUM} "
+                    "(apt-get install chromium chromium-driver)")
+    if not Path(DRIVER).is_file():
+        pytest.skip(f"chromedriver not installed at {DRIVER} (apt-get install chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium not installed (pip install 'echosonar[browser]')")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+
+
+def test_upload_and_read_report_in_chromium(tiny_quickstart, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from echosonar.app.bundle import load_bundle
+    from echosonar.app.pipeline import analyze_study
+    from echosonar.app.server import create_app
+    from echosonar.config import load_config
+    from echosonar.config.app import AppConfig
+    from echosonar.io.manifest import read_manifest
+
+    driver = _driver()
+    q = tiny_quickstart
+    bundle = load_bundle(q.out)
+    bundle.spec.max_new_tokens = 48
+    cfg = load_config(q.config)
+
+    def analyze(files, progress):
+        return analyze_study(files, bundle, cfg, progress=progress)
+
+    _, studies = read_manifest(q.sim)
+    rec = max((s for s in studies if s.split == "test"), key=lambda s: len(s.clips))
+    files = [str((q.sim / c.path).resolve()) for c in rec.clips]
+    work = tmp_path / "work"
+    work.mkdir()
+    base, stop = live_server(create_app(analyze, AppConfig(work_dir=str(work)), "quickstart"))
+    try:
+        driver.get(base + "/")
+        driver.find_element(By.ID, "files").send_keys("\n".join(files))
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, 90).until(ec.presence_of_element_located((By.ID, "report")))
+        assert "Research use only" in driver.find_element(By.ID, "ruo").text
+        imgs = driver.find_elements(By.CSS_SELECTOR, ".kf img")
+        assert len(imgs) == 2 * len(rec.clips)
+        assert all(driver.execute_script("return arguments[0].complete && "
+                                         "arguments[0].naturalWidth > 0", i) for i in imgs)
+        sections = driver.find_elements(By.CSS_SELECTOR, "dl.report dt")
+        assert len(sections) == 9
+        rows = driver.find_elements(By.CSS_SELECTOR, "#findings tbody tr")
+        assert len(rows) == 14
+        cites = driver.find_elements(By.CSS_SELECTOR, ".cite")
+        if cites:  # a tiny model may cite nothing; when it does, hover must light the box
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cites[0])
+            ActionChains(driver).move_to_element(cites[0]).perform()
+            assert driver.execute_script("return document.querySelectorAll('.cite.hl').length")
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(max(1000, height), 6000))
+        driver.execute_script("window.scrollTo(0, 0)")
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_path / "shot.png"
+        assert driver.save_screenshot(str(tmp))
+        shutil.copyfile(tmp, SCREENSHOT)
+    finally:
+        driver.quit()
+        stop()
+    assert not any(work.iterdir())
