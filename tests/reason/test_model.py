@@ -72,6 +72,9 @@ def test_label_scores(setup):
     studies, _, model = setup
     s = model.label_scores(studies[:3])
     assert s.shape == (3, len(LABEL_KEYS)) and ((s > 0) & (s < 1)).all()
+    # the prompt-only (left-padded) pass and the packed training pass agree
+    o = model.forward_sft(studies[:3], [sft_target(sf) for sf in studies[:3]])
+    assert torch.allclose(torch.sigmoid(o["label_logits"]), s, atol=1e-5)
 
 
 def test_greedy_generation_matches_teacher_forcing(setup):

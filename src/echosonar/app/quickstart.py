@@ -171,20 +171,27 @@ def find_checkpoint(run: Path, kind: str) -> Path:
 
 
 def held_out_study(q: Quickstart) -> Path:
-    """Folder of the first test-split study of the simulated set (resolved when run)."""
-    return q.sim / "studies" / "@first-test-study"
+    """Placeholder in ``plan``'s argv for the first test-split study's clip files (the manifest
+    exists only once ``simulate`` has run)."""
+    return q.sim / "@first-test-study"
+
+
+def held_out_files(q: Quickstart) -> list[Path]:
+    """The DICOM files of the first test-split study (the study's ``study.json`` ground truth
+    is left out: analyze must not see it)."""
+    from echosonar.io.manifest import read_manifest
+
+    _, studies = read_manifest(q.sim)
+    test = [s for s in studies if s.split == "test"] or studies
+    return [q.sim / c.path for c in test[0].clips]
 
 
 def _resolve_held_out(q: Quickstart, argv: list[str]) -> list[str]:
-    from echosonar.io.manifest import read_manifest
-
     marker = str(held_out_study(q))
     if marker not in argv:
         return argv
-    _, studies = read_manifest(q.sim)
-    test = [s for s in studies if s.split == "test"] or studies
-    folder = (q.sim / test[0].clips[0].path).parent
-    return [str(folder) if a == marker else a for a in argv]
+    i = argv.index(marker)
+    return argv[:i] + [str(p) for p in held_out_files(q)] + argv[i + 1:]
 
 
 def write_quickstart_bundle(q: Quickstart) -> None:

@@ -54,5 +54,6 @@ class DetectConfig:
     max_clips: int = opt(0, "train on at most this many clips (0 = all)")
     eval_every: int = opt(3, "evaluate on the val split every this many epochs (0 = only at "
                           "the end)")
-    threads: int = opt(2, "torch CPU threads")
+    threads: int = opt(1, "torch CPU threads (1 is fastest on a busy shared machine: with 2, "
+                       "each step waits for the slower thread; measured 5-15x slower under load)")
     seed: int = opt(0, "random seed")

@@ -28,6 +28,8 @@ class EncoderModelConfig:
     stem_widths: list[int] = opt([16, 32, 64], "conv21d: channels of the three (2+1)D stages")
     stem_grid: int = opt(4, "conv21d: spatial side of the token grid fed to the transformer")
     tubelet: list[int] = opt([2, 16, 16], "tubelet: (t, h, w) size of one tubelet")
+    flat_dim: int = opt(16, "width each grid token is projected to for the position-aware "
+                        "global summary (global += Linear(flatten(grid)))")
     token_t: int = opt(2, "output space-time tokens: time cells (N = token_t * token_s**2)")
     token_s: int = opt(2, "output space-time tokens: spatial cells per side")
 

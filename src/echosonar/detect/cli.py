@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="include per-frame scores and tracks in the JSON")
     parser.add_argument("--eval", action="store_true",
                         help="score against ground-truth boxes/measurements; prints COCO mAP")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     add_config_args(parser)
 
 

@@ -9,7 +9,7 @@ Two stems share one readout, so their comparison (docs/notes/encode.md) isolates
   ViViT model 3 / TimeSformer "divided" attention.
 
 Readout (both): the global token is a learned, view-conditioned query attending over the whole
-grid; the N space-time tokens are the grid average-pooled to ``token_t x token_s x token_s``
+grid plus a position-aware linear summary of the (narrowly projected) grid; the N space-time tokens are the grid average-pooled to ``token_t x token_s x token_s``
 cells (default 2 x 2 x 2 = 8: systole/diastole halves x image quadrants — in an apical view the
 quadrants are roughly the four chambers). Every clip enters with 3 channels (grey B-mode is
 replicated, colour Doppler keeps its RGB) and a view embedding.
@@ -169,6 +169,10 @@ class ClipEncoder(Pretrained, nn.Module):
         self.query = nn.Parameter(torch.zeros(1, 1, d))
         self.pool_attn = nn.MultiheadAttention(d, c.heads, batch_first=True)
         self.pool_mlp = Mlp(d, c.mlp_ratio, 0.0)
+        # position-aware summary: where boundaries sit is the signal (chamber size, wall
+        # thickness, EF = ED vs ES); a mean/attention pool alone nearly erases it
+        self.flat_in = nn.Linear(d, c.flat_dim)
+        self.flat_out = nn.Linear(self.grid_t * self.grid_s ** 2 * c.flat_dim, d)
         self.out_norm = nn.LayerNorm(d)
         for p in (self.pos_t, self.pos_s, self.query):
             nn.init.trunc_normal_(p, std=0.02)
@@ -230,6 +234,7 @@ class ClipEncoder(Pretrained, nn.Module):
         flat = g.reshape(b, t * s, d)
         q = self.query.expand(b, 1, d) + self.view_embed(view_indices(views, grid.device))[:, None]
         glob = q + self.pool_attn(q, flat, flat, need_weights=False)[0]
+        glob = glob + self.flat_out(self.flat_in(g).flatten(1))[:, None]
         glob = glob + self.pool_mlp(glob)
         cube = g.permute(0, 3, 1, 2).reshape(b, d, t, self.grid_s, self.grid_s)
         cells = F.adaptive_avg_pool3d(cube, (c.token_t, c.token_s, c.token_s))
