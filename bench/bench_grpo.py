@@ -14,7 +14,8 @@ training log-probs vs full sequences, and a GRPO step's time breakdown.
 2. Training log-probs (forward + backward) of the G completions: prompt run once with its cache
    repeated (``share_prompt=True``, what the trainer does) vs the prompt concatenated to every
    completion.
-3. One GRPO step of the real ``EchoSonarR`` (default LMConfig, synthetic studies shaped like the
+3. The rewards on well-formed completions (embedding cache cold / warm).
+4. One GRPO step of the real ``EchoSonarR`` (default LMConfig, synthetic studies shaped like the
    feature cache: 1+8 clip tokens of width 128, 12 structure tokens of width 64) with the full
    reward set, mu = 2 and beta = 0.04 so every phase runs: rollout, reward, old log-probs,
    reference log-probs, policy update.
@@ -133,6 +134,40 @@ def bench_step(steps: int, new: int, g: int) -> dict:
             "completion_length": last["completion_length"]}
 
 
+def bench_rewards(g: int) -> dict:
+    """All rewards on 2 studies x G well-formed completions (targets with swapped findings and
+    report sections from other studies): MiniLM load, cold and warm embedding cache."""
+    from echosonar.config.grpo import GRPOConfig
+    from echosonar.reason.grpo_utils import study_columns
+    from echosonar.reason.rewards import EMBEDDER, compute_rewards
+    from echosonar.reason.synthetic import synthetic_studies
+    from echosonar.textformat import target_text
+
+    pool = synthetic_studies(2 + 2 * g, seed=1)
+    studies, others = pool[:2], pool[2:]
+
+    def completions(shift: int) -> list[str]:
+        out = []
+        for i, sf in enumerate(studies):
+            for j in range(g):
+                o = others[(i * g + j + shift) % len(others)]
+                out.append(target_text(sf.reasoning, o.labels, o.report))
+        return out
+
+    t0 = time.perf_counter()
+    EMBEDDER._load()
+    load = time.perf_counter() - t0
+    cols = study_columns(studies, g)
+    w = GRPOConfig().reward_weights
+    res = {"load_s": load}
+    for name, comps in (("cold_s", completions(0)), ("new_completions_s", completions(1)),
+                        ("warm_s", completions(1))):
+        t0 = time.perf_counter()
+        compute_rewards(comps, w, "paper", **cols)
+        res[name] = time.perf_counter() - t0
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -156,17 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     lp = bench_logps(args.prompt[0], args.new, args.group, args.reps)
     print(f"log-probs fwd+bwd: shared {lp['shared_s']:.2f}s, full {lp['full_s']:.2f}s, "
           f"x{lp['speedup']:.2f}", flush=True)
+    rw = bench_rewards(args.group)
+    print(f"rewards: {rw}", flush=True)
     step = bench_step(args.step_steps, args.step_new, args.group) if args.step_steps else None
     if step:
         print({k: v for k, v in step.items() if k != "steps"}, flush=True)
-    md = render(args, rows, lp, step)
+    md = render(args, rows, lp, step, rw)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(md)
     print(f"wrote {args.out}")
     return 0
 
 
-def render(args, rows, lp, step) -> str:
+def render(args, rows, lp, step, rw) -> str:
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -191,8 +228,15 @@ def render(args, rows, lp, step) -> str:
               "| prompt once + cache repeated (s) | prompt concatenated G times (s) | speed-up |",
               "|---:|---:|---:|",
               f"| {lp['shared_s']:.2f} | {lp['full_s']:.2f} | **{lp['speedup']:.2f}x** |"]
+    lines += ["", f"## 3. Rewards on 2 studies x G = {args.group} well-formed completions", "",
+              "All seven weighted rewards (report similarity dominates: MiniLM on CPU). "
+              "Cold = reference and generated sections embedded; new completions = references "
+              "cached; warm = everything cached.", "",
+              "| MiniLM load (once) | cold | new completions | warm |", "|---:|---:|---:|---:|",
+              f"| {rw['load_s']:.2f} s | {rw['cold_s']:.2f} s | {rw['new_completions_s']:.2f} s "
+              f"| {rw['warm_s']:.3f} s |"]
     if step:
-        lines += ["", "## 3. One GRPO step of EchoSonar-R (default LMConfig)", "",
+        lines += ["", "## 4. One GRPO step of EchoSonar-R (default LMConfig)", "",
                   f"2 studies x G = {args.group}, completion budget {args.step_new} tokens, "
                   f"mu = 2, beta = 0.04, all rewards; mean prompt "
                   f"{step['prompt_tokens_mean']:.0f} tokens; an untrained model, so most "

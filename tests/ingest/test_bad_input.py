@@ -211,3 +211,13 @@ def test_fuzz_mutated_dicoms_raise_only_ingest_errors(tmp_path, dicom_factory, f
             assert clip.frames.min() >= 0 and clip.frames.max() <= 1
             outcomes["ok"] = outcomes.get("ok", 0) + 1
     assert outcomes.get("ok", 0) > 0 and len(outcomes) >= 3, outcomes
+
+
+def test_cli_reports_missing_source_and_all_skipped(tmp_path, capsys):
+    from echosonar.cli import main
+
+    assert main(["ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
+    (tmp_path / "junk.txt").write_text("hello")
+    assert main(["ingest", str(tmp_path / "junk.txt"), "--out", str(tmp_path / "c")]) == 1
+    out = capsys.readouterr()
+    assert "junk.txt: not a DICOM file" in out.out and "no such file" in out.err

@@ -112,7 +112,7 @@ def test_config_errors():
             check_config(GRPOConfig(**bad), world=2)
 
 
-def _ddp_rank(rank, world, port, out):
+def _ddp_rank(rank, world, port, out, policy, studies):
     """One DDP rank, forked from the test process with the env torchrun would set (forking skips
     re-importing torch/transformers; the same code under a real torchrun is in docs/notes)."""
     import os
@@ -127,10 +127,11 @@ def _ddp_rank(rank, world, port, out):
     try:
         torch.set_num_threads(1)
         rank, world, _ = setup_distributed("cpu")
-        cfg = toy_cfg(steps=2, studies_per_step=2, micro_batch_studies=1, group_size=4,
-                      save_every=1, loss_type="grpo")
-        tr = GRPOTrainer(ToyPolicy(seed=0), cfg, toy_studies(4), out,
-                         reward_funcs={"digits": digits}, rank=rank, world=world)
+        cfg = toy_cfg(steps=2, studies_per_step=2, micro_batch_studies=1, group_size=2,
+                      max_completion_length=6, save_every=1, loss_type="grpo",
+                      reward_weights={"len": 1.0})
+        tr = GRPOTrainer(policy, cfg, studies, out, rank=rank, world=world,
+                         reward_funcs={"len": lambda cs, **k: [float(len(c)) for c in cs]})
         log = tr.train()
         flat = torch.cat([p.detach().flatten() for p in tr.policy.parameters()])
         (out / f"rank{rank}.json").write_text(json.dumps({"params": flat.tolist(),
@@ -142,14 +143,19 @@ def _ddp_rank(rank, world, port, out):
 
 
 def test_ddp_two_ranks_stay_in_sync(tmp_path):
+    """Two gloo ranks with the real (tiny) EchoSonar-R, whose label head GRPO never uses."""
     import multiprocessing as mp
     import socket
 
+    from echosonar.reason.synthetic import tiny_setup
+
+    studies, _, model = tiny_setup(n=4, seed=0)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_ddp_rank, args=(r, 2, port, tmp_path)) for r in range(2)]
+    procs = [ctx.Process(target=_ddp_rank, args=(r, 2, port, tmp_path, model, studies))
+             for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -162,6 +168,7 @@ def test_ddp_two_ranks_stay_in_sync(tmp_path):
     assert r0["reward"] == r1["reward"]  # metrics are reduced over ranks
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "checkpoint" / "training_state.json").is_file()
+    assert r0["params"] != torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
 
 
 def test_real_model_rollout_matches_its_generate_and_logprobs():

@@ -39,7 +39,7 @@ BUNDLE_VERSION = 1
 COMPONENTS: tuple[str, ...] = ("view_classifier", "detector", "encoder", "vlm")
 REQUIRED: tuple[str, ...] = ("detector", "encoder", "vlm")
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_MAX_NEW_TOKENS = 640
+DEFAULT_MAX_NEW_TOKENS = 1600  # a six-view target is ~1,300-1,600 tokens (reason notes)
 #: how to make each component, for error messages
 HOW_TO_TRAIN = {
     "view_classifier": "echosonar train view-classifier",

@@ -205,9 +205,11 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
             "measurements": {k: float(v) for k, v in stages.clip_measurements(det).items()},
         })
         keyframes[i] = {"ed": clip.frames[ed], "es": clip.frames[es]}
-        if unknown[i] and conf < LOW_VIEW_CONF:
-            warnings.append(f"clip {i + 1}: view {clip.view} predicted with low confidence "
-                            f"{conf:.2f}; check the view")
+    low = [f"clip {c['index'] + 1} {c['view']} ({c['view_conf']:.2f})" for c in clips
+           if c["view_source"] == "classifier" and c["view_conf"] < LOW_VIEW_CONF]
+    if low:
+        warnings.append(f"view predicted with low confidence (< {LOW_VIEW_CONF}) for "
+                        f"{len(low)} clip(s): {', '.join(low)}; check these views")
     present = sorted({c["view"] for c in clips}, key=lambda v: (v not in VIEWS, v))
     missing = [v for v in VIEWS if v not in present]
     not_assessable = [f.key for f in LABELS if f.key != "healthy"

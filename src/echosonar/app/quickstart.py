@@ -47,7 +47,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
             "eval": {"bootstrap": 10, "max_new_tokens": 16, "max_studies": 1, "meteor": False,
                      "embedding": False},
         },
-        "max_new_tokens": 32,
     },
     "small": {
         "studies": 48,
@@ -63,7 +62,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
                      "micro_batch_studies": 2, "max_completion_length": 640},
             "eval": {"bootstrap": 200, "max_new_tokens": 640, "meteor": False},
         },
-        "max_new_tokens": 640,
     },
     "medium": {
         "studies": 200,
@@ -75,7 +73,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
             "grpo": {"steps": 20, "group_size": 4, "studies_per_step": 4},
             "eval": {"bootstrap": 1000},
         },
-        "max_new_tokens": 768,
     },
 }
 DEFAULT_BUDGET = "small"
@@ -222,9 +219,12 @@ def write_quickstart_bundle(q: Quickstart) -> None:
         y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in val])
         thresholds = choose_thresholds(y, scores, LABEL_KEYS)
         note = f"chosen on {len(val)} val studies (max balanced accuracy per label)"
+    from echosonar.config import load_config
+
+    max_new = load_config(q.config).eval.max_new_tokens  # what evaluate generates with
     write_bundle(q.out, {"view_classifier": q.out / "view_classifier",
                          "detector": q.out / "detector", "encoder": q.out / "encoder",
-                         "vlm": link}, thresholds, BUDGETS[q.budget]["max_new_tokens"],
+                         "vlm": link}, thresholds, max_new,
                  budget=q.budget, seed=q.seed, vlm_source=str(vlm_dir.relative_to(q.out)),
                  thresholds_note=note, data=str(q.sim.relative_to(q.out)))
     print(f"bundle written to {q.out} ({note})")
@@ -238,7 +238,10 @@ def write_config(q: Quickstart) -> None:
 
     text = yaml.safe_dump(BUDGETS[q.budget]["config"], sort_keys=False)
     atomic_write_text(q.config, f"# echosonar quickstart, budget {q.budget}\n{text}")
-    load_config(q.config)  # fail now, with the key named, if a stage renamed a field
+    try:
+        load_config(q.config)  # fail now, with the key named, if a stage renamed a field
+    except ValueError as e:
+        raise QuickstartError(f"budget {q.budget!r} does not fit the current config: {e}") from e
 
 
 def run_step(step: Step, q: Quickstart, isolate: bool) -> StepResult:

@@ -97,12 +97,12 @@ def _report(r: dict[str, Any]) -> str:
 
 def _findings(r: dict[str, Any]) -> str:
     def order(f: dict[str, Any]) -> tuple:
-        return (not f["positive"], not f["assessable"], -(f["score"] or 0.0))
+        return (not f["assessable"], not f["positive"], -(f["score"] or 0.0))
 
     rows = []
     for f in sorted(r["findings"], key=order):
         score, thr = f["score"], f["threshold"]
-        cls = "positive" if f["positive"] else "" if f["assessable"] else "na"
+        cls = "na" if not f["assessable"] else "positive" if f["positive"] else ""
         if not f["assessable"]:
             call = '<span class="call na" title="no acquired view shows it">Not assessable</span>'
         elif f["positive"] is None:
@@ -117,7 +117,7 @@ def _findings(r: dict[str, Any]) -> str:
             "</span>")
         said = '<span class="tick" title="stated in the generated answer">&#10003;</span>' \
             if f["in_answer"] else ""
-        if f["positive"] is not None and bool(f["positive"]) != f["in_answer"]:
+        if f["assessable"] and f["positive"] is not None and bool(f["positive"]) != f["in_answer"]:
             said += '<span class="disagree" title="classifier score and generated answer ' \
                     'disagree">&#9888; differs</span>'
         rows.append(

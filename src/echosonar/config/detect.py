@@ -18,8 +18,9 @@ class DetectConfig:
                              "(structure tokens are [K, embed_dim])")
     image_size: int = opt(64, "frames are resized to this square size before the backbone")
     widths: list[int] = opt([16, 32, 64, 128], "channels of the four stride-2 conv stages "
-                            "(the first plain, the others residual); the last two (1/8 and "
-                            "1/16 of the input) form the decoder memory")
+                            "(the first plain, the others residual)")
+    memory_strides: list[int] = opt([4, 8, 16], "feature maps (by stride) whose cells form the "
+                                    "decoder memory; stride 4 localises small valves")
     decoder_layers: int = opt(2, "transformer decoder layers (each one is deep-supervised)")
     heads: int = opt(4, "attention heads in the decoder")
     assign: str = opt("class", "'class': one query bound to each structure class (each class "
@@ -42,6 +43,9 @@ class DetectConfig:
     batch_size: int = opt(64, "frames per optimisation step")
     frames_per_clip: int = opt(4, "frames sampled from each clip per epoch (neighbouring frames "
                                "are nearly identical, so a few per clip per epoch suffice)")
+    repeat_threshold: float = opt(0.3, "repeat-factor sampling (LVIS): a clip whose rarest class "
+                                  "is in a fraction f < t of the clips gets sqrt(t / f) times "
+                                  "more frames per epoch (0 = off)")
     loss_presence: float = opt(1.0, "weight of the presence / classification loss")
     loss_l1: float = opt(5.0, "weight of the L1 box loss (cxcywh, 0..1)")
     loss_giou: float = opt(2.0, "weight of the generalised-IoU box loss")

@@ -17,6 +17,9 @@ class ViewModelConfig:
     widths: list[int] = opt([16, 32, 48, 64], "channels of the 4x4 patchify stem and of the three "
                             "conv blocks (at 1/4, 1/8, 1/16 of image_size)")
     dropout: float = opt(0.1, "dropout before the classification head")
+    normalize: bool = opt(True, "divide each clip by its 99th-percentile brightness (gain-proof)")
+    channel_prior: bool = opt(True, "3-channel (colour) clips can only be colour views or OTHER, "
+                              "1-channel clips only B-mode views or OTHER")
     classes: list[str] = opt(list(CLASSIFIER_VIEWS), "class names, in logit order")
 
 
@@ -24,7 +27,7 @@ class ViewModelConfig:
 class ViewTrainConfig:
     """How ``echosonar train view-classifier`` trains the view classifier."""
 
-    epochs: int = opt(10, "passes over the training clips")
+    epochs: int = opt(12, "passes over the training clips")
     batch_size: int = opt(32, "clips per optimisation step")
     lr: float = opt(2e-3, "AdamW peak learning rate (cosine decay, short warm-up)")
     weight_decay: float = opt(1e-4, "AdamW weight decay")

@@ -16,7 +16,8 @@ class LMConfig:
     kv_heads: int = opt(0, "key/value heads for grouped-query attention (0 = heads)")
     intermediate_size: int = opt(0, "MLP width (0 = 8/3 x hidden, rounded up to 64)")
     vocab_size: int = opt(2048, "BPE vocabulary size trained on the corpus")
-    max_len: int = opt(1024, "maximum sequence length, prompt + completion")
+    max_len: int = opt(2048, "maximum sequence length, prompt + completion (6 views +
+                                         a full target is ~1,300-1,600 tokens)")
     rope_theta: float = opt(10000.0, "RoPE base")
     tie_embeddings: bool = opt(True, "tie input embeddings and LM head (from-scratch model)")
     init_std: float = opt(0.02, "weight init std (from-scratch model)")
@@ -53,7 +54,7 @@ class SFTConfig:
     log_every: int = opt(10, "train-loss JSONL line every N steps")
     sample_every: int = opt(100, "log greedy sample generations every N steps (0 = never)")
     samples: int = opt(2, "validation studies whose generations are logged")
-    max_new_tokens: int = opt(512, "generation budget for logged samples")
+    max_new_tokens: int = opt(1024, "generation budget for logged samples")
     device: str = opt("auto", "auto, cpu or cuda[:i] (auto = CUDA when present)")
     threads: int = opt(2, "torch CPU threads per process (0 = torch default)")
     seed: int = opt(0, "random seed")

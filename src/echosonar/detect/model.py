@@ -82,8 +82,16 @@ def sine_positions(h: int, w: int, dim: int, device: torch.device | None = None)
     return torch.cat([py, px], -1).reshape(h * w, dim)
 
 
+def cell_centers(h: int, w: int, device: torch.device | None = None) -> Tensor:
+    """Centres of an ``h`` x ``w`` grid's cells in 0..1 -> ``[h * w, 2]`` (x, y), row-major."""
+    ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
+    xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
+    return torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], -1).reshape(-1, 2)
+
+
 class _DecoderLayer(nn.Module):
-    """Pre-norm DETR decoder layer: positions are added to queries and keys, not values."""
+    """Pre-norm DETR decoder layer: positions are added to queries and keys, not values.
+    Also returns the cross-attention map ``[B, Q, M]`` (mean over heads)."""
 
     def __init__(self, d: int, heads: int):
         super().__init__()
@@ -92,13 +100,16 @@ class _DecoderLayer(nn.Module):
         self.cross_attn = nn.MultiheadAttention(d, heads, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
 
-    def forward(self, tgt: Tensor, qpos: Tensor, mem: Tensor, mpos: Tensor) -> Tensor:
+    def forward(self, tgt: Tensor, qpos: Tensor, mem: Tensor,
+                mpos: Tensor) -> tuple[Tensor, Tensor]:
         h = self.n1(tgt)
         q = h + qpos
         tgt = tgt + self.self_attn(q, q, h, need_weights=False)[0]
         h = self.n2(tgt)
-        tgt = tgt + self.cross_attn(h + qpos, mem + mpos, mem, need_weights=False)[0]
-        return tgt + self.ffn(self.n3(tgt))
+        att, weights = self.cross_attn(h + qpos, mem + mpos, mem, need_weights=True,
+                                       average_attn_weights=True)
+        tgt = tgt + att
+        return tgt + self.ffn(self.n3(tgt)), weights
 
 
 class Detector(nn.Module, Pretrained):
@@ -115,6 +126,9 @@ class Detector(nn.Module, Pretrained):
             raise ValueError(f"detect.assign must be 'class' or 'hungarian', got {cfg.assign!r}")
         if len(cfg.widths) != 4:
             raise ValueError(f"detect.widths needs 4 stage widths, got {cfg.widths}")
+        if not cfg.memory_strides or any(s not in (2, 4, 8, 16) for s in cfg.memory_strides):
+            raise ValueError(f"detect.memory_strides must be a non-empty subset of 2, 4, 8, 16; "
+                             f"got {cfg.memory_strides}")
         if cfg.embed_dim % cfg.heads or cfg.embed_dim % 4:
             raise ValueError(f"detect.embed_dim ({cfg.embed_dim}) must be a multiple of 4 and "
                              f"of detect.heads ({cfg.heads})")
@@ -123,8 +137,9 @@ class Detector(nn.Module, Pretrained):
         self.num_queries = K if cfg.assign == "class" else cfg.num_queries
         self.stages = nn.ModuleList([_Stage(3, w[0], plain=True), _Stage(w[0], w[1]), _Stage(w[1], w[2]),
                                      _Stage(w[2], w[3])])
-        self.proj = nn.ModuleList([nn.Conv2d(w[2], d, 1), nn.Conv2d(w[3], d, 1)])
-        self.level = nn.Parameter(torch.zeros(2, d))
+        self.levels = [int(math.log2(s)) - 1 for s in cfg.memory_strides]   # stage indices
+        self.proj = nn.ModuleList([nn.Conv2d(w[i], d, 1) for i in self.levels])
+        self.level = nn.Parameter(torch.zeros(len(self.levels), d))
         self.query_pos = nn.Embedding(self.num_queries, d)
         self.view_embed = nn.Embedding(len(CLASSIFIER_VIEWS), d)
         self.layers = nn.ModuleList([_DecoderLayer(d, cfg.heads)
@@ -177,14 +192,17 @@ class Detector(nn.Module, Pretrained):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        mems, poss = [], []
-        for lvl, (f, proj) in enumerate(zip(feats[2:], self.proj, strict=True)):
+        mems, poss, cells = [], [], []
+        for lvl, (f, proj) in enumerate(zip([feats[i] for i in self.levels], self.proj,
+                                            strict=True)):
             m = proj(f)
             h, w = m.shape[-2:]
             mems.append(m.flatten(2).transpose(1, 2))
             poss.append(sine_positions(h, w, m.shape[1], m.device) + self.level[lvl])
+            cells.append(cell_centers(h, w, m.device))
         mem = torch.cat(mems, 1)
         mpos = torch.cat(poss, 0)[None]
+        centers = torch.cat(cells, 0)                      # [M, 2] token centres in 0..1
         if views is None:
             views = torch.full((bsz,), OTHER_INDEX, dtype=torch.int64, device=x.device)
         qpos = self.query_pos.weight[None].expand(bsz, -1, -1)
@@ -193,18 +211,23 @@ class Detector(nn.Module, Pretrained):
         tgt = torch.zeros_like(qpos)
         outs = []
         for layer in self.layers:
-            tgt = layer(tgt, qpos, mem, mpos)
+            tgt, attn = layer(tgt, qpos, mem, mpos)
             h = self.norm(tgt)
-            outs.append((h, self._heads(h)))
+            # where the query looked = its reference point (a soft-argmax over the memory)
+            outs.append((h, self._heads(h, attn @ centers)))
         hidden, (logits, boxes) = outs[-1]
         aux = [{"logits": lg, "boxes": bx} for _, (lg, bx) in outs[:-1]]
         return {"logits": logits, "boxes": boxes, "hidden": hidden, "aux": aux}
 
-    def _heads(self, h: Tensor) -> tuple[Tensor, Tensor]:
+    def _heads(self, h: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores and boxes; the box centre is the reference point ``ref`` [B, Q, 2] moved by a
+        predicted offset in logit space, its size is predicted directly."""
         logits = self.score_head(h)
         if self.config.assign == "class":
             logits = logits.squeeze(-1)
-        return logits, self.box_head(h).sigmoid()
+        d = self.box_head(h)
+        centre = (torch.logit(ref.clamp(1e-4, 1 - 1e-4)) + d[..., :2]).sigmoid()
+        return logits, torch.cat([centre, d[..., 2:].sigmoid()], -1)
 
     @torch.no_grad()
     def predict(self, frames: Tensor, views: Tensor | None = None) -> dict[str, Tensor]:

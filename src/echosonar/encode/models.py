@@ -18,7 +18,7 @@ replicated, colour Doppler keeps its RGB) and a view embedding.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -174,8 +174,15 @@ class ClipEncoder(Pretrained, nn.Module):
         self.flat_in = nn.Linear(d, c.flat_dim)
         self.flat_out = nn.Linear(self.grid_t * self.grid_s ** 2 * c.flat_dim, d)
         self.out_norm = nn.LayerNorm(d)
-        for p in (self.pos_t, self.pos_s, self.query):
-            nn.init.trunc_normal_(p, std=0.02)
+        # per-view mean / std image of the training clips (set by fit_input_stats): what differs
+        # between patients is a few pixels of boundary; standardising per view and pixel makes
+        # those differences O(1) instead of drowning them in the shared anatomy (AlexNet-style
+        # mean-image subtraction, per view). Defaults map [0, 1] to about [-2, 2].
+        n_v, s_ = len(CLASSIFIER_VIEWS), c.image_size
+        self.register_buffer("input_mean", torch.full((n_v, 3, s_, s_), 0.5))
+        self.register_buffer("input_std", torch.full((n_v, 3, s_, s_), 0.25))
+        for p in (self.pos_t, self.pos_s, self.query, self.view_embed.weight):
+            nn.init.trunc_normal_(p, std=0.02)  # small: content, not offsets, must dominate
 
     # -- VideoEncoder protocol -----------------------------------------------------------------
     @property
@@ -206,7 +213,9 @@ class ClipEncoder(Pretrained, nn.Module):
         hidden cells, for masked-video pretraining.
         """
         c = self.config
-        x = prepare_frames(frames, c.clip_len, c.image_size)
+        vi = view_indices(views, frames.device)
+        x = prepare_frames(frames, c.clip_len, c.image_size) / 2.0 + 0.5       # [B, 3, T, S, S]
+        x = (x - self.input_mean[vi][:, :, None]) / self.input_std[vi][:, :, None]
         x = self.stem(x)                                           # [B, C', T', h, w]
         if c.arch == "conv21d":
             x = F.adaptive_avg_pool3d(x, (self.grid_t, self.grid_s, self.grid_s))
@@ -214,7 +223,7 @@ class ClipEncoder(Pretrained, nn.Module):
         x = self.stem_proj(x.reshape(b, ch, self.grid_t, -1).permute(0, 2, 3, 1))  # [B,T',S,D]
         if cell_mask is not None:
             x = x.masked_fill(cell_mask.unsqueeze(-1), 0.0)
-        v = self.view_embed(view_indices(views, x.device))[:, None, None, :]
+        v = self.view_embed(vi)[:, None, None, :]
         x = self.drop(x + self.pos_t + self.pos_s + v)
         if c.arch == "conv21d":
             t, s, d = x.shape[1:]
@@ -243,6 +252,27 @@ class ClipEncoder(Pretrained, nn.Module):
 
     def forward(self, frames: torch.Tensor, views: Sequence[str] | torch.Tensor) -> torch.Tensor:
         return self.readout(self.grid(frames, views), views)
+
+    @torch.no_grad()
+    def fit_input_stats(self, frames: Iterable[torch.Tensor], views: Iterable[int],
+                        min_std: float = 0.05) -> None:
+        """Set the per-view mean/std images from clips (``[T, C, H, W]`` in [0, 1]) and their
+        view ids; views never seen keep the defaults. Part of the checkpoint (buffers)."""
+        c = self.config
+        n_v = len(CLASSIFIER_VIEWS)
+        s1 = torch.zeros(n_v, 3, c.image_size, c.image_size, dtype=torch.float64)
+        s2 = torch.zeros_like(s1)
+        n = torch.zeros(n_v, dtype=torch.float64)
+        for f, v in zip(frames, views, strict=True):
+            x = prepare_frames(f[None], c.clip_len, c.image_size)[0] / 2.0 + 0.5  # [3, T, S, S]
+            s1[v] += x.sum(1).double()
+            s2[v] += (x.double() ** 2).sum(1)
+            n[v] += x.shape[1]
+        seen = n > 0
+        mean = s1[seen] / n[seen, None, None, None]
+        std = (s2[seen] / n[seen, None, None, None] - mean ** 2).clamp(min=0).sqrt()
+        self.input_mean[seen] = mean.float()
+        self.input_std[seen] = std.float().clamp(min=min_std)
 
 
 def build_encoder(config: EncoderModelConfig | None = None) -> ClipEncoder:

@@ -116,11 +116,20 @@ def render(out: Path, budget: str, steps: Mapping[str, Any], started: str = "") 
 
 
 def _why(steps: Mapping[str, Any], names: list[str]) -> str:
+    """The root cause: follow "dependency not done" skips back to the step that failed."""
     for n in names:
-        rec = steps.get(n)
-        if rec is None:
-            return f"{n} not run"
-        if rec.get("status") != "ok":
+        seen: set[str] = set()
+        while n not in seen:
+            seen.add(n)
+            rec = steps.get(n)
+            if rec is None:
+                return f"{n} not run"
+            if rec.get("status") == "ok":
+                break
+            reason = rec.get("reason", "")
+            if rec.get("status") == "skipped" and reason.startswith("dependency not done: "):
+                n = reason.split(": ", 1)[1].split(", ")[0]
+                continue
             return f"{n} {rec.get('status')}"
     return "no metrics file"
 

@@ -24,7 +24,7 @@ _EXPORTS = {
     "label_views": "study", "summarize": "study",
     "write_cache": "cache", "iter_cache": "cache", "CacheWriter": "cache", "CacheError": "cache",
     "load_study": "cache", "read_index": "cache",
-    "ViewClassifier": "view_model", "predict_views": "view_model",
+    "ViewClassifier": "view_model", "predict_views": "view_model", "predict_probs": "view_model",
     "IngestError": "errors", "NotSupportedFileError": "errors", "CorruptFileError": "errors",
     "NotImageError": "errors", "ModalityError": "errors", "FrameCountError": "errors",
     "SizeError": "errors", "CodecError": "errors", "PixelValueError": "errors",

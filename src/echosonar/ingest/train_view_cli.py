@@ -32,7 +32,7 @@ def real_fixture_prediction(model: Any, cfg: Any) -> dict[str, Any] | None:
     """View and confidence for pydicom's real SonoSite A4C example (None if unavailable)."""
     from echosonar.ingest.preproc import preprocess
     from echosonar.ingest.raw import read_file
-    from echosonar.ingest.view_model import predict_views
+    from echosonar.ingest.view_model import predict_probs
 
     try:
         from pydicom.data import get_testdata_file
@@ -43,16 +43,12 @@ def real_fixture_prediction(model: Any, cfg: Any) -> dict[str, Any] | None:
     if not path:
         return None
     clip = preprocess(read_file(path, cfg), cfg)
-    (view, conf), = predict_views(model, [clip])
-    import torch
-
-    with torch.no_grad():
-        from echosonar.ingest.view_model import clip_input
-
-        x = clip_input(clip.frames, model.config.n_frames, model.config.image_size)[None]
-        p = model(x).softmax(-1)[0].tolist()
-    return {"file": "examples_ybr_color.dcm (SonoSite A4C)", "view": view, "confidence": conf,
-            "probs": dict(zip(model.config.classes, [round(v, 4) for v in p], strict=True))}
+    p = predict_probs(model, [clip])[0]
+    k = int(p.argmax())
+    return {"file": "examples_ybr_color.dcm (SonoSite A4C)", "view": model.config.classes[k],
+            "confidence": float(p[k]),
+            "probs": {c: round(float(v), 4) for c, v in zip(model.config.classes, p,
+                                                              strict=True)}}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,10 @@ through a 4x4 patchify stem and three conv blocks (GroupNorm + ReLU; S/4, S/8, S
 average pooling; the per-frame
 features are pooled over time by mean and standard deviation (the latter carries motion), then a
 linear head gives logits over ``config.classes`` (``taxonomy.CLASSIFIER_VIEWS``).
+
+Colour prior: ingest has already decided from the pixels whether a clip is colour Doppler (it
+keeps 3 channels) or B-mode (1 channel). With ``channel_prior`` the classifier only chooses among
+the views consistent with that decision (plus OTHER), so it never confuses A4C with A4C_COLOR.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 from echosonar.config.ingest import ViewModelConfig
 from echosonar.io.checkpoint import Pretrained
 from echosonar.schema import Clip
+from echosonar.taxonomy import COLOR_VIEWS, OTHER_VIEW
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -53,11 +58,23 @@ class ViewClassifier(nn.Module, Pretrained):
         self.drop = nn.Dropout(self.config.dropout)
         self.head = nn.Linear(2 * cin, len(self.config.classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def allowed(self, is_color: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` bool: colour clips -> colour views or OTHER; grey -> B-mode views or OTHER."""
+        kinds = torch.tensor([0 if c == OTHER_VIEW else 1 if c in COLOR_VIEWS else 2
+                              for c in self.config.classes], device=is_color.device)
+        col = is_color.view(-1, 1).bool()
+        return (kinds == 0) | ((kinds == 1) & col) | ((kinds == 2) & ~col)
+
+    def forward(self, x: torch.Tensor, is_color: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, K]``; with ``is_color`` ``[B]`` and ``config.channel_prior``, views that
+        contradict ingest's colour decision get a logit of -1e4."""
         b, f = x.shape[:2]
         z = self.backbone((x.flatten(0, 1) - 0.5) * 4.0).mean(dim=(2, 3)).view(b, f, -1)
         pooled = torch.cat([z.mean(1), z.std(1, unbiased=False) if f > 1 else z[:, 0] * 0], 1)
-        return self.head(self.drop(pooled))
+        logits = self.head(self.drop(pooled))
+        if is_color is not None and self.config.channel_prior:
+            logits = logits.masked_fill(~self.allowed(is_color), -1e4)
+        return logits
 
 
 def frame_indices(t: int, n: int, offset: float = 0.5) -> np.ndarray:
@@ -69,8 +86,13 @@ def frame_indices(t: int, n: int, offset: float = 0.5) -> np.ndarray:
     return np.minimum(((np.arange(n) + offset) * t / n).astype(int), t - 1)
 
 
-def clip_input(frames: np.ndarray, n: int, size: int, offset: float = 0.5) -> torch.Tensor:
-    """One clip ``[T, C, H, W]`` (uint8 or float in [0, 1]) -> float ``[n, 3, size, size]``."""
+def clip_input(frames: np.ndarray, n: int, size: int, offset: float = 0.5,
+               normalize: bool = True) -> torch.Tensor:
+    """One clip ``[T, C, H, W]`` (uint8 or float in [0, 1]) -> float ``[n, 3, size, size]``.
+
+    ``normalize`` divides by the clip's 99th percentile of imaged (non-black) pixels, so overall
+    gain, which differs between scanners and presets, does not decide the view.
+    """
     sel = np.asarray(frames)[frame_indices(frames.shape[0], n, offset)]
     x = torch.from_numpy(np.ascontiguousarray(sel))
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
@@ -79,22 +101,32 @@ def clip_input(frames: np.ndarray, n: int, size: int, offset: float = 0.5) -> to
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                           antialias=True)
+    if normalize:
+        lit = x[x > 0.02]
+        if lit.numel() > 16:
+            x = (x / torch.quantile(lit, 0.99).clamp(min=0.1)).clamp(0, 1)
     return x.contiguous()
 
 
 @torch.no_grad()
+def predict_probs(model: ViewClassifier, clips: Sequence[Clip | np.ndarray],
+                  batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities ``[N, len(model.config.classes)]`` for clips or frame arrays."""
+    model.eval()
+    cfg = model.config
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(clips), batch_size):
+        arrs = [c.frames if isinstance(c, Clip) else c for c in clips[i:i + batch_size]]
+        x = torch.stack([clip_input(a, cfg.n_frames, cfg.image_size, normalize=cfg.normalize)
+                         for a in arrs]).to(device)
+        col = torch.tensor([a.shape[1] == 3 for a in arrs], device=device)
+        out.append(model(x, col).softmax(-1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(cfg.classes)), np.float32)
+
+
 def predict_views(model: ViewClassifier, clips: Sequence[Clip | np.ndarray],
                   batch_size: int = 64) -> list[tuple[str, float]]:
     """``[(view, confidence)]`` per clip (confidence = softmax probability of that view)."""
-    model.eval()
-    cfg = model.config
-    out: list[tuple[str, float]] = []
-    device = next(model.parameters()).device
-    for i in range(0, len(clips), batch_size):
-        chunk = clips[i:i + batch_size]
-        x = torch.stack([clip_input(c.frames if isinstance(c, Clip) else c, cfg.n_frames,
-                                    cfg.image_size) for c in chunk]).to(device)
-        p = model(x).softmax(-1)
-        conf, idx = p.max(-1)
-        out += [(cfg.classes[int(k)], float(v)) for k, v in zip(idx, conf, strict=True)]
-    return out
+    p = predict_probs(model, clips, batch_size)
+    return [(model.config.classes[int(k)], float(p[i, k])) for i, k in enumerate(p.argmax(1))]

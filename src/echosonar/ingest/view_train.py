@@ -7,8 +7,8 @@ by 90-270 degrees or upside-down, a near-black frame, and a blend of two clips o
 views. Left-right mirroring is *not* used (neither as OTHER nor as augmentation): some labs
 display apical views mirrored, and that is still the same view.
 
-Augmentation (``augment`` scales it): small rotation/scale/shift, gain, gamma, blur and noise,
-and a random temporal offset of the sampled frames.
+Augmentation (``augment`` scales it): rotation, depth zoom, sector-width stretch, shift, gain,
+gamma, blur, coarser speckle and noise, and a random temporal offset of the sampled frames.
 """
 
 from __future__ import annotations
@@ -120,15 +120,18 @@ def augment(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> torch
     if strength <= 0:
         return x
     b, f, c, s, _ = x.shape
-    u = torch.rand(b, 8, generator=g)
+    u = torch.rand(b, 9, generator=g)
     ang = (u[:, 0] - 0.5) * math.radians(16) * strength
-    scale = 1.0 + (u[:, 1] - 0.5) * 0.2 * strength
-    tx, ty = (u[:, 2] - 0.5) * 0.1 * strength, (u[:, 3] - 0.5) * 0.1 * strength
-    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    # depth (zoom 0.85-1.17x) and sector width (aspect 0.9-1.1x) vary across scanners
+    sy = torch.exp((u[:, 1] - 0.5) * 0.32 * strength)
+    sx = sy * torch.exp((u[:, 8] - 0.5) * 0.2 * strength)
+    tx, ty = (u[:, 2] - 0.5) * 0.1 * strength, (u[:, 3] - 0.5) * 0.06 * strength
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([cos / sx, -sin / sy, tx], 1),
+                         torch.stack([sin / sx, cos / sy, ty], 1)], 1)
     grid = F.affine_grid(theta, (b, f * c, s, s), align_corners=False)
     x = F.grid_sample(x.reshape(b, f * c, s, s), grid, align_corners=False).view(b, f, c, s, s)
-    gain = (1.0 + (u[:, 4] - 0.5) * 0.6 * strength).view(b, 1, 1, 1, 1)
+    gain = torch.exp((u[:, 4] - 0.5) * 0.8 * strength).view(b, 1, 1, 1, 1)
     gamma = torch.exp((u[:, 5] - 0.5) * 0.7 * strength).view(b, 1, 1, 1, 1)
     x = (x.clamp(0, 1) ** gamma) * gain
     blur = u[:, 6] < 0.3 * strength
@@ -149,12 +152,15 @@ def augment(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> torch
 
 def make_batch(data: ViewData, idx: np.ndarray, mcfg: ViewModelConfig, tcfg: ViewTrainConfig,
                g: torch.Generator, other_index: int, train: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs ``[B, F, 3, S, S]`` and targets ``[B]``; a share of items become OTHER."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs ``[B, F, 3, S, S]``, targets ``[B]`` and is-colour ``[B]`` (stored channels = 3);
+    a share of items become OTHER."""
     xs, ys = [], []
+    col = torch.tensor([data.frames[i].shape[1] == 3 for i in idx])
     for i in idx:
         off = float(torch.rand((), generator=g)) if train else 0.5
-        xs.append(clip_input(data.frames[i], mcfg.n_frames, mcfg.image_size, off))
+        xs.append(clip_input(data.frames[i], mcfg.n_frames, mcfg.image_size, off,
+                             normalize=mcfg.normalize))
         ys.append(int(data.labels[i]))
     x, y = torch.stack(xs), torch.tensor(ys)
     n_other = int(round(tcfg.other_fraction * len(idx)))
@@ -167,7 +173,7 @@ def make_batch(data: ViewData, idx: np.ndarray, mcfg: ViewModelConfig, tcfg: Vie
             y[j] = other_index
     if train:
         x = augment(x, g, tcfg.augment)
-    return x, y
+    return x, y, col
 
 
 @torch.no_grad()
@@ -186,8 +192,8 @@ def evaluate(model: ViewClassifier, data: ViewData, tcfg: ViewTrainConfig,
     order = np.arange(len(data))
     ecfg = dataclasses.replace(tcfg, other_fraction=tcfg.other_fraction if with_other else 0.0)
     for i in range(0, len(order), 64):
-        x, y = make_batch(data, order[i:i + 64], model.config, ecfg, g, other, train=False)
-        pred = model(x).argmax(-1)
+        x, y, col = make_batch(data, order[i:i + 64], model.config, ecfg, g, other, train=False)
+        pred = model(x, col).argmax(-1)
         for t, p in zip(y.tolist(), pred.tolist(), strict=True):
             conf[t, p] += 1
     n = conf.sum()
@@ -227,8 +233,9 @@ def train_view_classifier(data: ViewData, mcfg: ViewModelConfig, tcfg: ViewTrain
             order = rng.permutation(len(data))
         k = step % steps_per_epoch
         idx = order[k * tcfg.batch_size:(k + 1) * tcfg.batch_size]
-        x, y = make_batch(data, idx, mcfg, tcfg, g, other, train=True)
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.05)
+        x, y, col = make_batch(data, idx, mcfg, tcfg, g, other, train=True)
+        # no label smoothing: it would put mass on classes the colour prior masks out
+        loss = F.cross_entropy(model(x, col), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -89,8 +89,10 @@ class GRPOTrainer:
         if cfg.beta != 0.0:  # frozen copy of the starting (SFT) weights
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
         self.module: nn.Module = _LogpModule(self.policy)
-        if world > 1:
-            self.module = nn.parallel.DistributedDataParallel(self.module)
+        if world > 1:  # a policy may hold parameters GRPO never uses (EchoSonarR's label head)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=ids, find_unused_parameters=True)
         self.params = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW([p for _, p in self.params], lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)

@@ -4,7 +4,8 @@ A study's prompt (view names, clip tokens, structure tokens) is long and identic
 samples of its group. ``transformers``' ``generate(num_return_sequences=G)`` expands the prompt
 G times and prefills all copies; here the prompt is prefilled once per study and its KV cache is
 repeated G times (``DynamicCache.batch_repeat_interleave``), then a plain sampling loop decodes
-one token per step from that cache.
+one token per step from that cache, written in place into preallocated buffers (a plain
+``DynamicCache`` re-copies itself with ``torch.cat`` at every token).
 
 The same prefix sharing is used for training log-probs (:func:`completion_logps`): the prompt is
 run once per study *with* gradient, its cache repeated, and the G completions are run on top —
@@ -115,6 +116,39 @@ def repeat_cache(cache: Any, repeats: int) -> Any:
     return cache
 
 
+def preallocate_cache(cache: Any, extra: int) -> Any:
+    """Give every layer of a filled ``DynamicCache`` room for ``extra`` more positions, written
+    in place, so decoding stops re-copying the whole cache (``torch.cat``) at every token.
+
+    Only for no-grad decoding (in-place writes). Layers that are not plain full-attention
+    layers with ``keys``/``values`` tensors are left as they are.
+    """
+    for layer in getattr(cache, "layers", []):
+        k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not (torch.is_tensor(k) and torch.is_tensor(v)) or getattr(layer, "is_sliding", False):
+            continue
+        n = k.shape[-2]
+        kb = k.new_empty(*k.shape[:-2], n + extra, k.shape[-1])
+        vb = v.new_empty(*v.shape[:-2], n + extra, v.shape[-1])
+        kb[..., :n, :], vb[..., :n, :] = k, v
+        state = {"k": kb, "v": vb, "n": n}
+
+        def update(key_states: Tensor, value_states: Tensor, *args: Any, _s: dict = state,
+                   _layer: Any = layer, **kwargs: Any) -> tuple[Tensor, Tensor]:
+            n, t = _s["n"], key_states.shape[-2]
+            if n + t > _s["k"].shape[-2]:
+                raise RuntimeError("preallocated KV cache is full")
+            _s["k"][..., n:n + t, :] = key_states
+            _s["v"][..., n:n + t, :] = value_states
+            _s["n"] = n + t
+            _layer.keys, _layer.values = _s["k"][..., :n + t, :], _s["v"][..., :n + t, :]
+            return _layer.keys, _layer.values
+
+        layer.keys, layer.values = kb[..., :n, :], vb[..., :n, :]
+        layer.update = update  # instance attribute: the cache calls layer.update(...)
+    return cache
+
+
 def prompt_positions(mask: Tensor) -> Tensor:
     """Position ids for a LEFT-padded mask ``[B, P]`` (as HF generate builds them: real tokens
     count from 0, pads get 1 — they are masked anyway).
@@ -190,6 +224,7 @@ def sample_completions(lm: torch.nn.Module, embeds: Tensor, mask: Tensor, *, num
                      position_ids=pos, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1, :].repeat_interleave(g, 0)
     repeat_cache(cache, g)
+    preallocate_cache(cache, max_new_tokens)
     attn = mask.repeat_interleave(g, 0)
     next_pos = (mask.long().sum(-1, keepdim=True)).repeat_interleave(g, 0)  # = last pos + 1
     n = logits.shape[0]
