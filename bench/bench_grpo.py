@@ -15,6 +15,7 @@ training log-probs vs full sequences, and a GRPO step's time breakdown.
    repeated (``share_prompt=True``, what the trainer does) vs the prompt concatenated to every
    completion.
 3. The rewards on well-formed completions (embedding cache cold / warm).
+5. (``--trl``, optional) a text-only GRPO step of TRL's ``GRPOTrainer`` vs this loop.
 4. One GRPO step of the real ``EchoSonarR`` (default LMConfig, synthetic studies shaped like the
    feature cache: 1+8 clip tokens of width 128, 12 structure tokens of width 64) with the full
    reward set, mu = 2 and beta = 0.04 so every phase runs: rollout, reward, old log-probs,
@@ -150,8 +151,10 @@ def bench_rewards(g: int) -> dict:
         out = []
         for i, sf in enumerate(studies):
             for j in range(g):
-                o = others[(i * g + j + shift) % len(others)]
-                out.append(target_text(sf.reasoning, o.labels, o.report))
+                o = others[(i * g + j) % len(others)]
+                # unique section texts per call: nothing is in the embedding cache yet
+                rep = {k: f"{v} (draft {shift}.{i}.{j})" for k, v in o.report.items()}
+                out.append(target_text(sf.reasoning, o.labels, rep))
         return out
 
     t0 = time.perf_counter()
@@ -161,11 +164,104 @@ def bench_rewards(g: int) -> dict:
     w = GRPOConfig().reward_weights
     res = {"load_s": load}
     for name, comps in (("cold_s", completions(0)), ("new_completions_s", completions(1)),
-                        ("warm_s", completions(1))):
+                        ("warm_s", completions(1))):  # cold: references not cached either
         t0 = time.perf_counter()
         compute_rewards(comps, w, "paper", **cols)
         res[name] = time.perf_counter() - t0
     return res
+
+
+def _text_setup(p: int, seed: int = 0):
+    """A text-only policy over the char tokenizer: the default-size Llama, a prompt of p chars."""
+    import random
+    import string
+
+    import torch
+    from torch import nn
+
+    from echosonar.reason.grpo_toy import char_tokenizer
+
+    tok = char_tokenizer()
+    tok.padding_side = "left"
+    lm = default_lm(vocab=len(tok))
+    lm.config.eos_token_id = lm.generation_config.eos_token_id = tok.eos_token_id
+    lm.config.pad_token_id = lm.generation_config.pad_token_id = tok.pad_token_id
+    rnd = random.Random(seed)
+    text = "".join(rnd.choice(string.ascii_lowercase + " ") for _ in range(p))
+
+    class TextPolicy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tokenizer, self.lm = tok, lm
+
+        def prompt_embeds(self, batch):
+            enc = tok([text] * len(batch), return_tensors="pt", add_special_tokens=False)
+            return lm.get_input_embeddings()(enc["input_ids"]), enc["attention_mask"]
+
+        def save_pretrained(self, d, meta=None):  # the bench keeps nothing
+            return d
+
+    torch.manual_seed(seed)
+    return TextPolicy(), text
+
+
+def bench_trl(p: int, new: int, g: int, steps: int) -> dict | None:
+    """One text-only GRPO step, TRL's GRPOTrainer vs ours, same model/prompt/G/budget, beta 0,
+    mu 1, dapo. None when trl is not installed (optional bench extra)."""
+    import copy
+    import tempfile
+
+    try:
+        import trl
+        from datasets import Dataset
+        from transformers import TrainerCallback
+    except ImportError:
+        return None
+
+    from echosonar.config.grpo import GRPOConfig
+    from echosonar.reason.grpo import GRPOTrainer
+    from echosonar.schema import StudyFeatures
+
+    def digits(completions, **kw):
+        return [sum(ch.isdigit() for ch in c[:8]) / 8 for c in completions]
+
+    policy, text = _text_setup(p)
+    lm0 = copy.deepcopy(policy.lm)
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t0)
+
+    lens: list[float] = []
+    with tempfile.TemporaryDirectory() as d:
+        args = trl.GRPOConfig(
+            output_dir=d, per_device_train_batch_size=g, num_generations=g,
+            max_completion_length=new, max_steps=steps, learning_rate=1e-6, use_cpu=True,
+            bf16=False, report_to="none", logging_steps=1, save_strategy="no", beta=0.0,
+            loss_type="dapo", temperature=1.0, top_k=0, disable_dropout=True,
+            dataloader_num_workers=0)
+        tr = trl.GRPOTrainer(model=policy.lm, reward_funcs=[digits], args=args,
+                             train_dataset=Dataset.from_dict({"prompt": [text] * (steps + 1)}),
+                             processing_class=policy.tokenizer, callbacks=[Timer()])
+        tr.train()
+        lens = [h["completions/mean_length"] for h in tr.state.log_history
+                if "completions/mean_length" in h]
+    policy.lm = lm0
+    cfg = GRPOConfig(steps=steps, group_size=g, studies_per_step=1, micro_batch_studies=1,
+                     max_completion_length=new, lr=1e-6, reward_weights={"digits": 1.0},
+                     reward_mode="sum", save_every=10**6, device="cpu", weight_decay=0.0)
+    with tempfile.TemporaryDirectory() as d:
+        log = GRPOTrainer(policy, cfg, [StudyFeatures(key="t", views=[])], d,
+                          reward_funcs={"digits": digits}).train()
+    ours = [m["time/step"] for m in log]
+    return {"trl_version": trl.__version__, "trl_s": min(times[1:] or times),
+            "ours_s": min(ours[1:] or ours), "trl_len": sum(lens) / max(len(lens), 1),
+            "ours_len": sum(m["completion_length"] for m in log) / len(log),
+            "prompt": p, "new": new, "G": g}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--step-steps", type=int, default=2, help="GRPO steps timed (0 = skip)")
     ap.add_argument("--step-new", type=int, default=128, help="completion budget in the step")
+    ap.add_argument("--trl", action="store_true",
+                    help="also time a text-only step of TRL's GRPOTrainer (needs `pip install trl`)")
+    ap.add_argument("--trl-steps", type=int, default=3)
     ap.add_argument("--out", default="docs/bench/grpo.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -196,14 +295,18 @@ def main(argv: list[str] | None = None) -> int:
     step = bench_step(args.step_steps, args.step_new, args.group) if args.step_steps else None
     if step:
         print({k: v for k, v in step.items() if k != "steps"}, flush=True)
-    md = render(args, rows, lp, step, rw)
+    trl_res = bench_trl(args.prompt[0], args.new, args.group, args.trl_steps) if args.trl \
+        else None
+    if args.trl:
+        print(f"trl: {trl_res}", flush=True)
+    md = render(args, rows, lp, step, rw, trl_res)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(md)
     print(f"wrote {args.out}")
     return 0
 
 
-def render(args, rows, lp, step, rw) -> str:
+def render(args, rows, lp, step, rw, trl_res=None) -> str:
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -247,6 +350,22 @@ def render(args, rows, lp, step, rw) -> str:
                   "| " + " | ".join(f"{step[k]:.2f} s" for k in
                                    ("rollout", "reward", "old_logp", "ref_logp", "update",
                                     "step")) + " |"]
+    if args.trl:
+        lines += ["", "## 5. A text-only GRPO step: TRL's GRPOTrainer vs EchoSonar's loop", ""]
+        if trl_res is None:
+            lines += ["trl is not installed (`pip install trl`, the optional `bench` extra)."]
+        else:
+            r = trl_res
+            lines += [f"trl {r['trl_version']} (installed in a separate venv layered on the "
+                      "project's, so the package never depends on it); the same default-size Llama over a character "
+                      f"tokenizer, one prompt of {r['prompt']} tokens, G = {r['G']}, up to "
+                      f"{r['new']} new tokens (EOS allowed, so lengths are random but drawn "
+                      "from the same model), beta 0, mu 1, dapo, lr 1e-6; best step of "
+                      f"{args.trl_steps} after the first.", "",
+                      "| TRL step (s) | ours (s) | speed-up | mean completion length TRL / "
+                      "ours |", "|---:|---:|---:|---:|",
+                      f"| {r['trl_s']:.2f} | {r['ours_s']:.2f} | **{r['trl_s'] / r['ours_s']:.2f}"
+                      f"x** | {r['trl_len']:.0f} / {r['ours_len']:.0f} |"]
     lines += ["", "Timings on a shared 2-core host move by 2x between runs; compare the two "
               "columns of one row (measured in the same process, interleaved), not absolute "
               "numbers across runs.", ""]

@@ -28,8 +28,13 @@ def test_plan_covers_every_row_on_both_presets(tmp_path):
 def test_write_config_applies_budget(tmp_path):
     import yaml
 
-    cfg = yaml.safe_load(write_config(tmp_path, "tiny", ["sft.lr=0.01"]).read_text())
+    from echosonar.config import load_config
+
+    path = write_config(tmp_path, "tiny", ["sft.lr=0.01"])
+    cfg = yaml.safe_load(path.read_text())
     assert cfg["sft"]["steps"] == 20 and cfg["sft"]["lr"] == 0.01
+    assert "grpo" in cfg and "sim" not in cfg  # only the overrides are stored
+    assert load_config(path).sft.lr == 0.01
     assert set(BUDGETS) == {"tiny", "small", "full"}
 
 

@@ -221,3 +221,13 @@ def test_cli_reports_missing_source_and_all_skipped(tmp_path, capsys):
     assert main(["ingest", str(tmp_path / "junk.txt"), "--out", str(tmp_path / "c")]) == 1
     out = capsys.readouterr()
     assert "junk.txt: not a DICOM file" in out.out and "no such file" in out.err
+
+
+def test_invalid_settings_are_refused(tmp_path, capsys):
+    from echosonar.cli import main
+
+    with pytest.raises(ValueError, match="temporal_window"):
+        ingest_paths(tmp_path, IngestConfig(temporal_window="beat"))
+    assert main(["ingest", str(tmp_path), "--out", str(tmp_path / "c"),
+                 "--set", "ingest.cache_dtype=int4"]) == 2
+    assert "cache_dtype" in capsys.readouterr().err

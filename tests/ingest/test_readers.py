@@ -27,15 +27,18 @@ def test_monochrome_multiframe_exact(tmp_path, dicom_factory, fan):
     assert raw.source == "a.dcm" and raw.study_key and raw.instance_key
 
 
-@pytest.mark.parametrize("photometric,syntax,tol", [
-    ("RGB", "explicit", 0), ("RGB", "implicit", 0), ("RGB", "rle", 0),
-    ("YBR_FULL", "explicit", 3), ("YBR_FULL_422", "explicit", 4),
-    ("YBR_FULL", "jpeg", 12), ("YBR_FULL_422", "jpeg", 12),
+@pytest.mark.parametrize("photometric,syntax,tol,plugin", [
+    ("RGB", "explicit", 0, ""), ("RGB", "implicit", 0, ""), ("RGB", "rle", 0, ""),
+    ("YBR_FULL", "explicit", 3, ""), ("YBR_FULL_422", "explicit", 4, ""),
+    ("YBR_FULL", "jpeg", 12, "pillow"), ("YBR_FULL_422", "jpeg", 12, "pillow"),
+    ("YBR_FULL", "jpeg", 12, "pylibjpeg"), ("YBR_FULL_422", "jpeg", 12, "pylibjpeg"),
 ])
-def test_color_spaces_convert_once(tmp_path, dicom_factory, photometric, syntax, tol):
-    """YBR is converted to RGB exactly once: grey stays grey, red stays red."""
+def test_color_spaces_convert_once(tmp_path, dicom_factory, photometric, syntax, tol, plugin):
+    """YBR is converted to RGB exactly once (with either JPEG decoder): grey stays grey, red
+    stays red."""
     src = _rgb_test_frames()
-    raw = read_file(dicom_factory(tmp_path / "c.dcm", src, photometric, syntax))
+    raw = read_file(dicom_factory(tmp_path / "c.dcm", src, photometric, syntax),
+                    IngestConfig(jpeg_plugin=plugin))
     got = raw.frames.astype(int)
     assert got.shape == src.shape
     grey = got[:, 30:, :]  # ramp rows, away from the colour blocks (chroma edges)

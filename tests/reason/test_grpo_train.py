@@ -104,7 +104,10 @@ def test_real_rewards_and_logged_metrics(tmp_path):
     assert m["kl"] is None  # beta = 0 keeps no reference
 
 
-def test_config_errors():
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown reward"):
+        GRPOTrainer(ToyPolicy(seed=0), toy_cfg(reward_weights={"nope": 1.0}), toy_studies(1),
+                    tmp_path)
     for bad, msg in ((dict(loss_type="ppo"), "loss_type"), (dict(scale_rewards="x"), "scale"),
                      (dict(zero_std="skip"), "zero_std"), (dict(group_size=1), "group_size"),
                      (dict(studies_per_step=3), "divisible")):

@@ -21,6 +21,8 @@ class DetectConfig:
                             "(the first plain, the others residual)")
     memory_strides: list[int] = opt([4, 8, 16], "feature maps (by stride) whose cells form the "
                                     "decoder memory; stride 4 localises small valves")
+    auto_gain: bool = opt(True, "normalise each frame's brightness (99th percentile of the grey "
+                          "level -> 0.6) before the CNN, for scanners with other gain")
     decoder_layers: int = opt(2, "transformer decoder layers (each one is deep-supervised)")
     heads: int = opt(4, "attention heads in the decoder")
     assign: str = opt("class", "'class': one query bound to each structure class (each class "

@@ -34,7 +34,7 @@ class ViewTrainConfig:
     other_fraction: float = opt(0.15, "fraction of each batch replaced by synthetic OTHER clips")
     augment: float = opt(1.0, "augmentation strength (0 = none); geometry, gain, gamma, noise")
     seed: int = opt(0, "random seed")
-    threads: int = opt(2, "torch CPU threads")
+    threads: int = opt(1, "torch CPU threads (1 is fastest on a busy 2-core machine)")
     max_clips: int = opt(0, "use at most this many training clips (0 = all)")
 
 
@@ -52,6 +52,8 @@ class IngestConfig:
     max_decoded_mb: float = opt(3072.0, "decoded size (frames*rows*cols*samples) limit, MiB")
     min_frames: int = opt(2, "clips with fewer frames are rejected; 1 accepts stills (repeated)")
     allowed_modalities: list[str] = opt(["US"], "DICOM Modality values accepted")
+    jpeg_plugin: str = opt("pillow", "pydicom plugin tried first for 8-bit JPEG ('' = pydicom's "
+                           "order); falls back to the others on failure")
     # -- timing ----------------------------------------------------------------------------
     default_fps: float = opt(30.0, "frame rate assumed when a file has no timing (warned)")
     temporal_window: str = opt("clip", "'clip': resample the whole clip; 'cycle': the first "

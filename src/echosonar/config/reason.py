@@ -16,8 +16,8 @@ class LMConfig:
     kv_heads: int = opt(0, "key/value heads for grouped-query attention (0 = heads)")
     intermediate_size: int = opt(0, "MLP width (0 = 8/3 x hidden, rounded up to 64)")
     vocab_size: int = opt(2048, "BPE vocabulary size trained on the corpus")
-    max_len: int = opt(2048, "maximum sequence length, prompt + completion (6 views +
-                                         a full target is ~1,300-1,600 tokens)")
+    max_len: int = opt(2048, "maximum sequence length, prompt + completion (6 views + a "
+                             "full target is ~1,300-1,600 tokens)")
     rope_theta: float = opt(10000.0, "RoPE base")
     tie_embeddings: bool = opt(True, "tie input embeddings and LM head (from-scratch model)")
     init_std: float = opt(0.02, "weight init std (from-scratch model)")

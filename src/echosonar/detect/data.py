@@ -113,14 +113,46 @@ def build_frameset(studies: Iterable[Study], size: int, max_clips: int = 0) -> F
                     torch.as_tensor(np.concatenate(cl)))
 
 
-def epoch_indices(fs: FrameSet, per_clip: int, gen: torch.Generator) -> Tensor:
-    """A shuffled epoch: ``per_clip`` distinct random frames of every clip (all when fewer)."""
-    starts = torch.nonzero(torch.diff(fs.clip, prepend=fs.clip[:1] - 1)).flatten()
-    ends = torch.cat([starts[1:], torch.tensor([len(fs)])])
+def _clip_spans(fs: FrameSet) -> list[tuple[int, int]]:
+    starts = torch.nonzero(torch.diff(fs.clip, prepend=fs.clip[:1] - 1)).flatten().tolist()
+    return list(zip(starts, starts[1:] + [len(fs)], strict=True))
+
+
+def repeat_factors(fs: FrameSet, threshold: float) -> tuple[Tensor, Tensor]:
+    """Repeat-factor sampling (Gupta et al., LVIS 2019) at clip level.
+
+    With f_k the fraction of clips showing class k, class k's factor is
+    ``max(1, sqrt(threshold / f_k))`` and a clip's factor that of its rarest class. Returns
+    ``(factor [n_clips] float, rarest [n_clips] int64)`` (rarest = -1 for clips without boxes).
+    Jets and effusions are in a few percent of clips; without this they are rarely seen.
+    """
+    spans = _clip_spans(fs)
+    has = torch.stack([fs.present[s:e].any(0) for s, e in spans])      # [n_clips, K]
+    freq = has.float().mean(0)
+    r_k = torch.where(freq > 0, (threshold / freq.clamp(min=1e-9)).sqrt(), torch.ones(K))
+    r_k = r_k.clamp(min=1.0) if threshold > 0 else torch.ones(K)
+    per = torch.where(has, r_k[None], torch.zeros(1))
+    factor, rarest = per.max(1)
+    rarest = torch.where(has.any(1), rarest, torch.full_like(rarest, -1))
+    return factor.clamp(min=1.0), rarest
+
+
+def epoch_indices(fs: FrameSet, per_clip: int, gen: torch.Generator,
+                  repeat_threshold: float = 0.0) -> Tensor:
+    """A shuffled epoch: ``per_clip`` distinct random frames of every clip (all when fewer),
+    plus, with repeat-factor sampling, ``per_clip * (factor - 1)`` extra frames (stochastic
+    rounding) drawn from the frames that show the clip's rarest class."""
+    spans = _clip_spans(fs)
+    factor, rarest = repeat_factors(fs, repeat_threshold) if repeat_threshold > 0 else \
+        (torch.ones(len(spans)), torch.full((len(spans),), -1))
     picks = []
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        n = e - s
-        picks.append(s + torch.randperm(n, generator=gen)[:per_clip])
+    for c, (s, e) in enumerate(spans):
+        picks.append(s + torch.randperm(e - s, generator=gen)[:per_clip])
+        extra = per_clip * (float(factor[c]) - 1.0)
+        n_extra = int(extra) + int(torch.rand(1, generator=gen).item() < extra - int(extra))
+        if n_extra and int(rarest[c]) >= 0:
+            frames = s + torch.nonzero(fs.present[s:e, int(rarest[c])]).flatten()
+            picks.append(frames[torch.randint(len(frames), (n_extra,), generator=gen)])
     idx = torch.cat(picks)
     return idx[torch.randperm(len(idx), generator=gen)]
 

@@ -64,6 +64,18 @@ class _Stage(nn.Module):
         return x if self.conv is None else F.relu(x + self.conv(x))
 
 
+def auto_gain(x: Tensor, target: float = 0.6, q: float = 0.99) -> Tensor:
+    """Per-frame gain: scale ``[B, 3, H, W]`` (0..1) so the ``q``-quantile of its grey level
+    (min over RGB, so colour flow does not count) becomes ``target``; the gain is capped at 8.
+
+    Scanner gain and dynamic range differ a lot between machines (the real SonoSite A4C fixture
+    is ~2x darker than the simulator); normalising removes that nuisance before the CNN.
+    """
+    grey = x.amin(1).flatten(1)                                   # [B, H*W]
+    level = torch.quantile(grey, q, dim=1).clamp(min=target / 8)  # [B]
+    return (x * (target / level)[:, None, None, None]).clamp(0.0, 1.0)
+
+
 def sine_positions(h: int, w: int, dim: int, device: torch.device | None = None) -> Tensor:
     """2-D sine/cosine positions on normalised coordinates -> ``[h * w, dim]`` (row-major).
 
@@ -186,7 +198,10 @@ class Detector(nn.Module, Pretrained):
         [B, Q, K+1]), ``boxes`` [B, Q, 4] cxcywh, ``hidden`` [B, Q, D] and ``aux``, the list of
         ``{"logits", "boxes"}`` of the earlier decoder layers (deep supervision).
         """
-        x = (self.prepare(frames) - 0.5) * 4.0
+        x = self.prepare(frames)
+        if self.config.auto_gain:
+            x = auto_gain(x)
+        x = (x - 0.5) * 4.0
         bsz = x.shape[0]
         feats = []
         for stage in self.stages:

@@ -59,7 +59,7 @@ def train_epoch(model: Detector, data: FrameSet, loss_fn: DetectionLoss,
     from echosonar.utils.progress import progress
 
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    idx = epoch_indices(data, cfg.frames_per_clip, gen)
+    idx = epoch_indices(data, cfg.frames_per_clip, gen, cfg.repeat_threshold)
     batches = list(torch.split(idx, cfg.batch_size))
     model.train()
     sums: dict[str, float] = {}
@@ -119,7 +119,8 @@ def train_detector(cfg: EchoSonarConfig, cache: str | Path, out: str | Path,
         f"val: {len(val_studies)} studies ({time.time() - t0:.1f}s to load)")
     model = Detector(dcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=dcfg.lr, weight_decay=dcfg.weight_decay)
-    n_epoch = len(epoch_indices(data, dcfg.frames_per_clip, torch.Generator().manual_seed(0)))
+    n_epoch = len(epoch_indices(data, dcfg.frames_per_clip, torch.Generator().manual_seed(0),
+                                dcfg.repeat_threshold))
     steps_per_epoch = math.ceil(n_epoch / dcfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(dcfg, dcfg.epochs *
                                                              steps_per_epoch))
@@ -161,8 +162,8 @@ def train_detector(cfg: EchoSonarConfig, cache: str | Path, out: str | Path,
     return finalize(model, cache, out, train_studies, val_studies, log)
 
 
-_ARCH = ("embed_dim", "image_size", "widths", "decoder_layers", "heads", "assign",
-         "num_queries", "view_cond")
+_ARCH = ("embed_dim", "image_size", "widths", "memory_strides", "auto_gain", "decoder_layers",
+         "heads", "assign", "num_queries", "view_cond")
 
 
 def _arch_only(cfg: DetectConfig) -> dict[str, Any]:

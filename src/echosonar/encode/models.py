@@ -113,11 +113,13 @@ class FactorisedBlock(nn.Module):
 
 def _conv21d(cin: int, cout: int, t_stride: int) -> nn.Sequential:
     """One (2+1)D stage: spatial 3x3 (stride 2) then temporal 3 (stride ``t_stride``)."""
+    # BatchNorm, not GroupNorm: per-sample normalisation removes exactly the global intensity
+    # differences (e.g. how much of the frame is dark cavity) that separate patients
     return nn.Sequential(
         nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
-        nn.GroupNorm(8 if cout % 8 == 0 else 1, cout), nn.GELU(),
+        nn.BatchNorm3d(cout), nn.GELU(),
         nn.Conv3d(cout, cout, (3, 1, 1), stride=(t_stride, 1, 1), padding=(1, 0, 0), bias=False),
-        nn.GroupNorm(8 if cout % 8 == 0 else 1, cout), nn.GELU(),
+        nn.BatchNorm3d(cout), nn.GELU(),
     )
 
 

@@ -65,13 +65,27 @@ CONFIG = "config.yaml"
 
 
 def write_config(out: Path, budget: str, extra_set: Sequence[str] = ()) -> Path:
-    """Resolve the budget's overrides (+ ``extra_set``) into ``OUT/config.yaml``, which every
-    step reads with ``--config``."""
-    from echosonar.config import load_config, save_yaml
+    """Write the budget's overrides (+ ``extra_set``) as a partial ``OUT/config.yaml``, which
+    every step reads with ``--config`` (defaults fill the rest). Only overrides are stored, so a
+    finished step stays valid when an unrelated default changes in the code."""
+    import yaml
 
-    cfg = load_config(None, [*BUDGETS[budget]["set"], *extra_set])
+    from echosonar.config import load_config
+    from echosonar.config.base import _parse_scalar
+    from echosonar.io.atomic import atomic_write_text
+
+    sets = [*BUDGETS[budget]["set"], *extra_set]
+    load_config(None, sets)  # validate every key and value now, with a clear ConfigError
+    tree: dict[str, Any] = {}
+    for item in sets:
+        path, raw = item.split("=", 1)
+        *parents, leaf = path.strip().split(".")
+        node = tree
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = _parse_scalar(raw)
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / CONFIG)
+    atomic_write_text(out / CONFIG, yaml.safe_dump(tree, sort_keys=True))
     return out / CONFIG
 
 

@@ -40,10 +40,16 @@ def _is_manifest(src: list[str]) -> bool:
 def run(args: argparse.Namespace) -> int:
     from echosonar.config import config_from_args
     from echosonar.ingest.cache import CacheWriter
+    from echosonar.ingest.raw import as_ingest_config
     from echosonar.ingest.study import ingest_paths, iter_manifest, label_views, summarize
     from echosonar.io.atomic import atomic_write_json
 
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+        as_ingest_config(cfg)
+    except ValueError as e:  # ConfigError is a ValueError too
+        print(f"echosonar ingest: {e}", file=sys.stderr)
+        return 2
     icfg = cfg.ingest
     workers = args.workers or icfg.workers
     model_dir = args.view_model or icfg.view_model or None

@@ -208,7 +208,7 @@ def _decode(ds: Any, path: Path, cfg: IngestConfig, n: int, rows: int, cols: int
         if have < need:
             raise CorruptFileError(path, f"pixel data truncated ({have} of {need} bytes)")
     try:
-        arr = ds.pixel_array  # pydicom >= 3: YBR* already converted to RGB (as_rgb default)
+        arr = _pixel_array(ds, ts, cfg.jpeg_plugin)
     except MemoryError:
         raise SizeError(path, "pixel data does not fit in memory") from None
     except Exception as e:  # noqa: BLE001 - decoder failures come in many types
@@ -230,6 +230,23 @@ def _decode(ds: Any, path: Path, cfg: IngestConfig, n: int, rows: int, cols: int
     if arr.ndim != 4:
         raise CorruptFileError(path, f"decoded pixels have shape {arr.shape}")
     return _to_uint8(arr, ds, path, photometric)
+
+
+def _pixel_array(ds: Any, ts: Any, plugin: str) -> np.ndarray:
+    """``ds.pixel_array`` (pydicom >= 3: YBR* already converted to RGB, ``as_rgb`` default).
+
+    For 8-bit JPEG the preferred plugin (Pillow: colour conversion in C, ~30% faster here) is
+    tried first, pydicom's default order if it fails.
+    """
+    from pydicom.uid import JPEGBaseline8Bit
+
+    if plugin and ts == JPEGBaseline8Bit:
+        try:
+            ds.pixel_array_options(decoding_plugin=plugin)
+            return ds.pixel_array
+        except Exception:  # noqa: BLE001 - fall back to the default plugin order
+            ds.pixel_array_options(decoding_plugin="")
+    return ds.pixel_array
 
 
 def _to_uint8(arr: np.ndarray, ds: Any, path: Path, photometric: str) -> np.ndarray:

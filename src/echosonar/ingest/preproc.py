@@ -88,7 +88,7 @@ def temporal_plan(t_src: np.ndarray, n_out: int, window: str = "clip", interp: s
     of the second; all 0 for nearest) and ``times`` float ``[n_out]`` seconds from the window start.
 
     >>> idx, w, t = temporal_plan(np.arange(30) / 30.0, 4)
-    >>> idx[:, 0].tolist(), [round(x, 3) for x in t]
+    >>> idx[:, 0].tolist(), [round(float(x), 3) for x in t]
     ([0, 10, 19, 29], [0.0, 0.333, 0.633, 0.967])
     """
     if window not in ("clip", "cycle"):

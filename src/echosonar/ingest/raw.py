@@ -108,10 +108,24 @@ def sniff(path: Path) -> str:
 
 
 def as_ingest_config(cfg: Any | None) -> IngestConfig:
-    """Accept an ``EchoSonarConfig`` (uses ``.ingest``), an ``IngestConfig`` or None (defaults)."""
-    if cfg is None:
-        return IngestConfig()
-    return cfg.ingest if hasattr(cfg, "ingest") else cfg
+    """Accept an ``EchoSonarConfig`` (uses ``.ingest``), an ``IngestConfig`` or None (defaults);
+    invalid settings raise ``ValueError`` naming the field."""
+    icfg = IngestConfig() if cfg is None else cfg.ingest if hasattr(cfg, "ingest") else cfg
+    checks = [
+        (icfg.image_size >= 8, "image_size must be >= 8"),
+        (icfg.clip_len >= 1, "clip_len must be >= 1"),
+        (icfg.min_frames >= 1, "min_frames must be >= 1"),
+        (icfg.temporal_window in ("clip", "cycle"), "temporal_window must be 'clip' or 'cycle'"),
+        (icfg.temporal_interp in ("nearest", "linear"),
+         "temporal_interp must be 'nearest' or 'linear'"),
+        (icfg.cache_dtype in ("uint8", "float16"), "cache_dtype must be 'uint8' or 'float16'"),
+        (bool(icfg.salt), "salt must not be empty"),
+        (icfg.max_file_mb > 0 and icfg.default_fps > 0, "max_file_mb and default_fps must be > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(f"ingest.{msg}")
+    return icfg
 
 
 def read_file(path: str | os.PathLike, cfg: Any | None = None) -> RawClip:

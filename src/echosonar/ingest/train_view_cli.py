@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from echosonar.config import config_from_args, save_yaml
+    from echosonar.ingest.raw import as_ingest_config
     from echosonar.ingest.view_train import (
         evaluate,
         load_studies,
@@ -64,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from echosonar.io.atomic import atomic_write_json
     from echosonar.utils.repro import run_info
 
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+        as_ingest_config(cfg)
+    except ValueError as e:  # ConfigError is a ValueError too
+        print(f"echosonar train view-classifier: {e}", file=sys.stderr)
+        return 2
     if args.epochs is not None:
         cfg.ingest.view_train = dataclasses.replace(cfg.ingest.view_train, epochs=args.epochs)
     icfg, mcfg, tcfg = cfg.ingest, cfg.ingest.view, cfg.ingest.view_train

@@ -43,7 +43,7 @@ from echosonar.reason.grpo_utils import (
     reward_metrics,
     study_columns,
 )
-from echosonar.reason.rewards import compute_rewards, label_prevalence
+from echosonar.reason.rewards import REWARDS, compute_rewards, label_prevalence
 from echosonar.reason.rollout import GRPOPolicy, completion_logps, rollout
 from echosonar.schema import StudyFeatures
 
@@ -70,8 +70,8 @@ class GRPOTrainer:
     """Train ``policy`` (a :class:`GRPOPolicy`) on ``train`` studies; writes into ``out``.
 
     ``reward_funcs`` adds custom rewards (name -> callable) to ``rewards.REWARDS``;
-    ``cfg.reward_weights`` picks and weighs them. ``config_dict`` is the full resolved config
-    written to ``config.yaml`` (defaults to this GRPO section).
+    ``cfg.reward_weights`` picks and weighs them. ``rank``/``world`` come from an initialised
+    process group (see ``reason.sft.setup_distributed``); ``val`` feeds ``cfg.eval_every``.
     """
 
     def __init__(self, policy: nn.Module, cfg: GRPOConfig, train: list[StudyFeatures],
@@ -100,6 +100,11 @@ class GRPOTrainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda u: min(1.0, (u + 1) / (warm + 1)) if warm else 1.0)
         self.reward_funcs = reward_funcs or {}
+        known = set(REWARDS) | set(self.reward_funcs)
+        unknown = sorted(k for k, w in cfg.reward_weights.items() if w and k not in known)
+        if unknown or not any(cfg.reward_weights.values()):
+            raise ValueError(f"grpo.reward_weights: unknown reward(s) {unknown} or all weights "
+                             f"zero; known rewards: {sorted(known)}")
         self.prevalence = label_prevalence([s.labels for s in self.studies if s.labels])
         self.step = 0
         self.log: list[dict[str, Any]] = []
