@@ -344,7 +344,10 @@ def render(args, rows, lp, step, rw, trl_res=None) -> str:
                   f"mu = 2, beta = 0.04, all rewards; mean prompt "
                   f"{step['prompt_tokens_mean']:.0f} tokens; an untrained model, so most "
                   f"completions run to the budget (mean length {step['completion_length']:.0f})."
-                  " Times of the last timed step (the first also loads MiniLM).", "",
+                  " Times of the last timed step (the first also loads MiniLM). The reward "
+                  "time is near zero here only because an untrained model's outputs do not "
+                  "parse, so there are no report sections to embed (section 3 has the cost on "
+                  "well-formed outputs).", "",
                   "| rollout | reward | old log-probs | ref log-probs | policy update (x2) | "
                   "step |", "|---:|---:|---:|---:|---:|---:|",
                   "| " + " | ".join(f"{step[k]:.2f} s" for k in

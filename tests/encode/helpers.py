@@ -11,7 +11,7 @@ from echosonar.taxonomy import COLOR_VIEWS, LABEL_KEYS, VIEWS, labels_from_measu
 
 def tiny_model_config(arch: str = "conv21d") -> EncoderModelConfig:
     return EncoderModelConfig(arch=arch, dim=32, depth=1, heads=2, mlp_ratio=2.0, dropout=0.0,
-                              image_size=32, clip_len=8, stem_widths=[8, 8, 16], stem_grid=2,
+                              image_size=32, clip_len=8, stem_widths=[8, 16], stem_patch=4,
                               tubelet=[2, 8, 8], token_t=2, token_s=2)
 
 

@@ -10,8 +10,7 @@ from .helpers import make_studies
 
 TINY = ["--set", "encode.model.dim=16", "--set", "encode.model.depth=1",
         "--set", "encode.model.heads=2", "--set", "encode.model.image_size=32",
-        "--set", "encode.model.clip_len=8", "--set", "encode.model.stem_widths=8,8,8",
-        "--set", "encode.model.stem_grid=2", "--set", "encode.pretrain.threads=1"]
+        "--set", "encode.model.clip_len=8", "--set", "encode.model.tubelet=2,8,8", "--set", "encode.pretrain.threads=1"]
 
 
 def test_train_encode_baselines_cli(tmp_path, capsys):

@@ -32,7 +32,7 @@ def test_clip_table_masks_follow_views():
     assert table.label_mask[:, bav].sum() == (table.views == CLASSIFIER_VIEWS.index("PSAX_AV")
                                               ).sum()
     assert table.label_mask[:, LABEL_KEYS.index("healthy")].sum() == 0
-    assert "sex" not in MEASURE_KEYS
+    assert "sex" not in MEASURE_KEYS and "heart_rate_bpm" not in MEASURE_KEYS
 
 
 def test_invisible_label_contributes_no_loss_or_gradient():

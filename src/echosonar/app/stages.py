@@ -90,10 +90,11 @@ def features(bundle: Any, study: Any, cfg: Any, timer: Any) -> tuple[Any, list[A
         with timer("detect"), torch.no_grad():
             det = detect_clip(bundle.detector, clip)
         dets.append(det)
-        # the same conversion as echosonar.encode.features.detector_hook (the cache path)
-        scores = np.asarray(_np(det.scores), np.float32)
-        score = scores.max(0) if scores.ndim == 2 else scores
-        return (np.asarray(_np(det.tokens), np.float32), score.astype(np.float32),
+        # the same conversion as echosonar.encode.features.detector_hook (the cache path the
+        # language model was trained on): clip_scores, or max over frames for older detectors
+        score = getattr(det, "clip_scores", None)
+        score = _np(det.scores).max(0) if score is None else _np(score)
+        return (np.asarray(_np(det.tokens), np.float32), np.asarray(score, np.float32),
                 {s: [float(v) for v in b] for s, b in (det.ed_boxes or {}).items()},
                 {k: float(v) for k, v in (det.measurements or {}).items()})
 

@@ -16,8 +16,8 @@ from echosonar.config.base import opt, section
 class EncoderModelConfig:
     """Architecture of the default clip encoder (``echosonar.encode.models.ClipEncoder``)."""
 
-    arch: str = opt("conv21d", "'conv21d': (2+1)D conv stem + space-time transformer; "
-                    "'tubelet': tubelet embedding + factorised space/time attention")
+    arch: str = opt("tubelet", "'tubelet': tubelet embedding + factorised space/time attention; "
+                    "'conv21d': (2+1)D conv stem + temporal transformer")
     dim: int = opt(128, "token width D of the clip encoder's output")
     depth: int = opt(2, "transformer blocks after the stem")
     heads: int = opt(4, "attention heads")
@@ -25,9 +25,10 @@ class EncoderModelConfig:
     dropout: float = opt(0.1, "dropout in attention/MLP and on the stem output")
     image_size: int = opt(64, "input width and height (other clip sizes are resized)")
     clip_len: int = opt(16, "input frames (other clip lengths are resampled, nearest frame)")
-    stem_widths: list[int] = opt([16, 32, 64], "conv21d: channels of the three (2+1)D stages")
-    stem_grid: int = opt(4, "conv21d: spatial side of the token grid fed to the transformer")
-    tubelet: list[int] = opt([2, 16, 16], "tubelet: (t, h, w) size of one tubelet")
+    stem_widths: list[int] = opt([32, 64], "conv21d: channels of the (2+1)D stages (stage 0 "
+                                 "patchifies; each later stage halves the side)")
+    stem_patch: int = opt(4, "conv21d: spatial patch size of the first (2+1)D stage")
+    tubelet: list[int] = opt([2, 8, 8], "tubelet: (t, h, w) size of one tubelet")
     flat_dim: int = opt(16, "width each grid token is projected to for the position-aware "
                         "global summary (global += Linear(flatten(grid)))")
     token_t: int = opt(2, "output space-time tokens: time cells (N = token_t * token_s**2)")

@@ -102,17 +102,21 @@ def presence_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, fl
 
 
 def evaluate_studies(model: Detector, studies: Iterable[Study],
-                     collect_calibration: bool = False) -> dict[str, Any]:
+                     collect_calibration: bool = False,
+                     calibrations: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Run the detector on studies with ground truth and score it.
 
-    Returns ``{"coco", "presence", "measure_mae", "measure_n", "n_studies", "n_clips"}`` and,
-    with ``collect_calibration``, ``"calib_samples"``: ``[(rule, f1, f2, truth)]`` for
+    Returns ``{"coco", "presence", "measure_mae", "measure_n", "n_studies", "n_clips"}``;
+    ``calibrations`` ``{name: coefficients [R, 3]}`` adds ``"measure_mae_<name>"``: the same
+    detections measured with other coefficients. With ``collect_calibration``,
+    ``"calib_samples"``: ``[(rule, f1, f2, truth)]`` for
     :func:`echosonar.detect.measure.fit_calibration`.
     """
-    from echosonar.detect.measure import study_measurements
+    from echosonar.detect.measure import apply_rules, study_measurements
 
     gp, gb, ps, pb, cg, cp = [], [], [], [], [], []
-    errs: dict[str, list[float]] = {k: [] for k in MEASURE_KEYS}
+    variants = {"": None, **(calibrations or {})}
+    errs: dict[str, dict[str, list[float]]] = {v: {k: [] for k in MEASURE_KEYS} for v in variants}
     samples: list[tuple[int, float, float, float]] = []
     n_studies = n_clips = 0
     size = model.config.image_size
@@ -132,22 +136,28 @@ def evaluate_studies(model: Detector, studies: Iterable[Study],
             cp.append(det.present)
             if collect_calibration and study.measurements:
                 samples += _calib_samples(det, study.measurements)
-        if study.measurements:
-            est = study_measurements([d.measurements for d in dets])
+        if not study.measurements:
+            continue
+        for name, calib in variants.items():
+            per_clip = [d.measurements if calib is None else
+                        apply_rules(d.view, d.meta.get("features", []), calib) for d in dets]
+            est = study_measurements(per_clip)
             for k, tk in MEASURE_KEYS.items():
                 if k in est and tk in study.measurements and \
                         math.isfinite(float(study.measurements[tk])):
-                    errs[k].append(abs(est[k] - float(study.measurements[tk])))
+                    errs[name][k].append(abs(est[k] - float(study.measurements[tk])))
     if not gp:
         raise ValueError("no clip with ground-truth boxes to evaluate")
     out = {
         "coco": coco_map(np.concatenate(gp), np.concatenate(gb), np.concatenate(ps),
                          np.concatenate(pb), size),
         "presence": presence_metrics(np.stack(cg), np.stack(cp)),
-        "measure_mae": {k: float(np.mean(v)) if v else None for k, v in errs.items()},
-        "measure_n": {k: len(v) for k, v in errs.items()},
+        "measure_n": {k: len(v) for k, v in errs[""].items()},
         "n_studies": n_studies, "n_clips": n_clips,
     }
+    for name, e in errs.items():
+        out["measure_mae" + (f"_{name}" if name else "")] = {
+            k: float(np.mean(v)) if v else None for k, v in e.items()}
     if collect_calibration:
         out["calib_samples"] = samples
     return out

@@ -188,23 +188,18 @@ def finalize(model: Detector, cache: str | Path, out: Path, train_studies: list[
     tr = evaluate_studies(model, train_studies, collect_calibration=True)
     calib = fit_calibration(tr["calib_samples"])
     report: dict[str, Any] = {"train": {k: tr[k] for k in ("coco", "measure_mae")}}
+    with torch.no_grad():
+        model.measure_calib.copy_(torch.as_tensor(calib))
     test_studies = _load_split(cache, "test")
     for name, studies in (("val", val_studies), ("test", test_studies)):
         if not studies:
             continue
-        with torch.no_grad():
-            model.measure_calib.copy_(torch.as_tensor(DEFAULT_CALIB))
-        raw = evaluate_studies(model, studies)
-        with torch.no_grad():
-            model.measure_calib.copy_(torch.as_tensor(calib))
-        cal = evaluate_studies(model, studies)
-        report[name] = {**cal, "measure_mae_raw": raw["measure_mae"]}
-        c = cal["coco"]
+        res = evaluate_studies(model, studies, calibrations={"raw": DEFAULT_CALIB})
+        report[name] = res
+        c, cal, raw = res["coco"], res["measure_mae"], res["measure_mae_raw"]
         log(f"{name}: mAP@0.5={c['map50']:.3f} mAP@[.5:.95]={c['map']:.3f} "
-            f"LVEDD MAE={_fmt(cal['measure_mae']['lvedd_cm'])} cm "
-            f"(raw {_fmt(raw['measure_mae']['lvedd_cm'])}), "
-            f"EF MAE={_fmt(cal['measure_mae']['ef_proxy_pct'])} % "
-            f"(raw {_fmt(raw['measure_mae']['ef_proxy_pct'])})")
+            f"LVEDD MAE={_fmt(cal['lvedd_cm'])} cm (raw {_fmt(raw['lvedd_cm'])}), "
+            f"EF MAE={_fmt(cal['ef_proxy_pct'])} % (raw {_fmt(raw['ef_proxy_pct'])})")
     with torch.no_grad():
         model.measure_calib.copy_(torch.as_tensor(np.asarray(calib)))
     model.save_pretrained(out, meta={"calibrated": True, "eval": {

@@ -17,11 +17,11 @@ import torch
 from echosonar.schema import Study
 from echosonar.taxonomy import FINDING_BY_KEY, LABEL_KEYS, MEASUREMENTS, VIEWS, visible_label_mask
 
-#: Which finding's views can show each regressed measurement (``None`` = every view: heart rate
-#: is visible in any cine). ``sex`` is not an image quantity and is not regressed. This maps
-#: taxonomy keys onto taxonomy keys; it keeps no list of views of its own.
+#: Which finding's views can show each regressed measurement (``None`` would mean every view).
+#: Not regressed: ``sex`` (not an image quantity) and ``heart_rate_bpm`` (ingest resamples a
+#: clip to a fixed frame count, so one cycle looks the same at any rate). This maps taxonomy
+#: keys onto taxonomy keys; it keeps no list of views of its own.
 MEASUREMENT_FINDING: dict[str, str | None] = {
-    "heart_rate_bpm": None,
     "ef_pct": "lv_systolic_dysfunction",
     "lvedd_cm": "lv_enlargement", "lvesd_cm": "lv_systolic_dysfunction",
     "ivs_cm": "lv_hypertrophy", "lvpw_cm": "lv_hypertrophy",

@@ -1,12 +1,15 @@
 """The default clip encoder: a spatiotemporal network from a clip to ``[1 + N, D]`` tokens.
 
-Two stems share one readout, so their comparison (docs/notes/encode.md) isolates the stem:
+Two designs share one readout, so their comparison (docs/notes/encode.md) isolates the body:
 
-* ``conv21d`` — three (2+1)D conv stages (spatial 3x3 stride 2, then temporal 3), pooled to a
-  ``T' x g x g`` grid (16 x 64 x 64 -> 8 x 4 x 4 = 128 tokens), then joint space-time attention.
-* ``tubelet`` — non-overlapping tubelets (2 x 8 x 8 -> 8 x 8 x 8 = 512 tokens) with factorised
-  attention (spatial within a time step, then temporal per spatial cell, then MLP), as in
-  ViViT model 3 / TimeSformer "divided" attention.
+* ``tubelet`` (default) — non-overlapping 2 x 8 x 8 tubelets, linearly embedded
+  (16 x 64 x 64 -> 8 x 8 x 8 = 512 tokens), then factorised attention (spatial within a time
+  step, then temporal per cell, then MLP), as in ViViT model 3 / TimeSformer "divided" attention.
+* ``conv21d`` — a (2+1)D conv stem (R(2+1)D: a 4 x 4 spatial patchify conv then a temporal conv
+  halving time, then a 3 x 3 stride-2 spatial + temporal stage -> 8 x 8 x 8), then a temporal
+  transformer (attention over time per spatial cell; space is mixed by the convs).
+
+Both first standardise each pixel with a per-view mean / std image of the training clips.
 
 Readout (both): the global token is a learned, view-conditioned query attending over the whole
 grid plus a position-aware linear summary of the (narrowly projected) grid; the N space-time tokens are the grid average-pooled to ``token_t x token_s x token_s``
@@ -111,16 +114,40 @@ class FactorisedBlock(nn.Module):
         return x + self.mlp(self.nm(x))
 
 
-def _conv21d(cin: int, cout: int, t_stride: int) -> nn.Sequential:
-    """One (2+1)D stage: spatial 3x3 (stride 2) then temporal 3 (stride ``t_stride``)."""
-    # BatchNorm, not GroupNorm: per-sample normalisation removes exactly the global intensity
-    # differences (e.g. how much of the frame is dark cavity) that separate patients
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
-        nn.BatchNorm3d(cout), nn.GELU(),
-        nn.Conv3d(cout, cout, (3, 1, 1), stride=(t_stride, 1, 1), padding=(1, 0, 0), bias=False),
-        nn.BatchNorm3d(cout), nn.GELU(),
-    )
+def conv21d_stem(widths: Sequence[int], patch: int) -> nn.Sequential:
+    """(2+1)D stem: per stage a spatial conv then a temporal conv (R(2+1)D, Tran et al. 2018).
+
+    Stage 0 patchifies (``patch`` x ``patch``, stride ``patch``) and halves time (temporal 3,
+    stride 2); every later stage is spatial 3x3 stride 2 + temporal 3. BatchNorm, not
+    GroupNorm: per-sample normalisation removes the global intensity differences (how much of
+    the frame is dark cavity) that separate patients.
+    """
+    layers: list[nn.Module] = []
+    cin = 3
+    for i, w in enumerate(widths):
+        if i == 0:
+            spatial = nn.Conv3d(cin, w, (1, patch, patch), stride=(1, patch, patch), bias=False)
+        else:
+            spatial = nn.Conv3d(cin, w, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1),
+                                bias=False)
+        layers += [spatial, nn.BatchNorm3d(w), nn.GELU(),
+                   nn.Conv3d(w, w, (3, 1, 1), stride=(2 if i == 0 else 1, 1, 1),
+                             padding=(1, 0, 0), bias=False), nn.BatchNorm3d(w), nn.GELU()]
+        cin = w
+    return nn.Sequential(*layers)
+
+
+class TemporalBlock(nn.Module):
+    """Attention over time only, per spatial cell (space is mixed by the conv stem)."""
+
+    def __init__(self, dim: int, heads: int, ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.block = Block(dim, heads, ratio, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, s, d = x.shape
+        h = self.block(x.transpose(1, 2).reshape(b * s, t, d))
+        return h.reshape(b, s, t, d).transpose(1, 2)
 
 
 class ClipEncoder(Pretrained, nn.Module):
@@ -141,14 +168,11 @@ class ClipEncoder(Pretrained, nn.Module):
         d = c.dim
         if c.arch == "conv21d":
             widths = list(c.stem_widths)
-            stages, cin = [], 3
-            for i, w in enumerate(widths):
-                stages.append(_conv21d(cin, w, 2 if i == 0 else 1))  # T 16 -> 8 at once: cheap
-                cin = w
-            self.stem = nn.Sequential(*stages)
-            self.stem_proj = nn.Linear(cin, d)
-            self.grid_t, self.grid_s = math.ceil(c.clip_len / 2), c.stem_grid
-            self.blocks = nn.ModuleList(Block(d, c.heads, c.mlp_ratio, c.dropout)
+            self.stem = conv21d_stem(widths, c.stem_patch)
+            self.stem_proj = nn.Linear(widths[-1], d)
+            self.grid_t = math.ceil(c.clip_len / 2)
+            self.grid_s = math.ceil(c.image_size / c.stem_patch / 2 ** (len(widths) - 1))
+            self.blocks = nn.ModuleList(TemporalBlock(d, c.heads, c.mlp_ratio, c.dropout)
                                         for _ in range(c.depth))
         else:
             tt, th, tw = c.tubelet
@@ -218,21 +242,13 @@ class ClipEncoder(Pretrained, nn.Module):
         vi = view_indices(views, frames.device)
         x = prepare_frames(frames, c.clip_len, c.image_size) / 2.0 + 0.5       # [B, 3, T, S, S]
         x = (x - self.input_mean[vi][:, :, None]) / self.input_std[vi][:, :, None]
-        x = self.stem(x)                                           # [B, C', T', h, w]
-        if c.arch == "conv21d":
-            x = F.adaptive_avg_pool3d(x, (self.grid_t, self.grid_s, self.grid_s))
+        x = self.stem(x)                                           # [B, C', T', S', S']
         b, ch = x.shape[:2]
         x = self.stem_proj(x.reshape(b, ch, self.grid_t, -1).permute(0, 2, 3, 1))  # [B,T',S,D]
         if cell_mask is not None:
             x = x.masked_fill(cell_mask.unsqueeze(-1), 0.0)
         v = self.view_embed(vi)[:, None, None, :]
         x = self.drop(x + self.pos_t + self.pos_s + v)
-        if c.arch == "conv21d":
-            t, s, d = x.shape[1:]
-            x = x.reshape(b, t * s, d)
-            for blk in self.blocks:
-                x = blk(x)
-            return x.reshape(b, t, s, d)
         for blk in self.blocks:
             x = blk(x)
         return x

@@ -105,6 +105,7 @@ def pretrain(train: ClipTable, val: ClipTable | None, model_cfg: EncoderModelCon
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     encoder = ClipEncoder(model_cfg)
+    encoder.fit_input_stats((stack_frames([f])[0] for f in train.frames), train.views.tolist())
     heads = PretrainHeads(HeadsConfig(dim=model_cfg.dim))
     heads.init_from_data(train.labels, train.label_mask, train.measures, train.measure_mask)
     params = list(encoder.parameters()) + list(heads.parameters())

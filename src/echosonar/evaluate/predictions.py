@@ -56,7 +56,8 @@ class StudyPrediction:
 
 def prediction_from_generation(text: str, scores: Mapping[str, float] | None = None
                                ) -> StudyPrediction:
-    """Parse a VLM generation strictly (``textformat.parse_generation``).
+    """Parse a VLM generation strictly (``textformat.parse_generation``); a malformed one
+    predicts no label and no report.
 
     >>> from echosonar.textformat import render_generation
     >>> from echosonar.taxonomy import REPORT_SECTIONS
@@ -70,9 +71,10 @@ def prediction_from_generation(text: str, scores: Mapping[str, float] | None = N
 
     parsed = parse_generation(text)
     labels = set(parsed.findings) if parsed.well_formed else set()
+    # A malformed generation gets no report either (scored as empty), like its labels.
+    report = dict(parsed.sections) if parsed.well_formed else None
     return StudyPrediction(labels=labels, scores=dict(scores) if scores is not None else None,
-                           generation=text, report=dict(parsed.sections) or None,
-                           well_formed=parsed.well_formed)
+                           generation=text, report=report, well_formed=parsed.well_formed)
 
 
 def predictions_from_scores(keys: Iterable[str], probs: Any,
