@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, load average {load:.2f} at start (shared machine: numbers "
         "vary run to run).",
         f"Input {cfg.clip_len} x {cfg.image_size} x {cfg.image_size}, batch {args.batch} (half "
-        "grey, half colour), output 1 + 8 tokens x 128; median of "
+        f"grey, half colour), output 1 + {cfg.token_t * cfg.token_s ** 2} tokens x {cfg.dim}; "
+        "median of "
         f"{args.repeats} passes after a warm-up.", "",
         "| arch | threads | params (M) | inference clips/s | training clips/s |",
         "|---|---|---|---|---|",

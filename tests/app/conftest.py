@@ -172,7 +172,11 @@ def tiny_quickstart(tmp_path_factory):
 
     from echosonar.app.quickstart import run_quickstart
 
-    root = tmp_path_factory.getbasetemp().parent  # shared by all xdist workers of this run
+    import os
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this run's folder, shared by its xdist workers
     out = root / "quickstart_tiny"
     with open(root / "quickstart_tiny.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -20,7 +20,7 @@ def test_forward_and_predict_shapes_for_grey_and_colour(assign):
         assert out["boxes"].shape == (5, q, 4)
         assert out["hidden"].shape == (5, q, 32)
         assert out["logits"].shape == ((5, q) if assign == "class" else (5, q, 13))
-        assert len(out["aux"]) == 0
+        assert len(out["aux"]) == 1  # 1 decoder layer + the box before RoI refinement
         p = m.predict(x)
         assert p["scores"].shape == (5, 12) and p["boxes"].shape == (5, 12, 4)
         assert p["tokens"].shape == (5, 12, 32)

@@ -106,3 +106,20 @@ def test_bad_config():
     cfg.tubelet = [3, 8, 8]
     with pytest.raises(ValueError, match="must tile"):
         ClipEncoder(cfg)
+
+
+def test_input_stats_are_per_view_and_saved(tmp_path):
+    torch.manual_seed(0)
+    enc = ClipEncoder(tiny_model_config())
+    a4c = [torch.full((8, 1, 32, 32), 0.2), torch.full((8, 1, 32, 32), 0.4)]
+    colour = [torch.rand(8, 3, 32, 32)]
+    from echosonar.encode.models import VIEW_INDEX
+
+    enc.fit_input_stats(a4c + colour, [VIEW_INDEX["A4C"]] * 2 + [VIEW_INDEX["A4C_COLOR"]])
+    m, s = enc.input_mean[VIEW_INDEX["A4C"]], enc.input_std[VIEW_INDEX["A4C"]]
+    torch.testing.assert_close(m, torch.full_like(m, 0.3))
+    torch.testing.assert_close(s, torch.full_like(s, 0.1))
+    assert torch.all(enc.input_mean[VIEW_INDEX["PLAX"]] == 0.5)   # unseen view: default
+    enc.save_pretrained(tmp_path / "e")
+    again = load_encoder(tmp_path / "e")
+    assert torch.equal(again.input_std, enc.input_std)

@@ -210,7 +210,8 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
     if low:
         warnings.append(f"view predicted with low confidence (< {LOW_VIEW_CONF}) for "
                         f"{len(low)} clip(s): {', '.join(low)}; check these views")
-    present = sorted({c["view"] for c in clips}, key=lambda v: (v not in VIEWS, v))
+    rank = {v: i for i, v in enumerate(VIEWS)}
+    present = sorted({c["view"] for c in clips}, key=lambda v: rank.get(v, len(VIEWS)))
     missing = [v for v in VIEWS if v not in present]
     not_assessable = [f.key for f in LABELS if f.key != "healthy"
                       and not assessable(f.key, tuple(present))]

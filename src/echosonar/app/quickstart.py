@@ -41,38 +41,48 @@ BUDGETS: dict[str, dict[str, Any]] = {
             "encode": {"pretrain": {"epochs": 1, "max_clips": 8}},
             "lm": {"hidden_size": 32, "layers": 1, "heads": 2, "vocab_size": 384},
             "sft": {"steps": 2, "batch_size": 2, "warmup": 1, "eval_every": 0, "val_studies": 1,
-                    "sample_every": 0},
+                    "sample_every": 0, "samples": 0},
             "grpo": {"steps": 1, "group_size": 2, "studies_per_step": 1,
                      "micro_batch_studies": 1, "max_completion_length": 16},
             "eval": {"bootstrap": 10, "max_new_tokens": 16, "max_studies": 1, "meteor": False,
                      "embedding": False},
         },
+        "expect_s": {"simulate": 6, "ingest": 3, "view_classifier": 10, "detector": 20,
+                     "encoder": 4, "features": 3, "sft": 8, "grpo": 4, "bundle": 1,
+                     "evaluate": 3, "analyze": 5},
     },
-    "small": {
-        "studies": 48,
+    "small": {  # the default: every stage at a budget that fits ~10 min on 2 quiet cores
+        "studies": 32,
         "config": {
             "sim": {"image_size": 80},
-            "ingest": {"view_train": {"epochs": 3}},
-            "detect": {"epochs": 3, "frames_per_clip": 2},
-            "encode": {"pretrain": {"epochs": 2}},
+            "ingest": {"view_train": {"epochs": 2, "max_clips": 96}},
+            "detect": {"epochs": 2, "frames_per_clip": 2, "max_clips": 96, "eval_every": 0},
+            "encode": {"pretrain": {"epochs": 2, "max_clips": 96}},
             "lm": {"hidden_size": 128, "layers": 2, "heads": 4, "vocab_size": 1024},
-            "sft": {"steps": 60, "batch_size": 4, "warmup": 6, "eval_every": 0,
-                    "val_studies": 4, "sample_every": 0},
-            "grpo": {"steps": 4, "group_size": 4, "studies_per_step": 2,
-                     "micro_batch_studies": 2, "max_completion_length": 640},
-            "eval": {"bootstrap": 200, "max_new_tokens": 640, "meteor": False},
+            "sft": {"steps": 40, "batch_size": 4, "warmup": 4, "eval_every": 0,
+                    "val_studies": 4, "sample_every": 0, "samples": 0},
+            "grpo": {"steps": 2, "group_size": 2, "studies_per_step": 1,
+                     "micro_batch_studies": 1, "max_completion_length": 1600},
+            "eval": {"bootstrap": 200, "max_new_tokens": 1600, "meteor": False},
         },
+        "expect_s": {"simulate": 15, "ingest": 10, "view_classifier": 40, "detector": 60,
+                     "encoder": 20, "features": 20, "sft": 160, "grpo": 60, "bundle": 3,
+                     "evaluate": 90, "analyze": 25},
     },
-    "medium": {
+    "medium": {  # enough training for well-formed reasoning; tens of minutes on 2 cores
         "studies": 200,
         "config": {
             "ingest": {"view_train": {"epochs": 8}},
             "detect": {"epochs": 8},
             "encode": {"pretrain": {"epochs": 4}},
-            "sft": {"steps": 300, "batch_size": 8, "eval_every": 100},
-            "grpo": {"steps": 20, "group_size": 4, "studies_per_step": 4},
-            "eval": {"bootstrap": 1000},
+            "sft": {"steps": 600, "batch_size": 8, "eval_every": 100, "sample_every": 0},
+            "grpo": {"steps": 20, "group_size": 4, "studies_per_step": 2,
+                     "max_completion_length": 1600},
+            "eval": {"bootstrap": 1000, "max_new_tokens": 1600},
         },
+        "expect_s": {"simulate": 80, "ingest": 40, "view_classifier": 300, "detector": 500,
+                     "encoder": 200, "features": 100, "sft": 2400, "grpo": 900, "bundle": 10,
+                     "evaluate": 600, "analyze": 30},
     },
 }
 DEFAULT_BUDGET = "small"
@@ -100,6 +110,7 @@ class StepResult:
     status: str  # ok | cached | failed
     seconds: float = 0.0
     peak_mb: float | None = None
+    cpu_s: float | None = None  # user + system CPU seconds (load-independent cost)
     log: str = ""
 
 
@@ -248,36 +259,49 @@ def run_step(step: Step, q: Quickstart, isolate: bool) -> StepResult:
     """Run one step, logging to ``OUT/logs/<name>.log``; raises :class:`QuickstartError`."""
     log = q.logs / f"{step.name}.log"
     t0 = time.perf_counter()
-    peak: float | None = None
     with open(log, "w") as f:
         if step.func is not None or not isolate:
-            peak, rc = _in_process(step, q, f)
+            peak, cpu, rc = _in_process(step, q, f)
         else:
-            peak, rc = _child(_resolve_held_out(q, step.argv or []), f)
+            peak, cpu, rc = _child(_resolve_held_out(q, step.argv or []), f)
     secs = time.perf_counter() - t0
     if rc != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(True)[-15:])
         raise QuickstartError(f"step '{step.name}' failed (exit {rc}); log: {log}\n{tail}")
-    (q.logs / f"{step.name}.done").write_text(json.dumps({"seconds": secs, "peak_mb": peak}))
-    return StepResult(step.name, step.title, "ok", secs, peak, str(log))
+    (q.logs / f"{step.name}.done").write_text(json.dumps({"seconds": secs, "peak_mb": peak,
+                                                           "cpu_s": cpu}))
+    return StepResult(step.name, step.title, "ok", secs, peak, cpu, str(log))
 
 
-def _child(argv: list[str], f: Any) -> tuple[float | None, int]:
+def _child(argv: list[str], f: Any) -> tuple[float | None, float, int]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     f.write(f"$ echosonar {' '.join(argv)}\n")
     f.flush()
     proc = subprocess.Popen([sys.executable, "-m", "echosonar.cli", *argv], stdout=f,
                             stderr=subprocess.STDOUT, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS and CPU time
+    except BaseException:  # Ctrl-C / SIGTERM of the quickstart: do not leave the step running
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024.0, proc.returncode
+    return usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime, proc.returncode
 
 
-def _in_process(step: Step, q: Quickstart, f: Any) -> tuple[float | None, int]:
+def _cpu_now() -> float:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _in_process(step: Step, q: Quickstart, f: Any) -> tuple[float | None, float, int]:
     from echosonar.app.pipeline import PeakMemory
     from echosonar.cli import main
 
+    cpu0 = _cpu_now()
     with PeakMemory(), contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         try:
             if step.func is not None:
@@ -295,7 +319,7 @@ def _in_process(step: Step, q: Quickstart, f: Any) -> tuple[float | None, int]:
             traceback.print_exc()
             print(f"{type(e).__name__}: {e}")
             rc = 1
-    return PeakMemory.peak_mb(), rc
+    return PeakMemory.peak_mb(), _cpu_now() - cpu0, rc
 
 
 def run_quickstart(out: str | Path, budget: str = DEFAULT_BUDGET, seed: int = 0,
@@ -320,7 +344,8 @@ def run_quickstart(out: str | Path, budget: str = DEFAULT_BUDGET, seed: int = 0,
         if done.is_file():
             info = json.loads(done.read_text())
             res = StepResult(step.name, step.title, "cached", info.get("seconds", 0.0),
-                             info.get("peak_mb"), str(q.logs / f"{step.name}.log"))
+                             info.get("peak_mb"), info.get("cpu_s"),
+                             str(q.logs / f"{step.name}.log"))
             q.results.append(res)
             notify("cached", step, res)
             continue

@@ -12,6 +12,8 @@ summary table, and prints where ``report.html`` is. ``OUT`` is a model bundle fo
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -97,12 +99,16 @@ def _table(q: Any, wall: float) -> Any:
     t.add_column("step")
     t.add_column("status")
     t.add_column("time", justify="right")
+    t.add_column("CPU time", justify="right")
     t.add_column("peak memory", justify="right")
     for r in q.results:
         t.add_row(r.title, r.status, f"{r.seconds:.1f} s",
+                  "—" if r.cpu_s is None else f"{r.cpu_s:.1f} s",
                   "—" if r.peak_mb is None else f"{r.peak_mb:.0f} MiB")
     t.add_section()
-    t.add_row("total", "", f"{wall:.1f} s", "")
+    cpu = sum(r.cpu_s or 0.0 for r in q.results)
+    peak = max((r.peak_mb or 0.0 for r in q.results), default=0.0)
+    t.add_row("total", "", f"{wall:.1f} s", f"{cpu:.1f} s", f"{peak:.0f} MiB")
     return t
 
 
@@ -117,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         run_quickstart,
     )
 
+    # SIGTERM -> SystemExit, so the running step's child process is stopped too
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     q0 = Quickstart(Path(args.out), args.budget, args.seed)
     steps = plan(q0)
     expect = BUDGETS[args.budget].get("expect_s", {})

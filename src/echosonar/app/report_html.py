@@ -194,7 +194,8 @@ def _measurements(c: dict[str, Any]) -> str:
 def _views(r: dict[str, Any], keyframes: Keyframes) -> str:
     reasoning = {v["view"]: v for v in r["reasoning"]["views"]}
     rows, seen = [], set()
-    for c in r["clips"]:
+    rank = {v: i for i, v in enumerate(VIEWS)}
+    for c in sorted(r["clips"], key=lambda c: (rank.get(c["view"], len(VIEWS)), c["index"])):
         view = c["view"]
         anchor = f'id="view-{view}"' if view not in seen else f'id="clip-{c["index"]}"'
         seen.add(view)
@@ -212,7 +213,7 @@ def _views(r: dict[str, Any], keyframes: Keyframes) -> str:
             continue
         rv = reasoning.get(view)
         body = _sentence(view, rv["text"]) if rv else ""
-        rows.append(f'<div class="view" id="view-{view}" data-view="{view}"><div></div><div>'
+        rows.append(f'<div class="view missing" id="view-{view}" data-view="{view}"><div>'
                     f'<div class="head"><span class="badge missing">{view}</span><h3>'
                     f'{escape(VIEW_NAMES[view])}</h3><span class="conf">not acquired</span></div>'
                     f"{body}</div></div>")

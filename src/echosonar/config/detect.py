@@ -23,6 +23,9 @@ class DetectConfig:
                                     "decoder memory; stride 4 localises small valves")
     auto_gain: bool = opt(True, "normalise each frame's brightness (99th percentile of the grey "
                           "level -> 0.6) before the CNN, for scanners with other gain")
+    refine: bool = opt(True, "RoI refinement: sample the stride-2/4 feature maps inside each box "
+                       "and correct it (small valves), folding the samples into the token")
+    roi_points: int = opt(5, "refinement samples per box side (roi_points^2 per box)")
     decoder_layers: int = opt(2, "transformer decoder layers (each one is deep-supervised)")
     heads: int = opt(4, "attention heads in the decoder")
     assign: str = opt("class", "'class': one query bound to each structure class (each class "

@@ -18,7 +18,7 @@ class EncoderModelConfig:
 
     arch: str = opt("tubelet", "'tubelet': tubelet embedding + factorised space/time attention; "
                     "'conv21d': (2+1)D conv stem + temporal transformer")
-    dim: int = opt(128, "token width D of the clip encoder's output")
+    dim: int = opt(64, "token width D of the clip encoder's output")
     depth: int = opt(2, "transformer blocks after the stem")
     heads: int = opt(4, "attention heads")
     mlp_ratio: float = opt(2.0, "transformer MLP width / dim")
@@ -39,7 +39,7 @@ class EncoderModelConfig:
 class EncoderTrainConfig:
     """How ``echosonar train encoder`` pretrains the encoder (no language model involved)."""
 
-    epochs: int = opt(6, "passes over the training clips")
+    epochs: int = opt(4, "passes over the training clips")
     batch_size: int = opt(16, "clips per optimisation step")
     lr: float = opt(1e-3, "AdamW peak learning rate (linear warm-up, cosine decay)")
     weight_decay: float = opt(0.05, "AdamW weight decay")

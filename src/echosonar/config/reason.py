@@ -10,7 +10,7 @@ from echosonar.config.base import opt
 @dataclass
 class LMConfig:
     arch: str = opt("llama", "from-scratch decoder: llama or qwen2 (HF ...ForCausalLM)")
-    hidden_size: int = opt(256, "LM hidden width (from-scratch model)")
+    hidden_size: int = opt(192, "LM hidden width (from-scratch model)")
     layers: int = opt(4, "decoder layers (from-scratch model)")
     heads: int = opt(4, "attention heads")
     kv_heads: int = opt(0, "key/value heads for grouped-query attention (0 = heads)")
@@ -39,10 +39,10 @@ class LMConfig:
 
 @dataclass
 class SFTConfig:
-    lr: float = opt(1e-3, "peak AdamW learning rate")
+    lr: float = opt(1.5e-3, "peak AdamW learning rate")
     min_lr_ratio: float = opt(0.1, "cosine decays to lr x this")
     weight_decay: float = opt(0.05, "AdamW weight decay (matrices only)")
-    steps: int = opt(300, "optimizer steps")
+    steps: int = opt(200, "optimizer steps")
     batch_size: int = opt(8, "studies per step (global, over all DDP ranks)")
     micro_batch_size: int = opt(0, "studies per forward pass per rank (0 = the whole per-rank "
                                    "batch); gradients accumulate")

@@ -160,6 +160,12 @@ class Detector(nn.Module, Pretrained):
         self.score_head = nn.Linear(d, 1 if cfg.assign == "class" else K + 1)
         self.box_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(),
                                       nn.Linear(d, 4))
+        if cfg.refine:
+            n, c_roi = cfg.roi_points, w[0] + w[1]
+            self.roi_proj = nn.Sequential(nn.Linear(n * n * c_roi, d), nn.GELU(),
+                                          nn.Linear(d, d))
+            self.roi_norm = nn.LayerNorm(d)
+            self.refine_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
         # per-rule measurement coefficients (detect.measure.RULES); saved with the weights
         self.register_buffer("measure_calib", torch.as_tensor(DEFAULT_CALIB).clone())
         self._reset()
@@ -171,9 +177,9 @@ class Detector(nn.Module, Pretrained):
         if self.config.assign == "class":
             # start with low presence (focal-loss style prior) so early steps are not swamped
             nn.init.constant_(self.score_head.bias, -2.0)
-        last = self.box_head[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.constant_(last.bias, 0.0)  # boxes start centred at half the image size
+        for last in (self.box_head[-1], *((self.refine_head[-1],) if self.config.refine else ())):
+            nn.init.zeros_(last.weight)   # start at the reference point, half-size boxes,
+            nn.init.constant_(last.bias, 0.0)  # and with no refinement
 
     # ------------------------------------------------------------------------------------
     def prepare(self, frames: Tensor) -> Tensor:
@@ -232,7 +238,36 @@ class Detector(nn.Module, Pretrained):
             outs.append((h, self._heads(h, attn @ centers)))
         hidden, (logits, boxes) = outs[-1]
         aux = [{"logits": lg, "boxes": bx} for _, (lg, bx) in outs[:-1]]
+        if self.config.refine:
+            aux.append({"logits": logits, "boxes": boxes})
+            hidden, boxes = self._refine(hidden, boxes, feats[:2])
         return {"logits": logits, "boxes": boxes, "hidden": hidden, "aux": aux}
+
+    def _refine(self, h: Tensor, boxes: Tensor, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """RoI refinement (Sparse R-CNN style): sample an ``n`` x ``n`` grid of the stride-2 and
+        stride-4 feature maps over each box enlarged 1.5x, fold it into the query's embedding
+        and predict a box correction. h [B, Q, D], boxes [B, Q, 4] cxcywh -> refined (h, boxes).
+
+        The decoder's memory is at most 1/4 resolution, where a closed mitral leaflet is under a
+        cell thick; the correction reads the full-resolution detail inside the box instead.
+        """
+        n = self.config.roi_points
+        b, q, _ = boxes.shape
+        ref = boxes.detach()
+        t = (torch.arange(n, dtype=h.dtype, device=h.device) + 0.5) / n - 0.5   # [n]
+        gx = ref[..., 0:1] + 1.5 * ref[..., 2:3] * t                           # [B, Q, n]
+        gy = ref[..., 1:2] + 1.5 * ref[..., 3:4] * t
+        grid = torch.stack([gx[..., None, :].expand(b, q, n, n),
+                            gy[..., :, None].expand(b, q, n, n)], -1)           # [B, Q, n, n, 2]
+        grid = (grid * 2 - 1).reshape(b, q * n * n, 1, 2)
+        feats = torch.cat([F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False) for m in maps], 1)
+        feats = feats.reshape(b, -1, q, n * n).permute(0, 2, 3, 1).reshape(b, q, -1)
+        h = self.roi_norm(h + self.roi_proj(feats))
+        d = self.refine_head(h)
+        cxcy = ref[..., :2] + d[..., :2].tanh() * 0.5 * ref[..., 2:]
+        wh = ref[..., 2:] * d[..., 2:].clamp(-2.0, 2.0).exp()
+        return h, torch.cat([cxcy, wh.clamp(max=1.0)], -1)
 
     def _heads(self, h: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         """Scores and boxes; the box centre is the reference point ``ref`` [B, Q, 2] moved by a

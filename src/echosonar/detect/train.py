@@ -162,8 +162,8 @@ def train_detector(cfg: EchoSonarConfig, cache: str | Path, out: str | Path,
     return finalize(model, cache, out, train_studies, val_studies, log)
 
 
-_ARCH = ("embed_dim", "image_size", "widths", "memory_strides", "auto_gain", "decoder_layers",
-         "heads", "assign", "num_queries", "view_cond")
+_ARCH = ("embed_dim", "image_size", "widths", "memory_strides", "auto_gain", "refine",
+         "roi_points", "decoder_layers", "heads", "assign", "num_queries", "view_cond")
 
 
 def _arch_only(cfg: DetectConfig) -> dict[str, Any]:

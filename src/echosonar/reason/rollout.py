@@ -80,13 +80,17 @@ def _cache_kw_for(cls: type) -> str:
 
 def _base_lm(lm: torch.nn.Module) -> torch.nn.Module:
     """Unwrap PEFT / DDP wrappers to the HF model (for signatures and embeddings)."""
-    while True:
-        if hasattr(lm, "get_base_model"):
-            lm = lm.get_base_model()
-        elif isinstance(lm, torch.nn.parallel.DistributedDataParallel):
-            lm = lm.module
+    for _ in range(8):
+        if isinstance(lm, torch.nn.parallel.DistributedDataParallel):
+            inner = lm.module
+        elif hasattr(lm, "get_base_model"):
+            inner = lm.get_base_model()
         else:
             return lm
+        if inner is lm:
+            return lm
+        lm = inner
+    return lm
 
 
 def lm_forward(lm: torch.nn.Module, cache: Any = None, **kwargs: Any) -> Any:
