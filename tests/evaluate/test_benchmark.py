@@ -77,7 +77,7 @@ def test_execute_resumes_and_propagates_failures(tmp_path):
     status = execute(steps, tmp_path, log=lambda s: None, runner=runner)
     assert ran == ["grpo"] and n_first == len(steps) - 2
     md = render(tmp_path, "tiny", status)
-    assert "| Prior baseline | 50.0 [40.0, 60.0] | 40.0 | – | 50.0 | 75.0 |" in md
+    assert "| Prior baseline | 50.0 [40.0, 60.0] | – | 40.0 | – | 50.0 | 75.0 |" in md
     assert "VLM SFT + GRPO (EchoSonar-R) | not available: grpo failed" in md
     assert "BAcc bicuspid_aortic_valve %" in md and "Tiny budget" in md
     assert "| grpo | failed: exit code 1: out of patience |" in md

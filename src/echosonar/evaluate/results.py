@@ -37,7 +37,8 @@ def _row_cells(m: Mapping[str, Any], rare: list[str]) -> list[str]:
     c = m["classification"]
     lo, hi = c.get("macro_balanced_accuracy_ci") or (None, None)
     cells = [f"{_pct(c['macro_balanced_accuracy'])} [{_pct(lo)}, {_pct(hi)}]",
-             _pct(c["macro_f1"]), _pct(c["macro_auroc"])]
+             _pct(c.get("macro_balanced_accuracy_two_class")), _pct(c["macro_f1"]),
+             _pct(c["macro_auroc"])]
     rl = m.get("rare_labels", {})
     cells += [_pct(rl.get(k, {}).get("balanced_accuracy")) for k in rare]
     cells.append(_num(m.get("green_rule", {}).get("green_rule")))
@@ -81,7 +82,8 @@ def render(out: Path, budget: str, steps: Mapping[str, Any], started: str = "") 
         lines += ["**Tiny budget: a smoke test of the whole pipeline. Models are barely trained "
                   "and test sets are a handful of studies, so differences between rows are "
                   "noise.**", ""]
-    head = (["row", "macro BAcc % [95% CI]", "macro F1 %", "macro AUROC %"]
+    head = (["row", "macro BAcc % [95% CI]", "BAcc two-class labels %", "macro F1 %",
+             "macro AUROC %"]
             + [f"BAcc {k} %" for k in rare]
             + ["GREEN-rule", "BLEU-4", "ROUGE-L", "well-formed %",
                "reasoning: agree / grounded / no-unassessable %", "train s", "eval s"])
@@ -145,8 +147,9 @@ def _notes(rare: list[str], m: Mapping[str, Any] | None) -> list[str]:
            "* macro BAcc: mean over all 14 labels of scikit-learn balanced accuracy (the "
            "paper's definition); 95% CI from 1,000 (tiny budget: 200) bootstrap resamples of "
            "test studies, seed 0. A label with one class in the test split contributes its "
-           "specificity (scikit-learn's behaviour); such labels are listed in each row's "
-           "metrics JSON (`one_class_labels`).",
+           "specificity (scikit-learn's behaviour), which lets an all-negative predictor score "
+           "100% there; the next column averages only labels with both classes in the split. "
+           "One-class labels are listed in each row's metrics JSON (`one_class_labels`).",
            "* macro F1: scikit-learn F1 per label (zero_division = 0), averaged. AUROC from the "
            "per-label scores (baselines: probabilities; VLM: the label head), one-class labels "
            "excluded.",
