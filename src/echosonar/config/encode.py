@@ -22,7 +22,7 @@ class EncoderModelConfig:
     depth: int = opt(2, "transformer blocks after the stem")
     heads: int = opt(4, "attention heads")
     mlp_ratio: float = opt(2.0, "transformer MLP width / dim")
-    dropout: float = opt(0.1, "dropout in attention/MLP and on the stem output")
+    dropout: float = opt(0.0, "dropout in attention/MLP and on the stem output")
     image_size: int = opt(64, "input width and height (other clip sizes are resized)")
     clip_len: int = opt(16, "input frames (other clip lengths are resampled, nearest frame)")
     stem_widths: list[int] = opt([32, 64], "conv21d: channels of the (2+1)D stages (stage 0 "
@@ -40,8 +40,8 @@ class EncoderTrainConfig:
     """How ``echosonar train encoder`` pretrains the encoder (no language model involved)."""
 
     epochs: int = opt(4, "passes over the training clips")
-    batch_size: int = opt(16, "clips per optimisation step")
-    lr: float = opt(1e-3, "AdamW peak learning rate (linear warm-up, cosine decay)")
+    batch_size: int = opt(8, "clips per optimisation step (small: more updates per CPU-second)")
+    lr: float = opt(2e-3, "AdamW peak learning rate (linear warm-up, cosine decay)")
     weight_decay: float = opt(0.05, "AdamW weight decay")
     warmup_frac: float = opt(0.05, "fraction of steps used for linear warm-up")
     label_weight: float = opt(1.0, "weight of the view-masked label BCE loss")
@@ -49,6 +49,8 @@ class EncoderTrainConfig:
     mask_video_weight: float = opt(0.0, "weight of masked-video reconstruction (0 = off)")
     mask_ratio: float = opt(0.5, "fraction of space-time cells hidden for masked-video loss")
     augment: bool = opt(True, "random gain/gamma/shift/temporal-offset augmentation")
+    augment_shift: int = opt(1, "largest random shift, pixels (inputs are standardised against "
+                             "a per-view mean image, so keep it small)")
     max_clips: int = opt(0, "use at most this many training clips (0 = all)")
     grad_clip: float = opt(1.0, "max gradient norm")
     seed: int = opt(0, "random seed")

@@ -77,7 +77,7 @@ def ef_teichholz(edd_cm: float, esd_cm: float) -> float:
     """Ejection fraction (%) from end-diastolic and end-systolic diameters (Teichholz).
 
     >>> round(ef_teichholz(5.0, 3.3), 1)
-    62.8
+    62.7
     """
     ved, ves = teichholz_volume(edd_cm), teichholz_volume(esd_cm)
     return 100.0 * (ved - ves) / max(ved, 1e-6)

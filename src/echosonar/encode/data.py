@@ -129,11 +129,13 @@ def stack_frames(frames: list[np.ndarray]) -> torch.Tensor:
     return torch.stack(out)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
     """Photometric + small geometric + temporal-phase jitter on ``[B, T, 3, H, W]`` in [0, 1].
 
-    Gain and gamma act on all channels alike, so colour stays colour; shifts are a few pixels
-    (the sector stays in view); the cine is rolled in time (a heart cycle has no fixed start).
+    Gain and gamma act on all channels alike, so colour stays colour; shifts are at most
+    ``max_shift`` pixels (the encoder standardises each pixel against a per-view mean image,
+    so a large shift looks like a different anatomy: ±3 px slowed learning a lot); the cine is
+    rolled in time (a heart cycle has no fixed start).
     """
     b, t = x.shape[:2]
     u = torch.rand(b, 4, generator=gen)
@@ -142,7 +144,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x = (x.clamp(0, 1) ** gamma * gain).clamp(0, 1)
     out = torch.empty_like(x)
     for i in range(b):
-        dy, dx = (int(v) for v in torch.randint(-3, 4, (2,), generator=gen))
+        dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=gen))
         dt = int(torch.randint(0, t, (1,), generator=gen))
         out[i] = torch.roll(x[i], shifts=(dt, dy, dx), dims=(0, 2, 3))
     return out

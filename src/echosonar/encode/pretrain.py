@@ -137,7 +137,7 @@ def pretrain(train: ClipTable, val: ClipTable | None, model_cfg: EncoderModelCon
         for s in range(0, len(train), cfg.batch_size):
             b = batch_of(train, perm[s:s + cfg.batch_size])
             if cfg.augment:
-                b["frames"] = augment(b["frames"], gen)
+                b["frames"] = augment(b["frames"], gen, cfg.augment_shift)
             loss, parts = multitask_loss(encoder, heads, b, weights, cfg.mask_ratio, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
