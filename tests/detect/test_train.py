@@ -119,3 +119,11 @@ def test_detect_cli_on_a_cache_with_eval_and_overlay(tiny_cache, tmp_path):
     assert len(rep["studies"]) == 5 and "coco" in rep["eval"]
     assert png.stat().st_size > 100
     assert main(["detect", str(tmp_path / "nope"), "--model", str(tmp_path / "det")]) == 2
+
+
+def test_train_cli_reports_a_missing_cache_clearly(tmp_path, capsys):
+    from echosonar.cli import main
+
+    rc = main(["train", "detector", "--cache", str(tmp_path / "none"), "--out",
+               str(tmp_path / "o")])
+    assert rc == 2 and "no clip cache index" in capsys.readouterr().err

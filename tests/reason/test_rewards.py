@@ -2,8 +2,8 @@
 
 import pytest
 
+from echosonar.config.grpo import GRPOConfig
 from echosonar.reason.rewards import (
-    REWARDS,
     agreement_reward,
     box_grounding_reward,
     classification_balanced_reward,
@@ -11,6 +11,7 @@ from echosonar.reason.rewards import (
     combine_rewards,
     compute_rewards,
     format_reward,
+    format_soft_reward,
     label_prevalence,
     length_penalty,
     report_reward,
@@ -61,8 +62,10 @@ def test_empty_answer_gets_no_credit():
     assert classification_balanced_reward(bad, **c) == [0.0] * 4
     assert agreement_reward(bad) == [0.0] * 4
     assert report_reward([empty, ""], **cols(2)) == [0.0, 0.0]
-    total, _ = compute_rewards(bad, {k: 1.0 for k in REWARDS if k != "grounding"}, "paper", **c)
-    assert max(total) <= 0.0
+    total, _ = compute_rewards(bad, GRPOConfig().reward_weights, "paper", **c)
+    assert max(total) <= 0.0  # the default reward mix gives an empty answer nothing
+    # the (off by default) skeleton-shaping bonus never gives an empty answer full marks
+    assert max(format_soft_reward(bad)) <= 0.8 < format_soft_reward([GOOD])[0]
 
 
 def test_duplicated_tags_are_malformed():

@@ -61,13 +61,14 @@ BUDGETS: dict[str, dict[str, Any]] = {
             "lm": {"hidden_size": 128, "layers": 2, "heads": 4, "vocab_size": 1024},
             "sft": {"steps": 40, "batch_size": 4, "warmup": 4, "eval_every": 0,
                     "val_studies": 4, "sample_every": 0, "samples": 0},
-            "grpo": {"steps": 2, "group_size": 2, "studies_per_step": 1,
+            "grpo": {"steps": 1, "group_size": 2, "studies_per_step": 1,
                      "micro_batch_studies": 1, "max_completion_length": 1600},
-            "eval": {"bootstrap": 200, "max_new_tokens": 1600, "meteor": False},
+            "eval": {"bootstrap": 200, "max_new_tokens": 1600, "max_studies": 3,
+                     "meteor": False},
         },
         "expect_s": {"simulate": 15, "ingest": 10, "view_classifier": 40, "detector": 60,
-                     "encoder": 20, "features": 20, "sft": 160, "grpo": 60, "bundle": 3,
-                     "evaluate": 90, "analyze": 25},
+                     "encoder": 20, "features": 20, "sft": 160, "grpo": 75, "bundle": 5,
+                     "evaluate": 120, "analyze": 30},
     },
     "medium": {  # enough training for well-formed reasoning; tens of minutes on 2 cores
         "studies": 200,
@@ -228,7 +229,9 @@ def write_quickstart_bundle(q: Quickstart) -> None:
             scores = np.concatenate([np.asarray(model.label_scores(val[i:i + 8]).float())
                                      for i in range(0, len(val), 8)])
         y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in val])
-        thresholds = choose_thresholds(y, scores, LABEL_KEYS)
+        # a cut above every val score ("never positive") comes back > 1: clip to [0, 1]
+        thresholds = {k: min(1.0, max(0.0, float(t)))
+                      for k, t in choose_thresholds(y, scores, LABEL_KEYS).items()}
         note = f"chosen on {len(val)} val studies (max balanced accuracy per label)"
     from echosonar.config import load_config
 
@@ -248,7 +251,12 @@ def write_config(q: Quickstart) -> None:
     from echosonar.io.atomic import atomic_write_text
 
     text = yaml.safe_dump(BUDGETS[q.budget]["config"], sort_keys=False)
-    atomic_write_text(q.config, f"# echosonar quickstart, budget {q.budget}\n{text}")
+    text = f"# echosonar quickstart, budget {q.budget}, seed {q.seed}\n{text}"
+    done = list(q.logs.glob("*.done"))
+    if done and (not q.config.is_file() or q.config.read_text() != text):
+        raise QuickstartError(f"{q.out} holds steps run with another budget or seed; rerun with "
+                              "--fresh (or choose another --out)")
+    atomic_write_text(q.config, text)
     try:
         load_config(q.config)  # fail now, with the key named, if a stage renamed a field
     except ValueError as e:

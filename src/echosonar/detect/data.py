@@ -161,8 +161,9 @@ def augment(frames: Tensor, present: Tensor, boxes: Tensor, strength: float,
             gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """Batched augmentation. frames float [B, 3, S, S] 0..1; boxes cxcywh [B, K, 4].
 
-    Geometry: zoom 0.8..1.2 and shift +-8 % (boxes follow; a box with < 40 % of its area left in
-    view becomes absent) — covers other depths and sector widths. Intensity: gain, gamma,
+    Geometry: zoom 0.6..1.25 and shift +-8 % (boxes follow; a box with < 40 % of its area left
+    in view becomes absent) — covers other depths and sector widths (a real 19 cm-deep A4C shows
+    the heart at ~0.7x the simulator's scale). Intensity: gain, gamma,
     Gaussian blur (coarser speckle of lower-frequency probes) and noise, on the B-mode part only
     (colour pixels keep their hue so jets stay recognisable). No flips: left/right is anatomy.
     """
@@ -174,7 +175,7 @@ def augment(frames: Tensor, present: Tensor, boxes: Tensor, strength: float,
     def u(lo: float, hi: float, *shape: int) -> Tensor:
         return lo + (hi - lo) * torch.rand(*(shape or (b,)), generator=gen).to(dev)
 
-    zoom = torch.exp(u(-0.2, 0.2) * strength)
+    zoom = torch.exp(u(-0.5, 0.22) * strength)  # 0.6..1.25: deeper settings shrink the heart
     shift = u(-0.08, 0.08, b, 2) * strength
     # grid_sample: output normalised coords p map to input p / zoom + shift
     theta = torch.zeros(b, 2, 3, device=dev)
@@ -199,7 +200,7 @@ def augment(frames: Tensor, present: Tensor, boxes: Tensor, strength: float,
     gamma = torch.exp(u(-0.35, 0.35) * strength)[:, None, None, None]
     grey = (grey.clamp(1e-4, 1) ** gamma * gain).clamp(0, 1)
     # one blur width per batch, applied to a random half: a single 1-channel convolution
-    sigma = float(u(0.3, 1.2, 1)) * strength
+    sigma = float(u(0.3, 1.6, 1)) * strength
     blur = torch.rand(b, generator=gen).to(dev) < 0.5
     grey = torch.where(blur[:, None, None, None], _blur(grey, sigma), grey)
     noise = u(0.0, 0.06) * strength

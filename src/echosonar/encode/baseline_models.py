@@ -4,10 +4,9 @@
   used by the single-view baseline (A4C clip only) and by PanEcho-style late fusion (the same
   per-clip model on every clip, probabilities averaged over a study's clips).
 * :class:`FusionClassifier` — a whole study ``[B, C, 1 + N, D]`` with view ids ``[B, C]`` and a
-  presence mask ``[B, C]`` -> ``[B, L]``: tokens of every clip get a view embedding, one
-  transformer layer mixes them across views, and one learned query per label attends over all
-  tokens (missing clips are masked out of both attentions), so each label can read the view that
-  shows it.
+  presence mask ``[B, C]`` -> ``[B, L]``: per-clip states with view embeddings, attention
+  across clips, then per label an attention over clips weighting per-clip logits (missing clips
+  masked everywhere), so each label can read the view that shows it.
 """
 
 from __future__ import annotations
@@ -87,7 +86,7 @@ class BaselineModelConfig:
     hidden: int = 128
     heads: int = 4
     dropout: float = 0.2
-    max_tokens: int = 64          # fusion: most tokens per clip (size of the position table)
+    mix_layers: int = 1           # fusion: transformer layers across a study's clips
     labels: list[str] = field(default_factory=lambda: list(LABEL_KEYS))
 
 
@@ -118,7 +117,14 @@ class ClipClassifier(Pretrained, nn.Module):
 
 
 class FusionClassifier(Pretrained, nn.Module):
-    """Study ``tokens [B, C, 1+N, D]``, ``views [B, C]``, ``present [B, C]`` -> ``[B, L]``."""
+    """Study ``tokens [B, C, 1+N, D]``, ``views [B, C]``, ``present [B, C]`` -> ``[B, L]``.
+
+    Per clip: an MLP on [global, mean space-time token] plus a view embedding gives a clip
+    state; ``mix_layers`` transformer layers let clip states attend to each other (missing
+    clips masked); then, per label, an attention over clips (softmax of a learned score over
+    the present clips) weights per-clip logits. It contains late fusion as the special case of
+    equal weights, and can learn which view shows which label.
+    """
 
     checkpoint_kind = "baseline_fusion"
     config_class = BaselineModelConfig
@@ -127,28 +133,32 @@ class FusionClassifier(Pretrained, nn.Module):
         super().__init__()
         self.config = c = config
         h, n_lab = c.hidden, len(c.labels)
-        self.inp = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, h))
+        self.clip = nn.Sequential(nn.LayerNorm(2 * c.dim), nn.Linear(2 * c.dim, h), nn.GELU(),
+                                  nn.Dropout(c.dropout))
         self.view_embed = nn.Embedding(len(CLASSIFIER_VIEWS), h)
-        self.tok_embed = nn.Embedding(c.max_tokens, h)  # token position within a clip (0 = global)
-        self.mix = nn.TransformerEncoderLayer(h, c.heads, 2 * h, c.dropout, activation="gelu",
-                                              batch_first=True, norm_first=True)
-        self.queries = nn.Parameter(torch.randn(n_lab, h) * 0.02)
-        self.cross = nn.MultiheadAttention(h, c.heads, dropout=c.dropout, batch_first=True)
+        nn.init.normal_(self.view_embed.weight, std=0.02)
+        self.mix = nn.ModuleList(
+            nn.TransformerEncoderLayer(h, c.heads, 2 * h, c.dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(c.mix_layers))
         self.norm = nn.LayerNorm(h)
-        self.w = nn.Parameter(torch.randn(n_lab, h) * 0.02)
-        self.b = nn.Parameter(torch.zeros(n_lab))
-        _init_bias(self.b, prior)
+        self.logit = nn.Linear(h, n_lab)
+        self.score = nn.Linear(h, n_lab)
+        nn.init.zeros_(self.score.weight)   # start as late fusion (equal weights)
+        nn.init.zeros_(self.score.bias)
+        _init_bias(self.logit.bias, prior)
 
     def forward(self, tokens: torch.Tensor, views: torch.Tensor,
                 present: torch.Tensor) -> torch.Tensor:
-        b, c, n, _ = tokens.shape
         if not bool(present.any(1).all()):
             raise ValueError("every study needs at least one present clip")
-        x = self.inp(tokens) + self.view_embed(views)[:, :, None] \
-            + self.tok_embed(torch.arange(n, device=tokens.device))[None, None]
-        x = x.reshape(b, c * n, -1)
-        pad = (~present)[:, :, None].expand(b, c, n).reshape(b, c * n)
-        x = self.mix(x, src_key_padding_mask=pad)
-        q = self.queries[None].expand(b, -1, -1)
-        z = self.norm(q + self.cross(q, x, x, key_padding_mask=pad, need_weights=False)[0])
-        return (z * self.w).sum(-1) + self.b
+        rest = tokens[:, :, 1:].mean(2) if tokens.shape[2] > 1 else torch.zeros_like(
+            tokens[:, :, 0])
+        x = self.clip(torch.cat([tokens[:, :, 0], rest], -1)) + self.view_embed(views)
+        pad = ~present
+        for layer in self.mix:
+            x = layer(x, src_key_padding_mask=pad)
+        x = self.norm(x)                                             # [B, C, H]
+        scores = self.score(x).masked_fill(pad[:, :, None], float("-inf"))
+        weights = scores.softmax(dim=1)                              # [B, C, L] over clips
+        return (weights * self.logit(x)).sum(1)

@@ -7,7 +7,7 @@
 3. ``late_fusion`` — PanEcho-style: one view-agnostic :class:`ClipClassifier` trained on every
    clip with its study's labels; a study's probabilities are the mean over its clips.
 4. ``attention_fusion`` — :class:`FusionClassifier`: view embeddings, cross-view attention,
-   one query per label, missing views masked.
+   per-label attention over clips weighting per-clip logits, missing views masked.
 
 Protocol: train on ``train``; pick each model's best epoch by validation BCE; choose one threshold
 per label on ``val`` maximising balanced accuracy; report on ``test`` (never used for choices).
@@ -95,7 +95,7 @@ def _view_clip(ss: StudySet, view: str) -> tuple[torch.Tensor, torch.Tensor]:
 def _clip_config(ss: StudySet, cfg: BaselineConfig, kind: str) -> BaselineModelConfig:
     return BaselineModelConfig(kind=kind, dim=ss.tokens.shape[-1], hidden=cfg.hidden,
                                heads=cfg.heads, dropout=cfg.dropout,
-                               max_tokens=max(64, ss.tokens.shape[2]))
+                               mix_layers=cfg.fusion_layers)
 
 
 def predict(method: str, model: Any, ss: StudySet, prior: torch.Tensor,

@@ -29,7 +29,7 @@ from echosonar.textformat import ParsedOutput, parse_generation
 
 __all__ = ["EMBEDDER", "REWARDS", "agreement_reward", "box_grounding_reward",
            "classification_balanced_reward", "classification_iou_reward", "combine_rewards",
-           "compute_rewards", "format_reward", "grounding_reward", "label_prevalence",
+           "compute_rewards", "format_reward", "format_soft_reward", "grounding_reward", "label_prevalence",
            "length_penalty", "report_reward"]
 
 RewardFn = Callable[..., list[float | None]]
@@ -71,6 +71,31 @@ def format_reward(completions: Sequence[str], **kwargs: Any) -> list[float | Non
     [1.0, 0.0, 0.0, 0.0]
     """
     return [1.0 if parse(c).well_formed else 0.0 for c in completions]
+
+
+def format_soft_reward(completions: Sequence[str], **kwargs: Any) -> list[float | None]:
+    """Partial credit for the tag skeleton, to shape a weak SFT start towards the format: 0.2
+    for each of the four tags present exactly once, plus 0.2 when they are also in order with
+    nothing outside the blocks and the answer lists valid findings (an empty answer never
+    reaches full marks). Never grants correctness credit (those rewards stay gated by the
+    strict :func:`format_reward`), so it is a bonus with a small weight, off by default.
+
+    >>> from echosonar.taxonomy import REPORT_SECTIONS
+    >>> from echosonar.textformat import render_generation
+    >>> good = render_generation(["view A4C: not acquired; not assessable: none."], [],
+    ...                          {s: "Normal." for s in REPORT_SECTIONS})
+    >>> [round(r, 2) for r in format_soft_reward([good, "<think>\\nview A4C", "</answer>" * 2])]
+    [1.0, 0.2, 0.0]
+    """
+    out: list[float | None] = []
+    for c in completions:
+        once = sum(c.count(t) == 1 for t in ("<think>", "</think>", "<answer>", "</answer>"))
+        errs = parse(c).errors
+        layout = once == 4 and not any(e.startswith(_TAG_ERRORS) or "tags out of order" in e
+                                       or "outside the think" in e for e in errs) \
+            and answer_findings(c) is not None
+        out.append(0.2 * once + (0.2 if layout else 0.0))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,8 +296,10 @@ def length_penalty(completions: Sequence[str], completion_lengths: Sequence[int]
     - DAPO's soft overlong ramp: ``-(L - (L_max - buffer)) / buffer`` over the last ``buffer``
       tokens;
     - degeneration: minus the fraction of non-empty lines repeating an earlier line;
-    - the paper's short-answer penalty: a report (all sections) shorter than ``short_fraction``
-      of the reference costs ``-(1 - len / (short_fraction * ref_len))``; no report at all: -1.
+    - the paper's short-answer penalty: a parsed report (all sections) shorter than
+      ``short_fraction`` of the reference costs ``-(1 - len / (short_fraction * ref_len))``
+      (an unparseable output is left to the format rewards, so malformed outputs still differ
+      here by truncation and repetition).
 
     >>> length_penalty(["a\\nb", "a\\na\\na\\na"], completion_lengths=[10, 10],
     ...                truncated=[True, False], max_completion_length=100)
@@ -302,9 +329,7 @@ def length_penalty(completions: Sequence[str], completion_lengths: Sequence[int]
             got = parse(c).sections
             gen_len = sum(len(t) for t in got.values())
             want = float(frac[i]) * ref_len
-            if not got:
-                pens.append(-1.0)
-            elif want > 0 and gen_len < want:
+            if got and want > 0 and gen_len < want:
                 pens.append(-(1.0 - gen_len / want))
         out.append(float(min(pens)))
     return out
@@ -319,6 +344,7 @@ def length_penalty(completions: Sequence[str], completion_lengths: Sequence[int]
 #: outputs cannot farm box points); ``bonus`` rewards are added ungated.
 REWARDS: dict[str, RewardFn] = {
     "format": format_reward,
+    "format_soft": format_soft_reward,
     "classification_iou": classification_iou_reward,
     "classification_balanced": classification_balanced_reward,
     "report": report_reward,
@@ -328,7 +354,7 @@ REWARDS: dict[str, RewardFn] = {
     "length": length_penalty,
 }
 ROLES: dict[str, str] = {
-    "format": "gate", "classification_iou": "gated", "classification_balanced": "gated",
+    "format": "gate", "format_soft": "bonus", "classification_iou": "gated", "classification_balanced": "gated",
     "report": "gated", "box_grounding": "gated", "grounding": "gated", "agreement": "bonus",
     "length": "bonus",
 }
