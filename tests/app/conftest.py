@@ -169,10 +169,9 @@ def tiny_quickstart(tmp_path_factory):
     """A finished ``echosonar quickstart --budget tiny`` folder (a model bundle + simulated
     data). Built once per session; xdist workers share it via a file lock."""
     import fcntl
+    import os
 
     from echosonar.app.quickstart import run_quickstart
-
-    import os
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

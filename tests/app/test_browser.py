@@ -110,3 +110,58 @@ def test_upload_and_read_report_in_chromium(request, tmp_path):
         driver.quit()
         stop()
     assert not any(work.iterdir())
+
+
+def test_boxes_and_citation_highlight_in_chromium(tmp_path, fake_bundle, fake_stages):
+    """Fake stages (boxes and citations guaranteed): the drawn boxes are in the keyframe pixels
+    and hovering a citation chip lights the cited box of its view."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from echosonar.app.keyframes import structure_color
+    from echosonar.app.pipeline import analyze_study
+    from echosonar.app.server import create_app
+
+    from .conftest import fake_dicom
+
+    driver = _driver()
+    files = [str(fake_dicom(tmp_path / f"{v}.dcm", v)) for v in ("A4C", "PLAX")]
+
+    def analyze(paths, progress):
+        return analyze_study(paths, fake_bundle, progress=progress, stages=fake_stages)
+
+    base, stop = live_server(create_app(analyze))
+    try:
+        driver.get(base + "/")
+        driver.find_element(By.ID, "files").send_keys("\n".join(files))
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "report")))
+        # the LV box is drawn into the A4C end-diastole keyframe in the LV colour
+        lv = structure_color("LV").lstrip("#")
+        rgb = [int(lv[i:i + 2], 16) for i in (0, 2, 4)]
+        n = driver.execute_script("""
+            const img = document.querySelector('#view-A4C .kf img');
+            const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+            for (let i = 0; i < d.length; i += 4)
+              if (Math.abs(d[i] - arguments[0][0]) < 8 && Math.abs(d[i + 1] - arguments[0][1]) < 8
+                  && Math.abs(d[i + 2] - arguments[0][2]) < 8) n++;
+            return n;""", rgb)
+        assert n > 200, f"LV box colour found on only {n} pixels"
+        chip = driver.find_element(By.CSS_SELECTOR, '.cite[data-view="A4C"][data-s="LV"]')
+        rect = driver.find_element(By.CSS_SELECTOR, 'rect[data-view="A4C"][data-s="LV"]')
+        assert "hl" not in (rect.get_attribute("class") or "")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", chip)
+        ActionChains(driver).move_to_element(chip).perform()
+        assert "hl" in rect.get_attribute("class")
+        WebDriverWait(driver, 3).until(lambda d: float(d.execute_script(
+            "return getComputedStyle(arguments[0]).opacity", rect)) > 0.9)  # after the fade-in
+        other = driver.find_element(By.CSS_SELECTOR, 'rect[data-view="PLAX"][data-s="LV"]')
+        assert "hl" not in (other.get_attribute("class") or "")  # only the cited view's box
+    finally:
+        driver.quit()
+        stop()

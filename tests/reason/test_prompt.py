@@ -31,6 +31,7 @@ def test_prompt_layout(n_views):
     sf = _with_views(n_views, seed=n_views)
     p = build_prompt(sf)
     assert p.views == [v for v in VIEWS if v in {x.view for x in sf.views}]  # canonical order
+    assert p.text.startswith("<s>") and p.text.endswith("\n<gen>")  # <gen> ends every prompt
     assert p.text.count("<clip>") == p.clip.shape[0] == n_views * 5
     assert p.text.count("<struct>") == p.struct.shape[0] == n_views * K
     assert p.struct.shape[1] == 16 + 1 and p.struct_type.tolist() == list(range(K)) * n_views

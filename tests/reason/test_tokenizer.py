@@ -45,7 +45,7 @@ def test_special_tokens_are_single_ids_and_skippable(tok):
     for t in SPECIAL_TOKENS + TAG_TOKENS:
         assert len(_ids(tok, t)) == 1, t
     assert tok.eos_token_id is not None and tok.pad_token_id is not None
-    assert len({tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + TAG_TOKENS}) == 9
+    assert len({tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + TAG_TOKENS}) == 10
     ids = _ids(tok, f"<s><think>{CLIP}{STRUCT}a</think></s><pad>")
     assert tok.decode(ids, skip_special_tokens=True) == "<think>a</think>"
 

@@ -228,6 +228,10 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
         warnings.append(f"the model output is malformed ({len(parsed.errors)} format "
                         "problem(s)); the report may be incomplete")
     findings = _findings(scores, bundle.spec.thresholds, parsed.findings, present)
+    calls = {f["key"] for f in findings if f["positive"] and f["assessable"]}
+    if "healthy" in calls and len(calls) > 1:
+        warnings.append("the label scores call the study healthy and abnormal at once; "
+                        "treat the findings table with care")
     reason_lines = {ln.split(":", 1)[0][5:]: ln.strip() for ln in parsed.reasoning.splitlines()
                     if ln.strip().startswith("view ")}
     result = {

@@ -108,7 +108,9 @@ def _table(q: Any, wall: float) -> Any:
     t.add_section()
     cpu = sum(r.cpu_s or 0.0 for r in q.results)
     peak = max((r.peak_mb or 0.0 for r in q.results), default=0.0)
-    t.add_row("total", "", f"{wall:.1f} s", f"{cpu:.1f} s", f"{peak:.0f} MiB")
+    steps = sum(r.seconds for r in q.results)
+    t.add_row("total (all steps)", f"this run {wall:.0f} s", f"{steps:.1f} s", f"{cpu:.1f} s",
+              f"{peak:.0f} MiB")
     return t
 
 

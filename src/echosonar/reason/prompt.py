@@ -11,6 +11,7 @@ For a study with views in ``taxonomy.VIEWS`` order the prompt text is::
     measurements: ef_pct 55.2, lvedd_cm 4.91.
     view PLAX (parasternal long-axis):
     ...
+    <gen>
 
 Every ``<clip>``/``<struct>`` placeholder's embedding is replaced by a projected feature row
 (:meth:`EchoSonarR.prompt_embeds`), so the LM sees the view name, its clip tokens, then its
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from echosonar.reason.tokenizer import BOS, CLIP, STRUCT
+from echosonar.reason.tokenizer import BOS, CLIP, GEN, STRUCT
 from echosonar.schema import StudyFeatures, ViewFeatures
 from echosonar.taxonomy import STRUCTURES, VIEW_NAMES, VIEWS
 from echosonar.textformat import box_to_text
@@ -113,6 +114,7 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
             structs.append(np.concatenate([st, sc[:, None]], axis=1))
             types.append(np.arange(k))
             lines.append(f"structures:\n{STRUCT * k}\n{view_text(v, True)}")
+    lines.append(GEN)
     d_det = structs[0].shape[1] if structs else 0
     return PromptParts(
         text="".join(lines),

@@ -10,6 +10,9 @@ Special tokens:
 - ``<clip>``, ``<struct>`` — vision placeholders: one per clip token / structure token in the
   prompt; their embedding rows are overwritten by the projected features (LLaVA style), so they
   never reach the LM as text. Special.
+- ``<gen>`` — the prompt's last token. Without it the prompt ended in a newline, and the first
+  completion token (``<think>``) had to be told apart from the many "newline -> view" steps of
+  the reasoning; a tiny model got that wrong for a long time. Special.
 - ``<think>``, ``</think>``, ``<answer>``, ``</answer>`` — ordinary added tokens (one id each), so
   decoding with ``skip_special_tokens=True`` keeps them and the strict parser sees them.
 
@@ -26,7 +29,9 @@ from pathlib import Path
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 CLIP, STRUCT = "<clip>", "<struct>"
-SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, CLIP, STRUCT)
+#: Last prompt token, right before the completion (like a chat template's assistant marker).
+GEN = "<gen>"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, CLIP, STRUCT, GEN)
 TAG_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>")
 
 
@@ -85,7 +90,7 @@ def add_echosonar_tokens(hf) -> int:
     from tokenizers import AddedToken
 
     before = len(hf)
-    hf.add_special_tokens({"additional_special_tokens": [CLIP, STRUCT]},
+    hf.add_special_tokens({"additional_special_tokens": [CLIP, STRUCT, GEN]},
                           replace_extra_special_tokens=False)
     hf.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
     if hf.pad_token_id is None:
@@ -111,7 +116,7 @@ def load_tokenizer(directory: str | Path) -> "PreTrainedTokenizerFast":  # noqa:
 def check_tokenizer(hf, where: str = "tokenizer") -> None:
     """Raise :class:`TokenizerError` unless every EchoSonar token is a single id."""
     vocab = hf.get_vocab()
-    missing = [t for t in (CLIP, STRUCT, *TAG_TOKENS) if t not in vocab]
+    missing = [t for t in (CLIP, STRUCT, GEN, *TAG_TOKENS) if t not in vocab]
     if missing or hf.eos_token_id is None or hf.pad_token_id is None:
         raise TokenizerError(f"{where} lacks EchoSonar tokens {missing or ['eos/pad']}; "
                              "build it with train_tokenizer or add_echosonar_tokens")
