@@ -114,3 +114,22 @@ def test_label_score_count_checked(study_dir, fake_bundle, fake_stages):
     fake_stages.label_scores = lambda vlm, sf: [0.5] * (len(LABEL_KEYS) - 1)
     with pytest.raises(AnalysisError, match="label scores"):
         analyze_study(study_dir, fake_bundle, stages=fake_stages)
+
+
+def test_file_names_never_reach_the_result(tmp_path, fake_bundle, fake_stages):
+    real_ingest = fake_stages.ingest
+
+    def ingest(paths, cfg):
+        studies, skipped = real_ingest(paths, cfg)
+        for s in studies:
+            s.warnings = [f"{c.source}: no frame time; assumed 30 fps" for c in s.clips]
+        skipped.append(("DOE_JANE_copy.dcm", "duplicate of DOE_JANE_1.dcm (same SOP instance)"))
+        return studies, skipped
+
+    fake_stages.ingest = ingest
+    fake_dicom(tmp_path / "DOE_JANE_1.dcm", "A4C")
+    r = analyze_study([tmp_path], fake_bundle, stages=fake_stages).result
+    blob = json.dumps(r)
+    assert "DOE_JANE" not in blob
+    assert "no frame time; assumed 30 fps" in r["warnings"]
+    assert any("duplicate of another file" in w for w in r["warnings"])

@@ -49,7 +49,8 @@ def test_study_set_padding_and_fusion_masks_missing_views():
     assert ss.tokens.shape[1] == max(int(p.sum()) for p in ss.present)
     torch.manual_seed(0)
     model = FusionClassifier(BaselineModelConfig(kind="fusion", dim=16, hidden=16, heads=2,
-                                                 dropout=0.0)).eval()
+                                                 dropout=0.0, mix_layers=1)).eval()
+    torch.nn.init.normal_(model.score.weight)  # non-uniform clip weights
     i = int(torch.nonzero(~ss.present.all(1))[0])  # a study with a missing view
     a = model(ss.tokens[i:i + 1], ss.views[i:i + 1], ss.present[i:i + 1])
     junk = ss.tokens[i:i + 1].clone()

@@ -93,8 +93,12 @@ def test_zero_std_groups_counted_dropped_and_resampled(tmp_path):
 
 def test_real_rewards_and_logged_metrics(tmp_path):
     cfg = toy_cfg(steps=1, reward_weights=GRPOConfig().reward_weights, reward_mode="paper",
-                  group_size=2, studies_per_step=2, max_completion_length=12)
-    m = GRPOTrainer(ToyPolicy(seed=0), cfg, toy_studies(2), tmp_path).train()[0]
+                  group_size=2, studies_per_step=2, max_completion_length=12, eval_every=1,
+                  eval_studies=2)
+    m = GRPOTrainer(ToyPolicy(seed=0), cfg, toy_studies(2), tmp_path,
+                    val=toy_studies(2, seed=1)).train()[0]
+    assert m["val/well_formed"] == 0.0 and "val/macro_bacc" in m
+    assert json.loads((tmp_path / "eval_start.json").read_text())["val/n"] == 2
     for k in ("reward", "reward_std", "frac_zero_std", "clip_region", "entropy",
               "completion_length", "well_formed", "truncated", "time/rollout", "time/reward",
               "time/update", "rewards/format/mean", "rewards/report/std",

@@ -137,21 +137,23 @@ def analyze_study(paths: Sequence[str | Path] | str | Path, bundle: Bundle, cfg:
         report("ingest", 0.0)
         with timer("ingest"):
             studies, skipped = stages.ingest(paths, cfg)
-        for i, (name, reason) in enumerate(skipped):
-            del name  # file names may carry identifiers; refer to skipped inputs by order
-            warnings.append(f"skipped file {i + 1} of {len(skipped)}: {reason}")
+        # file names may carry identifiers: skipped inputs are referred to by order, and any
+        # known file name inside a message is replaced
+        names = {n for n, _ in skipped} | {c.source for s in studies for c in s.clips}
+        for i, (_, reason) in enumerate(skipped):
+            warnings.append(f"skipped file {i + 1} of {len(skipped)}: {_scrub(reason, names)}")
         studies = [s for s in studies if s.clips]
         if not studies:
             raise AnalysisError("no readable echo clip among the inputs"
                                 + (f" ({len(skipped)} file(s) skipped: "
-                                   + "; ".join(sorted({r for _, r in skipped})) + ")"
-                                   if skipped else ""))
+                                   + "; ".join(sorted({_scrub(r, names) for _, r in skipped}))
+                                   + ")" if skipped else ""))
         if len(studies) > 1:
             raise AnalysisError(f"the inputs hold {len(studies)} different studies; analyse one "
                                 "study at a time (echosonar analyze --batch takes one folder "
                                 "per study)")
         study = studies[0]
-        warnings += [_scrub(w) for w in study.warnings]
+        warnings += [_scrub(w, names) for w in study.warnings]
         report("view", STAGE_PLAN[1][1])
         unknown = [c.view_conf == 0.0 for c in study.clips]
         if any(unknown):
@@ -176,10 +178,14 @@ def analyze_study(paths: Sequence[str | Path] | str | Path, bundle: Bundle, cfg:
     return analysis
 
 
-def _scrub(warning: str) -> str:
-    """Ingest warnings start with the file's basename ("name.dcm: ..."); keep only the reason."""
-    head, sep, rest = warning.partition(": ")
-    return rest if sep and ("." in head or "/" in head) and " " not in head else warning
+def _scrub(message: str, names: set[str]) -> str:
+    """``message`` without file names: a leading ``"<name>: "`` (how ingest prefixes its
+    warnings) is dropped and any other occurrence becomes "another file"."""
+    for name in sorted((n for n in names if n), key=len, reverse=True):
+        if message.startswith(name + ": "):
+            message = message[len(name) + 2:]
+        message = message.replace(name, "another file")
+    return message
 
 
 def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"echosonar serve: {e}", file=sys.stderr)
         return 2
 
+    if app_cfg.max_new_tokens:
+        bundle.spec.max_new_tokens = int(app_cfg.max_new_tokens)
+
     def analyze(files, progress):  # noqa: ANN001, ANN202
         return analyze_study(files, bundle, cfg, progress=progress)
 

@@ -54,14 +54,37 @@ def predict(model: Any, studies: Iterable[StudyFeatures], batch_size: int = 8,
     return out
 
 
-def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures]
-                      ) -> dict[str, Any]:
+def tune_thresholds(model: Any, studies: list[StudyFeatures], batch_size: int = 8
+                    ) -> dict[str, float]:
+    """Per-label threshold on the auxiliary head's scores maximising balanced accuracy over
+    ``studies`` (use the val split); 0.5 for labels with a single class there."""
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score
+
+    with torch.no_grad():
+        sc = torch.cat([model.label_scores(studies[i:i + batch_size]).float().cpu()
+                        for i in range(0, len(studies), batch_size)]).numpy()
+    y = np.array([[sf.labels[k] for k in LABEL_KEYS] for sf in studies])
+    out = {}
+    for j, k in enumerate(LABEL_KEYS):
+        if not 0 < y[:, j].sum() < len(y):
+            out[k] = 0.5
+            continue
+        cands = np.unique(sc[:, j])
+        accs = [balanced_accuracy_score(y[:, j], sc[:, j] >= t) for t in cands]
+        out[k] = float(cands[int(np.argmax(accs))])
+    return out
+
+
+def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures],
+                      thresholds: dict[str, float] | None = None) -> dict[str, Any]:
     """Quick SFT metrics (the evaluate stage owns the full protocol).
 
     ``parse_rate``: fraction well-formed. ``macro_bacc_generated``: mean over labels of
     sklearn ``balanced_accuracy_score`` of the generated answer (a malformed answer counts as
     its parsed findings, usually none). ``macro_bacc_head@0.5`` / ``macro_auroc_head``: the
-    auxiliary head. ``bleu4`` (sacrebleu, corpus, 0..1) / ``rougeL`` (mean F) over the report
+    auxiliary head; with ``thresholds`` (:func:`tune_thresholds` on val) also
+    ``macro_bacc_head@val_thr``. ``bleu4`` (sacrebleu, corpus, 0..1) / ``rougeL`` (mean F) over the report
     sections joined in order. Labels with a single class in ``studies`` are left out of a macro
     mean (their count is in ``n_labels_scored``).
     """
@@ -88,6 +111,10 @@ def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures]
         "per_label_bacc_generated": {LABEL_KEYS[j]: float(balanced_accuracy_score(
             y[:, j], gen[:, j])) for j in ok},
     }
+    if thresholds and ok:
+        thr = np.array([thresholds[k] for k in LABEL_KEYS])
+        out["macro_bacc_head@val_thr"] = float(np.mean([balanced_accuracy_score(
+            y[:, j], sc[:, j] >= thr[j]) for j in ok]))
     hyp = [" ".join(p["sections"].get(s, "") for s in REPORT_SECTIONS) for p in preds]
     ref = [" ".join(truth[k].report.get(s, "") for s in REPORT_SECTIONS) for k in keys]
     try:
@@ -126,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     model = EchoSonarR.from_pretrained(a.model)
     studies = load_split(a.features, a.split, limit=a.limit)
+    val = load_split(a.features, "val")
+    thr = tune_thresholds(model, val, a.batch_size) if val else None
     preds = predict(model, studies, a.batch_size, a.max_new_tokens)
-    metrics = score_predictions(preds, studies)
+    metrics = score_predictions(preds, studies, thr)
     print(json.dumps(metrics, indent=1))
     if a.out:
         atomic_write_json(a.out, {"metrics": metrics, "predictions": preds})

@@ -317,6 +317,15 @@ class GRPOTrainer:
         return self.step
 
     # ------------------------------------------------------------------ the loop
+    def _val_metrics(self) -> dict[str, Any]:
+        """Greedy macro BAcc / well-formed rate / IoU / report cosine on the first
+        ``eval_studies`` val studies (rank 0 only), keys prefixed ``val/``."""
+        from echosonar.reason.grpo_eval import greedy_eval
+
+        ev = greedy_eval(self.policy, self.val[:self.cfg.eval_studies],
+                         self.cfg.max_completion_length, self.cfg.micro_batch_studies)
+        return {f"val/{k}": v for k, v in ev.items() if not isinstance(v, dict)}
+
     def train(self, resume: bool = False) -> list[dict[str, Any]]:
         """Run to ``cfg.steps``; returns the log (one metrics dict per step)."""
         from echosonar.io.atomic import atomic_write_text
@@ -325,15 +334,17 @@ class GRPOTrainer:
         if resume:
             self.load()
         cfg = self.cfg
+        evaluate = bool(cfg.eval_every and self.val and self.rank == 0)
+        if evaluate and self.step == 0:  # the starting point, for the curve in log.jsonl
+            from echosonar.io.atomic import atomic_write_json
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out / "eval_start.json", self._val_metrics())
         bar = progress(range(self.step, cfg.steps), desc="grpo", total=cfg.steps - self.step)
         for step in bar:
             m = self.train_step(step)
-            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self.val:
-                from echosonar.reason.grpo_eval import greedy_eval
-
-                ev = greedy_eval(self.policy, self.val[:cfg.eval_studies],
-                                 cfg.max_completion_length, cfg.micro_batch_studies)
-                m.update({f"val/{k}": v for k, v in ev.items() if not isinstance(v, dict)})
+            if evaluate and (step + 1) % cfg.eval_every == 0:
+                m.update(self._val_metrics())
             self.log.append(m)
             self.step = step + 1
             if self.rank == 0:
