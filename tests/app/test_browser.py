@@ -43,8 +43,25 @@ def _driver():
     return webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
 
 
-def test_upload_and_read_report_in_chromium(request, tmp_path):
+def _hover_until(driver, element, lit, timeout: float = 5.0) -> None:
+    """Move the mouse onto ``element`` until ``lit(driver)`` holds.
+
+    A headless pointer move can be dropped while the page is still laying out (seen once on CI:
+    the box stayed unlit after a single move), so the move is repeated on every poll; a page
+    whose hover handler is broken still fails after ``timeout`` seconds.
+    """
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def moved_and_lit(d):
+        ActionChains(d).move_to_element(element).perform()
+        return lit(d)
+
+    WebDriverWait(driver, timeout, poll_frequency=0.25).until(
+        moved_and_lit, message="hovering the citation never lit its box")
+
+
+def test_upload_and_read_report_in_chromium(request, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -96,9 +113,9 @@ def test_upload_and_read_report_in_chromium(request, tmp_path):
         assert len(rows) == 14
         cites = driver.find_elements(By.CSS_SELECTOR, ".cite")
         if cites:  # a tiny model may cite nothing; when it does, hover must light the box
-            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cites[0])
-            ActionChains(driver).move_to_element(cites[0]).perform()
-            assert driver.execute_script("return document.querySelectorAll('.cite.hl').length")
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", cites[0])
+            _hover_until(driver, cites[0], lambda d: d.execute_script(
+                "return document.querySelectorAll('.cite.hl').length"))
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1400, min(max(1000, height), 6000))
         driver.execute_script("window.scrollTo(0, 0)")
@@ -115,7 +132,6 @@ def test_upload_and_read_report_in_chromium(request, tmp_path):
 def test_boxes_and_citation_highlight_in_chromium(tmp_path, fake_bundle, fake_stages):
     """Fake stages (boxes and citations guaranteed): the drawn boxes are in the keyframe pixels
     and hovering a citation chip lights the cited box of its view."""
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -155,9 +171,8 @@ def test_boxes_and_citation_highlight_in_chromium(tmp_path, fake_bundle, fake_st
         chip = driver.find_element(By.CSS_SELECTOR, '.cite[data-view="A4C"][data-s="LV"]')
         rect = driver.find_element(By.CSS_SELECTOR, 'rect[data-view="A4C"][data-s="LV"]')
         assert "hl" not in (rect.get_attribute("class") or "")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", chip)
-        ActionChains(driver).move_to_element(chip).perform()
-        assert "hl" in rect.get_attribute("class")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", chip)
+        _hover_until(driver, chip, lambda d: "hl" in (rect.get_attribute("class") or ""))
         WebDriverWait(driver, 3).until(lambda d: float(d.execute_script(
             "return getComputedStyle(arguments[0]).opacity", rect)) > 0.9)  # after the fade-in
         other = driver.find_element(By.CSS_SELECTOR, 'rect[data-view="PLAX"][data-s="LV"]')

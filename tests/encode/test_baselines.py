@@ -76,7 +76,7 @@ def test_thresholds_and_metrics():
 
 def test_run_baselines_writes_common_predictions(tmp_path):
     ss = study_set(_features(80))
-    cfg = BaselineConfig(epochs=25, hidden=32, heads=2, batch_size=16, lr=3e-3, threads=1)
+    cfg = BaselineConfig(epochs=12, hidden=32, heads=2, batch_size=16, lr=5e-3, threads=1)
     res = run_baselines(ss, tmp_path, cfg, log=lambda s: None)
     methods = res["methods"]
     assert list(methods) == ["prior", "single_view", "late_fusion", "attention_fusion"]

@@ -84,3 +84,25 @@ def test_other_violations():
     assert not parse_generation(swapped.replace("TMP:", "Right ventricle:")).well_formed
     think = g[g.index("<think>"):g.index("</think>") + 8]
     assert not parse_generation(g.replace(think, "") + think).well_formed  # order
+
+
+def test_score_predictions_perfect_and_malformed():
+    from echosonar.reason.generate import score_predictions
+    from echosonar.taxonomy import LABEL_KEYS
+
+    studies = synthetic_studies(30, seed=8)
+
+    def pred(sf, text):
+        p = parse_generation(text)
+        return {"key": sf.key, "text": text, "well_formed": p.well_formed, "errors": p.errors,
+                "findings": sorted(p.findings), "sections": p.sections,
+                "scores": {k: float(sf.labels[k]) for k in LABEL_KEYS}}
+
+    good = [pred(sf, target_text(sf.reasoning, sf.labels, sf.report)) for sf in studies]
+    m = score_predictions(good, studies, {k: 0.5 for k in LABEL_KEYS})
+    assert m["parse_rate"] == 1.0 and m["macro_bacc_generated"] == 1.0
+    assert m["macro_bacc_head@0.5"] == 1.0 and m["macro_auroc_head"] == 1.0
+    assert m["bleu4"] == pytest.approx(1.0) and m["rougeL"] == pytest.approx(1.0)
+    bad = [pred(sf, "") for sf in studies]
+    m = score_predictions(bad, studies)
+    assert m["parse_rate"] == 0.0 and m["macro_bacc_generated"] == 0.5 and m["bleu4"] == 0.0

@@ -372,8 +372,12 @@ def write_summary(q: Quickstart, wall_s: float) -> dict[str, Any]:
     metrics = {}
     mfile = q.eval / "metrics_test.json"
     if mfile.is_file():
-        c = json.loads(mfile.read_text()).get("classification", {})
-        metrics = {k: c.get(k) for k in ("macro_balanced_accuracy", "macro_f1", "macro_auroc")}
+        m = json.loads(mfile.read_text())
+        c = m.get("classification", {})
+        metrics = {k: c.get(k) for k in ("macro_balanced_accuracy",
+                                         "macro_balanced_accuracy_two_class", "macro_f1",
+                                         "macro_auroc")}
+        metrics.update(n_studies=m.get("n_studies"), well_formed_rate=m.get("well_formed_rate"))
     summary = {"budget": q.budget, "seed": q.seed, "wall_s": round(wall_s, 1),
                "steps": [r.__dict__ for r in q.results], "metrics_test": metrics,
                "report": str(q.example / "report.html"), "bundle": str(q.out)}

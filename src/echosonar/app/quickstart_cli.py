@@ -145,9 +145,15 @@ def run(args: argparse.Namespace) -> int:
     summary = json.loads((q.out / "quickstart.json").read_text())
     m = summary.get("metrics_test") or {}
     if m.get("macro_balanced_accuracy") is not None:
-        con.print(f"test split: macro BAcc {100 * m['macro_balanced_accuracy']:.1f}%, macro F1 "
-                  f"{100 * (m.get('macro_f1') or 0):.1f}% (tiny simulated set; see "
-                  f"{q.eval / 'metrics_test.md'})")
+        def pct(v: Any) -> str:
+            return "n/a" if v is None else f"{100 * v:.1f}%"
+
+        con.print(f"test split ({m.get('n_studies')} studies): macro BAcc "
+                  f"{pct(m['macro_balanced_accuracy'])} (two-class labels only "
+                  f"{pct(m.get('macro_balanced_accuracy_two_class'))}), macro F1 "
+                  f"{pct(m.get('macro_f1'))}, well-formed output "
+                  f"{pct(m.get('well_formed_rate'))} — a small simulated set and a small budget; "
+                  f"see {q.eval / 'metrics_test.md'}")
     report = (q.example / "report.html").resolve()
     print(f"Report page: {report}")
     con.print(f"Model bundle: {q.out}  —  analyze your own study with:\n"

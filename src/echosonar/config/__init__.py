@@ -25,8 +25,8 @@ from echosonar.config.base import (
 from echosonar.config.detect import DetectConfig
 from echosonar.config.encode import EncodeConfig
 from echosonar.config.evaluate import EvalConfig
-from echosonar.config.ingest import IngestConfig
 from echosonar.config.grpo import GRPOConfig
+from echosonar.config.ingest import IngestConfig
 from echosonar.config.reason import LMConfig, SFTConfig
 from echosonar.config.sim import SimConfig
 

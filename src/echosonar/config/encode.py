@@ -39,7 +39,7 @@ class EncoderModelConfig:
 class EncoderTrainConfig:
     """How ``echosonar train encoder`` pretrains the encoder (no language model involved)."""
 
-    epochs: int = opt(4, "passes over the training clips")
+    epochs: int = opt(5, "passes over the training clips")
     batch_size: int = opt(8, "clips per optimisation step (small: more updates per CPU-second)")
     lr: float = opt(2e-3, "AdamW peak learning rate (linear warm-up, cosine decay)")
     weight_decay: float = opt(0.05, "AdamW weight decay")

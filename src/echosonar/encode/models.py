@@ -12,8 +12,8 @@ Two designs share one readout, so their comparison (docs/notes/encode.md) isolat
 Both first standardise each pixel with a per-view mean / std image of the training clips.
 
 Readout (both): the global token is a learned, view-conditioned query attending over the whole
-grid plus a position-aware linear summary of the (narrowly projected) grid; the N space-time tokens are the grid average-pooled to ``token_t x token_s x token_s``
-cells (default 2 x 2 x 2 = 8: systole/diastole halves x image quadrants — in an apical view the
+grid plus a position-aware linear summary of the (narrowly projected) grid; the N space-time
+tokens are the grid average-pooled to ``token_t x token_s x token_s`` cells (default 2 x 2 x 2 = 8: systole/diastole halves x image quadrants — in an apical view the
 quadrants are roughly the four chambers). Every clip enters with 3 channels (grey B-mode is
 replicated, colour Doppler keeps its RGB) and a view embedding.
 """
@@ -236,7 +236,8 @@ class ClipEncoder(Pretrained, nn.Module):
         """Frames ``[B, T, C, H, W]`` -> contextualised grid tokens ``[B, T', S, D]``.
 
         ``cell_mask`` (optional bool ``[B, T', S]``, True = hidden) zeroes the stem tokens of
-        hidden cells, for masked-video pretraining.
+        hidden cells, for masked-video pretraining (exact for ``tubelet``; for ``conv21d`` the
+        3x3 stage sees a little of neighbouring cells, so hiding is approximate there).
         """
         c = self.config
         vi = view_indices(views, frames.device)

@@ -115,8 +115,12 @@ def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures],
         thr = np.array([thresholds[k] for k in LABEL_KEYS])
         out["macro_bacc_head@val_thr"] = float(np.mean([balanced_accuracy_score(
             y[:, j], sc[:, j] >= thr[j]) for j in ok]))
-    hyp = [" ".join(p["sections"].get(s, "") for s in REPORT_SECTIONS) for p in preds]
-    ref = [" ".join(truth[k].report.get(s, "") for s in REPORT_SECTIONS) for k in keys]
+    def norm(t: str) -> str:  # the answer block stores sections as textformat renders them
+        return " ".join(t.split()).rstrip(".")
+
+    hyp = [". ".join(norm(p["sections"][s]) for s in REPORT_SECTIONS if p["sections"].get(s))
+           for p in preds]
+    ref = [". ".join(norm(truth[k].report.get(s, "")) for s in REPORT_SECTIONS) for k in keys]
     try:
         import sacrebleu
         from rouge_score import rouge_scorer

@@ -7,8 +7,10 @@ placeholders, embedded, and the placeholder rows are replaced by the projected f
 detector score as an extra input column and a learned per-class embedding).
 
 Positions: always pass ``position_ids = position_ids_from_mask(mask)`` to ``model.lm`` (HF
-defaults to ``arange``, which shifts left-padded rows); training, ``generate`` and
-``completion_logprobs`` all do, so a study's logits do not depend on its batch's padding.
+defaults to ``arange``, which shifts left-padded rows); ``generate`` does. Teacher-forced passes
+(``forward_sft``, ``completion_logprobs``) re-pack each row as [prompt, completion, filler] so a
+plain causal mask is exact (see ``_packed``). Either way a study's logits do not depend on its
+batch's padding (tested).
 
 Per-label scores: a light head (LayerNorm -> Linear) on [masked mean, last] of the LM's final
 hidden states over the prompt positions, trained jointly with BCE. It never sees the target.
