@@ -266,14 +266,12 @@ class EchoSonarR(nn.Module):
         tokens removed, tags kept). With ``return_ids`` also ``(ids [B*G, T], mask [B*G, T])``
         where mask covers tokens up to and including the first eos.
         """
-        from echosonar.reason.generate import sample_next
-
         was_training = self.training
         self.eval()
         try:
             with _autocast(self.device):
                 ids, mask = self._decode(batch, max_new_tokens, do_sample, temperature, top_p,
-                                         num_samples, generator, sample_next)
+                                         num_samples, generator)
         finally:
             self.train(was_training)
         texts = [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
@@ -281,39 +279,21 @@ class EchoSonarR(nn.Module):
         out = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(batch))]
         return (out, ids, mask) if return_ids else out
 
-    def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
-                sample_next):
+    def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator):
+        # one decoding loop for evaluation, analyze and GRPO: the rollout's, which writes the
+        # KV cache in place (a plain DynamicCache re-copies itself at every token)
+        from echosonar.reason.rollout import sample_completions
+
         embeds, mask = self.prompt_embeds(batch)
-        pos = position_ids_from_mask(mask)
-        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-                      use_cache=True, logits_to_keep=1)
-        cache, logits = _cache_of(out), out.logits[:, -1].float()
-        next_pos = pos[:, -1:] + 1
-        if g > 1:
-            cache.batch_repeat_interleave(g)
-            mask, logits = mask.repeat_interleave(g, 0), logits.repeat_interleave(g, 0)
-            next_pos = next_pos.repeat_interleave(g, 0)
-        n = logits.shape[0]
-        done = torch.zeros(n, dtype=torch.bool, device=logits.device)
-        toks, keep = [], []
-        emb = self.lm.get_input_embeddings()
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
-        for step in range(budget):
-            tok = sample_next(logits, do_sample, temperature, top_p, generator)
-            tok = tok.masked_fill(done, self.pad_id)
-            keep.append(~done)
-            toks.append(tok)
-            done = done | (tok == self.eos_id)
-            if bool(done.all()) or step == budget - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            out = self.lm(inputs_embeds=emb(tok[:, None]), attention_mask=mask,
-                          position_ids=next_pos, use_cache=True, **{self.cache_kw: cache})
-            cache, logits = _cache_of(out), out.logits[:, -1].float()
-            next_pos = next_pos + 1
-        if not toks:
-            return (torch.zeros((n, 0), dtype=torch.long, device=logits.device),) * 2
-        return torch.stack(toks, 1), torch.stack(keep, 1).long()
+        if budget <= 0:
+            empty = torch.zeros((len(batch) * g, 0), dtype=torch.long, device=embeds.device)
+            return empty, empty.clone()
+        ids, keep, _ = sample_completions(
+            self.lm, embeds, mask, num_samples=g, max_new_tokens=budget,
+            eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, generator=generator)
+        return ids, keep
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: Any, meta: dict[str, Any] | None = None) -> Any:
