@@ -39,6 +39,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
      "train and evaluate every results-table row; regenerate docs/RESULTS.md"),
     (("analyze",), "echosonar.app.analyze_cli",
      "analyze a study end to end: result.json and a report.html page"),
+    (("bundle",), "echosonar.app.bundle_cli",
+     "assemble a model bundle (for analyze/serve) from separately trained checkpoints"),
     (("serve",), "echosonar.app.serve_cli", "serve the upload form, report page and JSON API"),
     (("quickstart",), "echosonar.app.quickstart_cli",
      "simulate, train every stage at a small budget, evaluate, analyze one study"),

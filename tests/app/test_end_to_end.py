@@ -95,3 +95,28 @@ def test_bundle_errors_name_the_part(tiny_quickstart, tmp_path):
         load_bundle(broken, {"encoder": tiny_quickstart.out / "encoder"})
     assert main(["analyze", str(tmp_path), "--model", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "o")]) == 2
+
+
+def test_bundle_command_assembles_a_usable_bundle(tiny_quickstart, tmp_path):
+    q = tiny_quickstart
+    out = tmp_path / "mine"
+    assert main(["bundle", "--out", str(out), "--detector", str(q.out / "detector"),
+                 "--encoder", str(q.out / "encoder"), "--vlm", str(q.out / "vlm"),
+                 "--view-classifier", str(q.out / "view_classifier"),
+                 "--features", str(q.features), "--copy", "--max-new-tokens", "16"]) == 0
+    spec = read_bundle_spec(out)
+    assert spec.thresholds_source == "bundle" and spec.max_new_tokens == 16
+    assert all(spec.components[k].parent == out
+               for k in ("view_classifier", "detector", "encoder", "vlm"))
+    assert not list(out.glob(".*.tmp"))
+    # the bundle analyses a held-out study
+    files = [str(f) for f in held_out_files(q)]
+    assert main(["analyze", *files, "--model", str(out), "--out", str(tmp_path / "res"),
+                 "--no-html"]) == 0
+    assert validate(json.loads((tmp_path / "res" / "result.json").read_text())) == []
+    # a folder that is not the named component fails before anything is written
+    bad = tmp_path / "bad"
+    with pytest.raises(SystemExit, match="cannot load detector"):
+        main(["bundle", "--out", str(bad), "--detector", str(q.out / "encoder"),
+              "--encoder", str(q.out / "encoder"), "--vlm", str(q.out / "vlm")])
+    assert not bad.exists()

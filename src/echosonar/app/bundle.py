@@ -181,6 +181,30 @@ def _component_info(path: Path) -> dict[str, Any]:
         return {"kind": "unknown", "sha256": None}
 
 
+def val_thresholds(vlm: Any, studies: list[Any], batch_size: int = 8
+                   ) -> tuple[dict[str, float] | None, str]:
+    """Per-label thresholds maximising balanced accuracy of the VLM's label-head scores on
+    ``studies`` (a val split; the baselines' rule, ``encode.metrics.choose_thresholds``).
+
+    Returns ``(thresholds, note)``; ``(None, note)`` when there are no studies (then the bundle
+    falls back to 0.5). A cut above every score ("never positive") is clipped to 1.
+    """
+    if not studies:
+        return None, "no val studies: thresholds 0.5"
+    import numpy as np
+    import torch
+
+    from echosonar.encode.metrics import choose_thresholds
+
+    with torch.no_grad():
+        scores = np.concatenate([np.asarray(vlm.label_scores(studies[i:i + batch_size]).float())
+                                 for i in range(0, len(studies), batch_size)])
+    y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in studies])
+    thr = {k: min(1.0, max(0.0, float(t)))
+           for k, t in choose_thresholds(y, scores, LABEL_KEYS).items()}
+    return thr, f"chosen on {len(studies)} val studies (max balanced accuracy per label)"
+
+
 def write_bundle(root: str | Path, components: dict[str, str | Path],
                  thresholds: dict[str, float] | None = None,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **provenance: Any) -> Path:

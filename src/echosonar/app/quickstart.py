@@ -206,14 +206,9 @@ def _resolve_held_out(q: Quickstart, argv: list[str]) -> list[str]:
 def write_quickstart_bundle(q: Quickstart) -> None:
     """Per-label thresholds maximising val balanced accuracy of the VLM's label scores (the
     baselines' rule, ``encode.metrics.choose_thresholds``), then ``OUT/bundle.json``."""
-    import numpy as np
-    import torch
-
-    from echosonar.app.bundle import write_bundle
+    from echosonar.app.bundle import val_thresholds, write_bundle
     from echosonar.app.stages import load_vlm
-    from echosonar.encode.metrics import choose_thresholds
     from echosonar.io.features import iter_features
-    from echosonar.taxonomy import LABEL_KEYS
 
     vlm_dir = find_checkpoint(q.grpo, "echosonar_r") if q.grpo.exists() else \
         find_checkpoint(q.sft, "echosonar_r")
@@ -221,18 +216,7 @@ def write_quickstart_bundle(q: Quickstart) -> None:
     if link.is_symlink() or link.exists():
         link.unlink() if link.is_symlink() else shutil.rmtree(link)
     shutil.copytree(vlm_dir, link)  # a real folder: the bundle survives moving or zipping
-    model = load_vlm(link)
-    val = list(iter_features(q.features, "val"))
-    thresholds, note = None, "no val studies: thresholds 0.5"
-    if val:
-        with torch.no_grad():
-            scores = np.concatenate([np.asarray(model.label_scores(val[i:i + 8]).float())
-                                     for i in range(0, len(val), 8)])
-        y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in val])
-        # a cut above every val score ("never positive") comes back > 1: clip to [0, 1]
-        thresholds = {k: min(1.0, max(0.0, float(t)))
-                      for k, t in choose_thresholds(y, scores, LABEL_KEYS).items()}
-        note = f"chosen on {len(val)} val studies (max balanced accuracy per label)"
+    thresholds, note = val_thresholds(load_vlm(link), list(iter_features(q.features, "val")))
     from echosonar.config import load_config
 
     max_new = load_config(q.config).eval.max_new_tokens  # what evaluate generates with

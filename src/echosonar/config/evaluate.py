@@ -16,7 +16,9 @@ class EvalConfig:
     rare_k: int = opt(4, "how many rarest labels (fewest training positives) get their own "
                          "BAcc column")
     batch_size: int = opt(8, "studies per generation batch (VLM checkpoints)")
-    max_new_tokens: int = opt(768, "generation budget per study (greedy decoding)")
+    max_new_tokens: int = opt(1280, "generation budget per study (greedy decoding); six-view "
+                              "targets are ~750 tokens, at most ~1,060, with the default "
+                              "2,048-token vocabulary")
     device: str = opt("auto", "auto, cpu or cuda[:i] for model inference")
     threads: int = opt(2, "torch CPU threads")
     max_studies: int = opt(0, "evaluate at most this many studies of the split (0 = all)")

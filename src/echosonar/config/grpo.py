@@ -38,7 +38,8 @@ class GRPOConfig:
     group_size: int = opt(8, "completions sampled per study (G)")
     temperature: float = opt(1.0, "sampling temperature (log-probs use the same)")
     top_p: float = opt(1.0, "nucleus sampling mass (1 = off)")
-    max_completion_length: int = opt(768, "max new tokens per completion")
+    max_completion_length: int = opt(1280, "max new tokens per completion (six-view targets: "
+                                     "~750 tokens, at most ~1,060)")
     # loss
     beta: float = opt(0.0, "k3 KL weight to the frozen SFT model; 0 keeps no reference")
     epsilon: float = opt(0.2, "clip range of the importance ratio")

@@ -54,7 +54,7 @@ class SFTConfig:
     log_every: int = opt(10, "train-loss JSONL line every N steps")
     sample_every: int = opt(100, "log greedy sample generations every N steps (0 = never)")
     samples: int = opt(2, "validation studies whose generations are logged")
-    max_new_tokens: int = opt(1024, "generation budget for logged samples")
+    max_new_tokens: int = opt(1280, "generation budget for logged samples")
     device: str = opt("auto", "auto, cpu or cuda[:i] (auto = CUDA when present)")
     threads: int = opt(2, "torch CPU threads per process (0 = torch default)")
     seed: int = opt(0, "random seed")

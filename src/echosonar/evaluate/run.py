@@ -50,7 +50,7 @@ def train_label_matrix(features: str | Path) -> np.ndarray | None:
 
 
 def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
-                max_new_tokens: int = 768, log: Callable[[str], None] = print
+                max_new_tokens: int = 1280, log: Callable[[str], None] = print
                 ) -> dict[str, StudyPrediction]:
     """Greedy generations + label scores of an EchoSonar-R model for ``StudyFeatures``.
 

@@ -13,7 +13,7 @@ from echosonar.textformat import parse_generation
 
 
 def predict(model: Any, studies: Iterable[StudyFeatures], batch_size: int = 8,
-            max_new_tokens: int = 768) -> list[dict[str, Any]]:
+            max_new_tokens: int = 1280) -> list[dict[str, Any]]:
     """Greedy generations, parsed, plus the auxiliary-head scores, one dict per study:
 
     ``{"key", "text", "well_formed", "errors", "findings" (sorted keys), "sections",
