@@ -12,21 +12,39 @@ ORDER = ["simulate", "ingest", "detect", "encode", "sft", "grpo", "app"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def demote(lines: list[str]) -> list[str]:
+    """Every heading one level down (the page title becomes a section), code fences untouched.
+
+    >>> demote(["# T", "## A", "```", "## not a heading", "```", "### B"])
+    ['## T', '### A', '```', '## not a heading', '```', '#### B']
+    """
+    out, fenced = [], False
+    for ln in lines:
+        if ln.startswith("```"):
+            fenced = not fenced
+        out.append("#" + ln if not fenced and ln.startswith("#") and ln.lstrip("#").startswith(" ")
+                   else ln)
+    return out
+
+
 def main() -> None:
     pages = sorted((ROOT / "docs" / "bench").glob("*.md"),
                    key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
     parts = ["# EchoSonar benchmarks\n",
              "Measured on the project's 2-core CPU machine (no GPU was lent to the sessions that "
-             "wrote these). The machine was shared with other jobs while most of these ran, so "
-             "wall-clock figures are lower bounds; each page names its command and conditions. "
-             "Larger-scale use: docs/SCALING.md.\n"]
+             "wrote these, so there are no CUDA rows). Simulator, detector, SFT-step, analyze and "
+             "quickstart figures were re-measured on a quiet machine (load about 1); ingest, "
+             "encoder and GRPO pages were measured while the machine was shared (load 8-12), so "
+             "their wall-clock figures are lower bounds. Each page names its command and "
+             "conditions. "
+             "The last section (from docs/SCALING.md) covers larger-scale use.\n"]
     for p in pages:
-        body = p.read_text().strip()
-        lines = body.splitlines()
-        if lines and lines[0].startswith("# "):
-            lines[0] = "## " + lines[0][2:]
-        parts.append("\n".join(
-            ("#" + ln if ln.startswith("## ") and i > 0 else ln) for i, ln in enumerate(lines)))
+        parts.append("\n".join(demote(p.read_text().strip().splitlines())))
+    scaling = ROOT / "docs" / "SCALING.md"
+    if scaling.is_file():  # "scaling on paper": the same page, one level down
+        lines = demote(scaling.read_text().strip().splitlines())
+        lines[0] = "## Scaling on paper: " + lines[0].lstrip("# ")
+        parts.append("\n".join(lines))
     from echosonar.io.atomic import atomic_write_text
 
     atomic_write_text(ROOT / "docs" / "BENCHMARKS.md", "\n\n".join(parts) + "\n")
