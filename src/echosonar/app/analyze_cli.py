@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    from echosonar.app.bundle import BundleError, load_bundle
+    from echosonar.app.bundle import bundle_from_args
     from echosonar.config import ConfigError, config_from_args
     from echosonar.config.app import AppConfig
 
@@ -94,12 +94,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"echosonar analyze: input not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, args.threads or AppConfig().threads))
-    overrides = {"view_classifier": args.view_classifier, "detector": args.detector,
-                 "encoder": args.encoder, "vlm": args.vlm}
-    try:
-        bundle = load_bundle(args.model, overrides)
-    except BundleError as e:
-        print(f"echosonar analyze: {e}", file=sys.stderr)
+    bundle = bundle_from_args(args, "analyze")
+    if bundle is None:
         return 2
     if args.max_new_tokens:
         bundle.spec.max_new_tokens = int(args.max_new_tokens)

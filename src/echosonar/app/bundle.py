@@ -171,6 +171,21 @@ def load_bundle(root: str | Path, overrides: dict[str, str | Path] | None = None
                   loaded["vlm"], info)
 
 
+def bundle_from_args(args: Any, command: str) -> Bundle | None:
+    """The ``--model`` bundle with the ``--view-classifier/--detector/--encoder/--vlm``
+    overrides of the analyze and serve commands; on failure prints ``echosonar COMMAND: why``
+    to stderr and returns None (the caller exits with 2)."""
+    import sys
+
+    overrides = {"view_classifier": args.view_classifier, "detector": args.detector,
+                 "encoder": args.encoder, "vlm": args.vlm}
+    try:
+        return load_bundle(args.model, overrides)
+    except BundleError as e:
+        print(f"echosonar {command}: {e}", file=sys.stderr)
+        return None
+
+
 def _component_info(path: Path) -> dict[str, Any]:
     """``{kind, sha256}`` from a checkpoint's ``config.json`` (kind "unknown" if absent)."""
     cfg = path / "config.json"

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from echosonar.app.bundle import BundleError, load_bundle
+    from echosonar.app.bundle import bundle_from_args
     from echosonar.app.pipeline import analyze_study
     from echosonar.app.server import create_app
     from echosonar.config import ConfigError, config_from_args
@@ -70,12 +70,8 @@ def run(args: argparse.Namespace) -> int:
               "(the server has no authentication and handles patient data)", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, app_cfg.threads))
-    overrides = {"view_classifier": args.view_classifier, "detector": args.detector,
-                 "encoder": args.encoder, "vlm": args.vlm}
-    try:
-        bundle = load_bundle(args.model, overrides)
-    except BundleError as e:
-        print(f"echosonar serve: {e}", file=sys.stderr)
+    bundle = bundle_from_args(args, "serve")
+    if bundle is None:
         return 2
 
     if app_cfg.max_new_tokens:
