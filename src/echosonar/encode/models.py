@@ -13,8 +13,9 @@ Both first standardise each pixel with a per-view mean / std image of the traini
 
 Readout (both): the global token is a learned, view-conditioned query attending over the whole
 grid plus a position-aware linear summary of the (narrowly projected) grid; the N space-time
-tokens are the grid average-pooled to ``token_t x token_s x token_s`` cells (default 2 x 2 x 2 = 8: systole/diastole halves x image quadrants — in an apical view the
-quadrants are roughly the four chambers). Every clip enters with 3 channels (grey B-mode is
+tokens are the grid average-pooled to ``token_t x token_s x token_s`` cells (default
+2 x 2 x 2 = 8: systole/diastole halves x image quadrants — in an apical view the quadrants are
+roughly the four chambers). Every clip enters with 3 channels (grey B-mode is
 replicated, colour Doppler keeps its RGB) and a view embedding.
 """
 

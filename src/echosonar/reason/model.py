@@ -7,7 +7,9 @@ placeholders, embedded, and the placeholder rows are replaced by the projected f
 detector score as an extra input column and a learned per-class embedding).
 
 Positions: always pass ``position_ids = position_ids_from_mask(mask)`` to ``model.lm`` (HF
-defaults to ``arange``, which shifts left-padded rows); ``generate`` does. Teacher-forced passes
+defaults to ``arange``, which shifts left-padded rows); ``generate`` (through
+``rollout.sample_completions``) uses ``rollout.prompt_positions``, the same positions for real
+tokens with HF ``generate``'s value on pads, so it matches HF token for token. Teacher-forced passes
 (``forward_sft``, ``completion_logprobs``) re-pack each row as [prompt, completion, filler] so a
 plain causal mask is exact (see ``_packed``). Either way a study's logits do not depend on its
 batch's padding (tested).
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
 from echosonar.reason.prompt import build_prompt
+from echosonar.reason.rollout import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import LABEL_KEYS, STRUCTURES
@@ -43,21 +46,6 @@ def projector(d_in: int, d_out: int, init_std: float = 0.02) -> nn.Sequential:
 def position_ids_from_mask(mask: Tensor) -> Tensor:
     """``[B, S]`` 0/1 attention mask -> ``[B, S]`` positions counting real tokens only."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def _cache_kwarg(lm: nn.Module) -> str:
-    """``"cache"`` (transformers >= 5.x) or ``"past_key_values"``: the KV-cache keyword."""
-    import inspect
-
-    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-    params = inspect.signature(type(base).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _cache_of(out: Any) -> Any:
-    # transformers 5 renamed past_key_values -> cache (outputs and kwargs); accept both.
-    c = getattr(out, "cache", None)
-    return c if c is not None else getattr(out, "past_key_values", None)
 
 
 class EchoSonarR(nn.Module):
@@ -85,7 +73,7 @@ class EchoSonarR(nn.Module):
         self.clip_id = tokenizer.convert_tokens_to_ids(CLIP)
         self.struct_id = tokenizer.convert_tokens_to_ids(STRUCT)
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-        self.cache_kw = _cache_kwarg(lm)
+        self.cache_kw = _cache_kw_for(type(_base_lm(lm)))  # "cache" or "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -282,8 +270,6 @@ class EchoSonarR(nn.Module):
     def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator):
         # one decoding loop for evaluation, analyze and GRPO: the rollout's, which writes the
         # KV cache in place (a plain DynamicCache re-copies itself at every token)
-        from echosonar.reason.rollout import sample_completions
-
         embeds, mask = self.prompt_embeds(batch)
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
         if budget <= 0:
