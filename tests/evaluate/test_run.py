@@ -125,3 +125,40 @@ def test_cli_evaluate_predictions_file(cache, tmp_path, capsys):
     # Wrong split or a folder with nothing to score: a clear error, exit code 2.
     assert main(["evaluate", str(run), "--features", str(root), "--split", "val"]) == 2
     assert "no predictions_val.json" in capsys.readouterr().err
+
+
+def test_label_head_thresholds_come_from_val(tmp_path):
+    import torch
+
+    from echosonar.evaluate.run import label_head_at_val_thresholds
+    from echosonar.reason.synthetic import write_synthetic_cache
+
+    studies = write_synthetic_cache(tmp_path, {"val": 10, "test": 10}, d_enc=8, d_det=4,
+                                    n_tokens=2)
+    test = [sf for sf in studies if sf.split == "test"]
+    truth = [{"key": sf.key, "labels": sf.labels} for sf in test]
+
+    def head(sf, shift):  # separable, but every score sits far below 0.5
+        return [0.1 + 0.2 * sf.labels[k] + shift for k in LABEL_KEYS]
+
+    class Model:
+        def label_scores(self, batch):
+            return torch.tensor([head(sf, 0.0) for sf in batch])
+
+    preds = {sf.key: StudyPrediction(labels=set(), scores=dict(zip(LABEL_KEYS, head(sf, 0.05),
+                                                                  strict=True))) for sf in test}
+    res = label_head_at_val_thresholds(Model(), tmp_path, preds, truth)
+    val = [sf for sf in studies if sf.split == "val"]
+    seen = [k for k in LABEL_KEYS if len({sf.labels[k] for sf in val}) == 2]
+    assert res["n_val"] == 10 and len(seen) >= 3
+    for k in seen:  # a val threshold between the classes separates the test split too
+        v = res["per_label"][k]
+        assert 0.1 < v["thr"] <= 0.3 and v["bacc"] in (None, 1.0), (k, v)
+    # scores shifted past the val thresholds in the other direction are no longer separable
+    preds = {k: StudyPrediction(labels=set(), scores={c: s - 0.15 for c, s in p.scores.items()})
+             for k, p in preds.items()}
+    shifted = label_head_at_val_thresholds(Model(), tmp_path, preds, truth)
+    assert shifted["macro_bacc"] < res["macro_bacc"]
+    no_val = tmp_path / "noval"
+    write_synthetic_cache(no_val, {"test": 4}, d_enc=8, d_det=4, n_tokens=2)
+    assert label_head_at_val_thresholds(Model(), no_val, preds, truth) is None

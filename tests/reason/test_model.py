@@ -131,3 +131,26 @@ def test_save_load_identical_logits(setup, tmp_path):
         f.write(b"\0\0\0\1")
     with pytest.raises(CheckpointError, match="checksum"):
         EchoSonarR.from_pretrained(tmp_path / "m")
+
+
+def test_finding_weight_scales_only_decision_tokens(setup):
+    from echosonar.reason.data import decision_spans
+
+    studies, tok, model = setup
+    targets = [sft_target(sf) for sf in studies]
+    with torch.no_grad():
+        plain = model.forward_sft(studies, targets)
+        same = model.forward_sft(studies, targets, finding_weight=1.0)
+        heavy = model.forward_sft(studies, targets, finding_weight=4.0)
+    assert torch.equal(plain["lm_loss_sum"], same["lm_loss_sum"])
+    assert heavy["n_tokens"] == plain["n_tokens"]  # normalisation stays the token count
+    w = model.decision_weights(targets, tuple(plain["target_ids"].shape), 4.0)
+    assert set(w.unique().tolist()) <= {1.0, 4.0}
+    for i, t in enumerate(targets):  # weighted tokens exist exactly where a finding is stated
+        assert bool((w[i] == 4.0).any()) == bool(decision_spans(t)), t
+    ce = F.cross_entropy(plain["logits"].flatten(0, 1).float(),
+                         plain["target_ids"].masked_fill(plain["target_mask"] == 0, -100)
+                         .flatten(), ignore_index=-100, reduction="none")
+    assert torch.allclose(heavy["lm_loss_sum"], (ce * w.flatten()).sum(), rtol=1e-5)
+    assert any(decision_spans(t) for t in targets)  # the fixture exercises the weighting
+    assert heavy["lm_loss_sum"] > plain["lm_loss_sum"]

@@ -104,3 +104,39 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "no feature cache index" in capsys.readouterr().err
     assert main(["train", "sft", "--features", str(tmp_path / "feat"), "--out",
                  str(tmp_path / "r3"), "--resume"]) == 2
+
+
+def test_balanced_sampling_is_resumable_and_prefers_rare_findings():
+    import numpy as np
+
+    from echosonar.reason.data import batch_indices, study_weights
+    from echosonar.taxonomy import LABEL_KEYS
+
+    class S:  # only labels matter to the sampler
+        def __init__(self, **pos):
+            self.labels = {k: pos.get(k, 0) for k in LABEL_KEYS}
+
+    studies = [S(healthy=1) for _ in range(18)] + [S(pericardial_effusion=1, healthy=0)] * 2
+    w = study_weights(studies, 1.0)
+    assert w.sum() == pytest.approx(1.0) and w[-1] == pytest.approx(9 * w[0])
+    assert np.allclose(study_weights(studies, 0.0), 1 / 20)
+    draws = [i for s in range(50) for i in batch_indices(20, 8, s, 3, weights=w)]
+    rare = sum(i >= 18 for i in draws) / len(draws)
+    assert 0.35 < rare < 0.65  # half the draws, against 10 % uniformly
+    # a pure function of (seed, step): a resumed run and 2 DDP ranks see the same batches
+    full = batch_indices(20, 8, 7, 3, weights=w)
+    assert full == batch_indices(20, 8, 7, 3, weights=w.copy())
+    assert full == batch_indices(20, 8, 7, 3, 0, 2, w) + batch_indices(20, 8, 7, 3, 1, 2, w)
+    with pytest.raises(ValueError, match="weights"):
+        batch_indices(20, 8, 0, 3, weights=np.zeros(20))
+
+
+def test_balanced_weighted_run_trains_and_rejects_bad_settings(data, tmp_path):
+    train, val = data
+    cfg = _cfg("sft.steps=4", "sft.save_every=0", "sft.eval_every=0", "sft.balance=1.0",
+               "sft.finding_weight=3.0")
+    res = train_sft(cfg, None, tmp_path / "run", train=train, val=val)
+    assert len(res["history"]) == 4 and all(r["lm_loss"] > 0 for r in res["history"])
+    with pytest.raises(SFTError, match="finding_weight"):
+        train_sft(_cfg("sft.finding_weight=0"), None, tmp_path / "bad", train=train, val=val)
+    assert not (tmp_path / "bad").exists()

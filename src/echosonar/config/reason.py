@@ -58,3 +58,10 @@ class SFTConfig:
     device: str = opt("auto", "auto, cpu or cuda[:i] (auto = CUDA when present)")
     threads: int = opt(2, "torch CPU threads per process (0 = torch default)")
     seed: int = opt(0, "random seed")
+    balance: float = opt(0.0, "class-balanced sampling: a study is drawn with probability "
+                              "~ (1/prevalence)^balance of its rarest positive label (0 = each "
+                              "study once per epoch); counters greedy under-calling of rare "
+                              "findings")
+    finding_weight: float = opt(1.0, "loss weight of target tokens that state a finding (a "
+                                     "reasoning line's evidence onwards when its findings are "
+                                     "not 'none', the answer's findings line unless healthy)")

@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         msg += f", GREEN-rule {m['green_rule']['green_rule']:.3f}"
     if "well_formed_rate" in m and m["well_formed_rate"] is not None:
         msg += f", well-formed {100 * m['well_formed_rate']:.1f}%"
+    head = (m.get("label_head_val_thresholds") or {}).get("macro_bacc")
+    if head is not None:
+        msg += f"; label head at val thresholds {100 * head:.1f}%"
     print(msg)
     print(f"wrote {res['json']} and {res['markdown']}")
     return 0

@@ -74,6 +74,36 @@ def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
     return out
 
 
+def label_head_at_val_thresholds(model: Any, features: str | Path,
+                                 preds: Mapping[str, StudyPrediction],
+                                 truth: Sequence[dict[str, Any]], batch_size: int = 8
+                                 ) -> dict[str, Any] | None:
+    """The label head scored like the classifier baselines: per-label thresholds maximising
+    BAcc on the cache's ``val`` split, applied to ``preds``' scores of ``truth``'s studies.
+
+    Returns ``{"macro_bacc", "macro_f1", "macro_auroc", "n_val", "per_label": {label: {"bacc",
+    "sens", "spec", "thr", ...}}}`` (fractions), or None without labelled val studies.
+    """
+    import torch
+
+    from echosonar.encode.metrics import choose_thresholds, evaluate_scores
+    from echosonar.evaluate.classification import labels_to_array
+    from echosonar.io.features import iter_features
+
+    val = [sf for sf in iter_features(features, "val") if sf.labels is not None]
+    if not val or any(preds[e["key"]].scores is None for e in truth):
+        return None
+    with torch.no_grad():
+        sv = np.concatenate([model.label_scores(val[i:i + batch_size]).float().cpu().numpy()
+                             for i in range(0, len(val), batch_size)])
+    thr = choose_thresholds(labels_to_array([sf.labels for sf in val]), sv, LABEL_KEYS)
+    scores = np.array([[preds[e["key"]].scores[k] for k in LABEL_KEYS]  # type: ignore[index]
+                       for e in truth])
+    res = evaluate_scores(labels_to_array([e["labels"] for e in truth]), scores, thr,
+                          LABEL_KEYS)
+    return {**res, "n_val": len(val)}
+
+
 def _finite(x: Any) -> Any:
     """NaN -> None recursively, so the JSON is standard (NaN is not JSON)."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -193,6 +223,10 @@ def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
              f"{_pct(c['macro_balanced_accuracy_two_class'])} |",
              f"| macro F1 (%) | {_pct(c['macro_f1'])} |",
              f"| macro AUROC (%) | {_pct(c['macro_auroc'])} |"]
+    if "label_head_val_thresholds" in m:
+        h = m["label_head_val_thresholds"]
+        lines.append(f"| label head: macro BAcc at val-chosen thresholds (%) (not the answer) | "
+                     f"{_pct(h['macro_bacc'])} |")
     for k, v in m.get("rare_labels", {}).items():
         lines.append(f"| BAcc {k} (%) (n_pos={v['n_pos']}) | {_pct(v['balanced_accuracy'])} |")
     if "green_rule" in m:
@@ -320,6 +354,10 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
     metrics = evaluate_predictions(preds, truth, cfg,
                                    train_labels=train_label_matrix(train_features or features),
                                    llm_judge=judge)
+    if kind == "checkpoint" and cfg.split != "val":
+        head = label_head_at_val_thresholds(model, features, preds, truth, cfg.batch_size)
+        if head is not None:
+            metrics["label_head_val_thresholds"] = _finite(head)
     metrics["source"] = {"name": name, "kind": kind, "path": str(path),
                          "predictions": str(pred_file), "features": str(features),
                          "split": cfg.split, "preset": preset or "default"}

@@ -4,7 +4,15 @@ The order is a pure function of ``(seed, step)``: the global sample stream is th
 of per-epoch permutations (epoch e uses ``seed + e``), step ``s`` takes items
 ``[s*B, (s+1)*B)`` of it, and DDP rank ``r`` of ``W`` takes the ``r``-th of ``W`` equal slices of
 that global batch. So resuming at step ``s`` needs no sampler state, and 1 or ``W`` processes
-see the same global batches.
+see the same global batches. With class-balanced sampling (``weights``), epoch ``e`` is instead
+``n`` draws with replacement from ``weights`` under seed ``seed + e`` — still a pure function
+of ``(seed, step)``.
+
+Class imbalance: greedy decoding of a model trained on the natural label mix calls a finding
+only when it is more likely than not, so rare findings are under-called and balanced accuracy
+suffers (docs/notes/reason.md). Two SFT levers act on that: :func:`study_weights` (sample
+studies with rare findings more often) and :func:`decision_spans` (weight the loss of the
+target text that states a finding).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import numpy as np
 
 from echosonar.io.features import FeatureCacheError, iter_features
 from echosonar.schema import StudyFeatures
+from echosonar.taxonomy import HEALTHY, LABEL_KEYS
 from echosonar.textformat import target_text
 
 
@@ -39,8 +48,54 @@ def load_split(features: str | Path, split: str, require_targets: bool = True,
     return out
 
 
+def study_weights(studies: list[StudyFeatures], power: float) -> np.ndarray:
+    """Sampling probabilities ``[N]`` for class-balanced SFT: a study weighs
+    ``(1 / prevalence) ** power`` of its rarest positive label (``healthy`` counts as a label;
+    prevalences from these studies, unknown labels as negative). ``power=0`` is uniform.
+
+    >>> from types import SimpleNamespace as S
+    >>> lab = lambda **kw: S(labels={k: kw.get(k, 0) for k in LABEL_KEYS})
+    >>> studies = [lab(healthy=1)] * 3 + [lab(pericardial_effusion=1)]
+    >>> study_weights(studies, 1.0).round(3).tolist()
+    [0.167, 0.167, 0.167, 0.5]
+    """
+    y = np.array([[1.0 if (sf.labels or {}).get(k, 0) == 1 else 0.0 for k in LABEL_KEYS]
+                  for sf in studies])
+    if y.size == 0:
+        raise ValueError("study_weights: no studies")
+    prev = np.maximum(y.mean(0), 1.0 / len(y))
+    w = np.array([max((1.0 / prev[j]) ** power for j in np.flatnonzero(row)) if row.any()
+                  else 1.0 for row in y])
+    return w / w.sum()
+
+
+def decision_spans(target: str) -> list[tuple[int, int]]:
+    r"""Character spans ``[start, end)`` of the target text that states a finding: each
+    reasoning line's ``evidence: ...`` onwards when its findings are not ``none``, and the
+    answer's ``findings:`` line unless it is ``healthy``. SFT weights these tokens by
+    ``sft.finding_weight``.
+
+    >>> t = ("view A4C: structures LV (1,2,3,4). evidence: big. findings: LV enlargement. "
+    ...      "implication: x.\nview A2C: structures LV (1,2,3,4). evidence: ok. findings: none."
+    ...      " implication: y.\nfindings: LV enlargement\nfindings: healthy\n")
+    >>> [t[a:b].split(":")[0] for a, b in decision_spans(t)]
+    ['evidence', 'findings']
+    """
+    spans, pos = [], 0
+    for line in target.splitlines(keepends=True):
+        body = line.strip()
+        if body.startswith("view ") and "findings: " in body and "findings: none" not in body:
+            start = line.find("evidence: ")
+            if start >= 0:
+                spans.append((pos + start, pos + len(line)))
+        elif body.startswith("findings: ") and body != f"findings: {HEALTHY.name}":
+            spans.append((pos, pos + len(line)))
+        pos += len(line)
+    return spans
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
-                  world: int = 1) -> list[int]:
+                  world: int = 1, weights: np.ndarray | None = None) -> list[int]:
     """Dataset indices of this rank's share of global batch ``step`` (see module docstring).
 
     >>> batch_indices(5, 4, 0, 0) + batch_indices(5, 4, 1, 0)[:1] == \
@@ -53,18 +108,26 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
     items = []
     for g in range(start, start + batch_size):
         epoch, i = divmod(g, n)
-        items.append(int(_perm(n, seed + epoch)[i]))
+        items.append(int(_perm(n, seed + epoch, weights)[i]))
     per = batch_size // world
     return items[rank * per:(rank + 1) * per]
 
 
-_PERMS: dict[tuple[int, int], np.ndarray] = {}
+_PERMS: dict[tuple, np.ndarray] = {}
 
 
-def _perm(n: int, seed: int) -> np.ndarray:
-    key = (n, seed)
+def _perm(n: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Epoch order: a permutation, or ``n`` weighted draws with replacement."""
+    key = (n, seed) if weights is None else (n, seed, np.asarray(weights).tobytes())
     if key not in _PERMS:
         if len(_PERMS) > 8:
             _PERMS.clear()
-        _PERMS[key] = np.random.default_rng(seed).permutation(n)
+        rng = np.random.default_rng(seed)
+        if weights is None:
+            _PERMS[key] = rng.permutation(n)
+        else:
+            w = np.asarray(weights, np.float64)
+            if w.shape != (n,) or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"sampling weights must be {n} non-negative numbers, not all 0")
+            _PERMS[key] = rng.choice(n, size=n, replace=True, p=w / w.sum())
     return _PERMS[key]

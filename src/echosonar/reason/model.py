@@ -183,12 +183,36 @@ class EchoSonarR(nn.Module):
             mask[i, :len(x)] = 1
         return out.to(self.device), mask.to(self.device)
 
-    def forward(self, batch: list[StudyFeatures], targets: list[str]) -> dict[str, Tensor]:
-        """Alias of :meth:`forward_sft` (so DDP can wrap the model)."""
-        return self.forward_sft(batch, targets)
+    def decision_weights(self, targets: list[str], shape: tuple[int, int], weight: float
+                         ) -> Tensor:
+        """``[B, T]`` per-token loss weights: ``weight`` on tokens that start inside a
+        :func:`~echosonar.reason.data.decision_spans` span of their target, 1 elsewhere."""
+        from echosonar.reason.data import decision_spans
 
-    def forward_sft(self, batch: list[StudyFeatures], targets: list[str]) -> dict[str, Tensor]:
-        """Teacher-forced pass over prompt + target.
+        out = torch.ones(shape, dtype=torch.float32)
+        for i, text in enumerate(targets):
+            spans = decision_spans(text)
+            if not spans:
+                continue
+            offs = self.tokenizer(text, add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"][:shape[1]]
+            starts = torch.tensor([a for a, _ in offs], dtype=torch.long)
+            inside = torch.zeros(len(offs), dtype=torch.bool)
+            for a, b in spans:
+                inside |= (starts >= a) & (starts < b)
+            out[i, :len(offs)][inside] = weight
+        return out.to(self.device)
+
+    def forward(self, batch: list[StudyFeatures], targets: list[str],
+                finding_weight: float = 1.0) -> dict[str, Tensor]:
+        """Alias of :meth:`forward_sft` (so DDP can wrap the model)."""
+        return self.forward_sft(batch, targets, finding_weight)
+
+    def forward_sft(self, batch: list[StudyFeatures], targets: list[str],
+                    finding_weight: float = 1.0) -> dict[str, Tensor]:
+        """Teacher-forced pass over prompt + target. ``finding_weight`` != 1 weights the CE of
+        target tokens that state a finding (:meth:`decision_weights`); ``lm_loss_sum`` is then
+        the weighted sum, still divided by the plain token count ``n_tokens``.
 
         Returns a dict: ``loss`` (scalar: mean CE over target tokens + aux_weight x mean BCE),
         ``lm_loss``, ``aux_loss`` (means), ``lm_loss_sum``, ``aux_loss_sum`` and ``n_tokens``
@@ -203,8 +227,11 @@ class EchoSonarR(nn.Module):
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
         logits = self._completion_logits(hidden, plen, tgt.shape[1])
         labels = tgt.masked_fill(tmask == 0, -100)
-        lm_sum = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                                 ignore_index=-100, reduction="sum")
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                             ignore_index=-100, reduction="none")
+        if finding_weight != 1.0:
+            ce = ce * self.decision_weights(targets, tuple(tgt.shape), finding_weight).flatten()
+        lm_sum = ce.sum()
         n_tok = tmask.sum()
         label_logits = self._label_logits(hidden, prompt_rows, plen - 1)
         have = [i for i, sf in enumerate(batch) if sf.labels is not None]

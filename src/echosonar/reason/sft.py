@@ -30,7 +30,7 @@ import torch
 from echosonar.config import EchoSonarConfig, save_yaml
 from echosonar.io.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from echosonar.io.checkpoint import load_training_state, save_training_state
-from echosonar.reason.data import batch_indices, load_split, sft_target
+from echosonar.reason.data import batch_indices, load_split, sft_target, study_weights
 from echosonar.taxonomy import LABEL_KEYS
 
 
@@ -150,6 +150,9 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
     from echosonar.utils.repro import run_info, seed_everything
 
     s = cfg.sft
+    if s.balance < 0 or s.finding_weight <= 0:
+        raise SFTError(f"sft.balance must be >= 0 (got {s.balance}) and sft.finding_weight > 0 "
+                       f"(got {s.finding_weight})")
     out = Path(out)
     rank, world, device = setup_distributed(s.device)
     if s.threads > 0:
@@ -195,6 +198,7 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
             n_tok_cache[sf.key] = max(1, min(t, cfg.lm.max_len - p))
         return n_tok_cache[sf.key]
 
+    weights = study_weights(train, s.balance) if s.balance > 0 else None
     history, val_hist = [], []
     micro = s.micro_batch_size or s.batch_size // world
     steps = range(start, s.steps)
@@ -202,7 +206,7 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
     model.train()
     for step in bar:
         t0 = time.perf_counter()
-        idx = batch_indices(len(train), s.batch_size, step, s.seed, rank, world)
+        idx = batch_indices(len(train), s.batch_size, step, s.seed, rank, world, weights)
         batch = [train[i] for i in idx]
         n_glob = _all_reduce([float(sum(n_target_tokens(sf) for sf in batch))], device, world)[0]
         sums = [0.0, 0.0, 0.0]  # lm_sum, aux_sum, tokens
@@ -211,7 +215,7 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
             sync = j == len(chunks) - 1 or world == 1
             ctx = contextlib.nullcontext() if sync else ddp.no_sync()
             with ctx, _autocast(torch.device(device)):
-                o = ddp(mb, [targets[sf.key] for sf in mb])
+                o = ddp(mb, [targets[sf.key] for sf in mb], s.finding_weight)
                 # x world: DDP averages gradients over ranks, we want the global sum / counts
                 loss = (o["lm_loss_sum"] / n_glob + cfg.lm.aux_weight * o["aux_loss_sum"]
                         / (s.batch_size * len(LABEL_KEYS))) * world
