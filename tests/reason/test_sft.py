@@ -140,3 +140,20 @@ def test_balanced_weighted_run_trains_and_rejects_bad_settings(data, tmp_path):
     with pytest.raises(SFTError, match="finding_weight"):
         train_sft(_cfg("sft.finding_weight=0"), None, tmp_path / "bad", train=train, val=val)
     assert not (tmp_path / "bad").exists()
+
+
+def test_init_from_starts_a_new_phase_from_trained_weights(data, tmp_path):
+    train, val = data
+    first = train_sft(_cfg("sft.steps=10", "sft.lr=1e-2", "sft.save_every=0",
+                           "sft.eval_every=0"), None, tmp_path / "p1", train=train[:4], val=val)
+    cfg = _cfg("sft.steps=2", "sft.lr=1e-4", "sft.save_every=0", "sft.eval_every=0")
+    fresh = train_sft(cfg, None, tmp_path / "fresh", train=train[:4], val=val)
+    second = train_sft(cfg, None, tmp_path / "p2", train=train[:4], val=val,
+                       init_from=first["model_dir"])
+    # same batch at step 1: the phase-2 model starts where phase 1 ended, not from scratch
+    assert second["history"][0]["lm_loss"] < 0.8 * fresh["history"][0]["lm_loss"]
+    info = json.loads((tmp_path / "p2" / "run_info.json").read_text())
+    assert info["init_from"] == str(first["model_dir"])
+    with pytest.raises(SFTError, match="choose one"):
+        train_sft(cfg, None, tmp_path / "p2", train=train[:4], val=val, resume=True,
+                  init_from=first["model_dir"])

@@ -114,13 +114,15 @@ class _Log:
 
 
 def _build(cfg: EchoSonarConfig, out: Path, train: list, rank: int, world: int,
-           ckpt: Path | None) -> Any:
+           ckpt: Path | None, init_from: str | Path | None = None) -> Any:
     from echosonar.reason.model import EchoSonarR, build_model
     from echosonar.reason.prompt import feature_dims
     from echosonar.reason.tokenizer import corpus_from_studies, load_tokenizer, train_tokenizer
 
     if ckpt is not None:
         return EchoSonarR.from_pretrained(ckpt)
+    if init_from is not None:  # a new phase: these weights, fresh optimizer and schedule
+        return EchoSonarR.from_pretrained(init_from)
     tok = None
     if cfg.lm.tokenizer:
         tok = load_tokenizer(cfg.lm.tokenizer)
@@ -138,9 +140,12 @@ def _build(cfg: EchoSonarConfig, out: Path, train: list, rank: int, world: int,
 
 def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
               resume: bool = False, train: list | None = None, val: list | None = None,
-              stop_after: int | None = None) -> dict[str, Any]:
+              stop_after: int | None = None, init_from: str | Path | None = None
+              ) -> dict[str, Any]:
     """Train (or resume) SFT; returns ``{"history": [train records], "val": [...],
-    "model_dir": Path, "model": EchoSonarR}``. ``train``/``val`` override the feature cache
+    "model_dir": Path, "model": EchoSonarR}``. ``init_from`` starts a new run (fresh optimizer,
+    schedule and log) from an EchoSonar-R model folder, e.g. a second phase with other
+    settings; its tokenizer and LM shape win over ``cfg.lm``. ``train``/``val`` override the feature cache
     (tests, benchmarks); ``stop_after`` ends the run abruptly after that global step, like a
     kill (no final save beyond the periodic checkpoints)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -160,6 +165,9 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
     ckpt = out / "checkpoint"
     if resume and not (ckpt / "training_state.json").is_file():
         raise SFTError(f"--resume: no checkpoint to resume in {ckpt}")
+    if resume and init_from is not None:
+        raise SFTError("--resume continues RUN/checkpoint; --init-from starts a new run: "
+                       "choose one")
     if not resume and ckpt.exists():
         raise SFTError(f"{out} already holds a checkpoint; pass --resume or choose a new --out")
     seed_everything(s.seed)
@@ -174,8 +182,10 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
         save_yaml(cfg, out / "config.yaml")
         atomic_write_json(out / "run_info.json", run_info(
             s.seed, world_size=world, device=device, features=str(features),
-            n_train=len(train), n_val=len(val), resumed=resume))
-    model = _build(cfg, out, train, rank, world, ckpt if resume else None).to(device)
+            n_train=len(train), n_val=len(val), resumed=resume,
+            init_from=str(init_from) if init_from else None))
+    model = _build(cfg, out, train, rank, world, ckpt if resume else None,
+                   init_from).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": s.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]

@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from RUN/checkpoint (weights, optimizer, "
                              "scheduler, RNG, data order)")
+    parser.add_argument("--init-from", metavar="MODEL", default=None,
+                        help="start from this EchoSonar-R model folder (e.g. RUN/model of an "
+                             "earlier phase) with a fresh optimizer and schedule; its "
+                             "tokenizer and LM shape are kept")
     add_config_args(parser)
 
 
@@ -33,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = config_from_args(args)
-        res = train_sft(cfg, args.features, args.out, resume=args.resume)
+        res = train_sft(cfg, args.features, args.out, resume=args.resume,
+                        init_from=args.init_from)
     except (ConfigError, FeatureCacheError, SFTError, CheckpointError, ValueError) as e:
         print(f"echosonar train sft: {e}", file=sys.stderr)
         return 2
