@@ -206,17 +206,10 @@ def val_thresholds(vlm: Any, studies: list[Any], batch_size: int = 8
     """
     if not studies:
         return None, "no val studies: thresholds 0.5"
-    import numpy as np
-    import torch
+    from echosonar.evaluate.run import label_head_thresholds
 
-    from echosonar.encode.metrics import choose_thresholds
-
-    with torch.no_grad():
-        scores = np.concatenate([np.asarray(vlm.label_scores(studies[i:i + batch_size]).float())
-                                 for i in range(0, len(studies), batch_size)])
-    y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in studies])
     thr = {k: min(1.0, max(0.0, float(t)))
-           for k, t in choose_thresholds(y, scores, LABEL_KEYS).items()}
+           for k, t in label_head_thresholds(vlm, studies, batch_size).items()}
     return thr, f"chosen on {len(studies)} val studies (max balanced accuracy per label)"
 
 

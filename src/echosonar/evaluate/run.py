@@ -74,6 +74,23 @@ def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
     return out
 
 
+def label_head_thresholds(model: Any, studies: Sequence[Any], batch_size: int = 8
+                          ) -> dict[str, float]:
+    """Per-label thresholds maximising balanced accuracy of ``model.label_scores`` on
+    ``studies`` (labels missing = negative; the baselines' rule,
+    ``encode.metrics.choose_thresholds``). Unclipped: a cut above every score means "never"."""
+    import torch
+
+    from echosonar.encode.metrics import choose_thresholds
+
+    with torch.no_grad():
+        scores = np.concatenate([model.label_scores(list(studies[i:i + batch_size]))
+                                 .float().cpu().numpy()
+                                 for i in range(0, len(studies), batch_size)])
+    y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in studies])
+    return choose_thresholds(y, scores, LABEL_KEYS)
+
+
 def label_head_at_val_thresholds(model: Any, features: str | Path,
                                  preds: Mapping[str, StudyPrediction],
                                  truth: Sequence[dict[str, Any]], batch_size: int = 8
@@ -84,19 +101,14 @@ def label_head_at_val_thresholds(model: Any, features: str | Path,
     Returns ``{"macro_bacc", "macro_f1", "macro_auroc", "n_val", "per_label": {label: {"bacc",
     "sens", "spec", "thr", ...}}}`` (fractions), or None without labelled val studies.
     """
-    import torch
-
-    from echosonar.encode.metrics import choose_thresholds, evaluate_scores
+    from echosonar.encode.metrics import evaluate_scores
     from echosonar.evaluate.classification import labels_to_array
     from echosonar.io.features import iter_features
 
     val = [sf for sf in iter_features(features, "val") if sf.labels is not None]
     if not val or any(preds[e["key"]].scores is None for e in truth):
         return None
-    with torch.no_grad():
-        sv = np.concatenate([model.label_scores(val[i:i + batch_size]).float().cpu().numpy()
-                             for i in range(0, len(val), batch_size)])
-    thr = choose_thresholds(labels_to_array([sf.labels for sf in val]), sv, LABEL_KEYS)
+    thr = label_head_thresholds(model, val, batch_size)
     scores = np.array([[preds[e["key"]].scores[k] for k in LABEL_KEYS]  # type: ignore[index]
                        for e in truth])
     res = evaluate_scores(labels_to_array([e["labels"] for e in truth]), scores, thr,
