@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # --------------------------------------------------------------------------------------------
 # Views
@@ -229,6 +230,42 @@ def labels_from_measurements(m: Mapping[str, float]) -> dict[str, int]:
     labels = {f.key: int(bool(f.positive(m))) for f in FINDINGS}
     labels[HEALTHY.key] = int(not any(labels.values()))
     return labels
+
+
+#: A normal adult: the background against which :func:`findings_past_cutoff` judges one
+#: measurement (every finding rule is negative on it).
+REFERENCE_NORMAL: dict[str, Any] = dict(
+    sex="M", ef_pct=62.0, lvedd_cm=4.8, lvesd_cm=3.1, ivs_cm=0.9, lvpw_cm=0.9, la_ap_cm=3.5,
+    ra_minor_cm=3.8, rv_basal_cm=3.5, av_cusps=3, av_opening_cm=2.0, mv_calc_score=0.1,
+    mr_jet_ratio=0.05, tr_jet_ratio=0.05, ar_jet_ratio=0.0, pe_depth_cm=0.0)
+#: Detector quantities that estimate a ground-truth measurement under another name.
+MEASUREMENT_ALIASES: dict[str, str] = {"ef_proxy_pct": "ef_pct"}
+
+
+def findings_past_cutoff(key: str, value: float) -> list[tuple[str, str]]:
+    """Findings whose guideline cut-off one measurement crosses, all else normal:
+    ``[(finding name, qualifier)]`` with qualifier ``""`` or ``"for women"``/``"for men"``
+    where the cut-off depends on sex (which the images do not show). Quantities no rule reads
+    (e.g. ``lv_fs_pct``) give ``[]``. This is the reference-range flag an echo measurement
+    package prints next to a value; it reuses the finding rules, so it cannot drift from them.
+
+    >>> findings_past_cutoff("tr_jet_ratio", 0.36)
+    [('tricuspid regurgitation', '')]
+    >>> findings_past_cutoff("lvedd_cm", 5.5), findings_past_cutoff("ef_proxy_pct", 55.0)
+    ([('LV enlargement', 'for women')], [])
+    """
+    key = MEASUREMENT_ALIASES.get(key, key)
+    if key not in REFERENCE_NORMAL or key == "sex":
+        return []
+    out = []
+    for f in FINDINGS:
+        by_sex = [bool(f.positive({**REFERENCE_NORMAL, "sex": s, key: float(value)})) and
+                  not f.positive({**REFERENCE_NORMAL, "sex": s}) for s in ("M", "F")]
+        if all(by_sex):
+            out.append((f.name, ""))
+        elif any(by_sex):
+            out.append((f.name, "for men" if by_sex[0] else "for women"))
+    return out
 
 
 def assessable(finding_key: str, views: set[str] | frozenset[str] | tuple[str, ...]) -> bool:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from echosonar.io.checkpoint import CheckpointError
 from echosonar.reason.data import sft_target
 from echosonar.reason.model import EchoSonarR, position_ids_from_mask
+from echosonar.reason.prompt import build_prompt
 from echosonar.reason.synthetic import tiny_setup
 from echosonar.taxonomy import LABEL_KEYS
 
@@ -154,3 +155,17 @@ def test_finding_weight_scales_only_decision_tokens(setup):
     assert torch.allclose(heavy["lm_loss_sum"], (ce * w.flatten()).sum(), rtol=1e-5)
     assert any(decision_spans(t) for t in targets)  # the fixture exercises the weighting
     assert heavy["lm_loss_sum"] > plain["lm_loss_sum"]
+
+
+def test_models_saved_before_flags_load_without_them(setup, tmp_path):
+    studies, _, model = setup
+    assert model.config.measurement_flags
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    cfg = json.loads(path.read_text())
+    del cfg["config"]["measurement_flags"]  # as written before the option existed
+    path.write_text(json.dumps(cfg))
+    old = EchoSonarR.from_pretrained(tmp_path / "m")
+    assert not old.config.measurement_flags
+    assert old.prompt_parts(studies[0]).text == build_prompt(studies[0],
+                                                              measurement_flags=False).text

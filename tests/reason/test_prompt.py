@@ -103,3 +103,18 @@ def test_feature_width_mismatch_is_a_clear_error(setup):
     sf = synthetic_studies(1, seed=2, d_enc=8)[0]
     with pytest.raises(ValueError, match=f"study {sf.key}: feature widths"):
         model.prompt_embeds([sf])
+
+
+def test_measurement_flags_follow_the_finding_rules():
+    sf = _with_views(1)
+    v = dataclasses.replace(sf.views[0], measurements={"tr_jet_ratio": 0.36, "mr_jet_ratio": 0.1,
+                                                       "lvedd_cm": 5.5, "lv_fs_pct": 12.0,
+                                                       "pe_depth_cm": float("nan")})
+    s = dataclasses.replace(sf, views=[v])
+    text = build_prompt(s).text
+    assert "tr_jet_ratio 0.36 (past the tricuspid regurgitation cut-off)" in text
+    assert "mr_jet_ratio 0.1," in text and "lv_fs_pct 12," in text  # under / no cut-off
+    assert "lvedd_cm 5.5 (past the LV enlargement cut-off for women)" in text
+    assert "nan" not in text  # a non-finite value is left out, not printed
+    plain = build_prompt(s, measurement_flags=False).text
+    assert "cut-off" not in plain and "tr_jet_ratio 0.36." in plain

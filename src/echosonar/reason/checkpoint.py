@@ -69,8 +69,10 @@ def load_echosonar_r(directory: str | Path, map_location: str = "cpu") -> Any:
 
     directory = Path(directory)
     tensors, data = load_checkpoint(directory, KIND)
+    # Models saved before the flags existed were trained on unflagged prompts.
+    saved = {"measurement_flags": False, **data["config"]}
     try:
-        cfg = from_dict(LMConfig, data["config"])
+        cfg = from_dict(LMConfig, saved)
     except ConfigError as e:
         raise CheckpointError(f"{directory}: config does not fit LMConfig: {e}") from e
     meta = data.get("meta", {})

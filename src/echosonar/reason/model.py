@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
-from echosonar.reason.prompt import build_prompt
+from echosonar.reason.prompt import PromptParts, build_prompt
 from echosonar.reason.rollout import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
@@ -80,10 +80,14 @@ class EchoSonarR(nn.Module):
         return self.clip_proj[1].weight.device
 
     # ------------------------------------------------------------------ prompt
+    def prompt_parts(self, sf: StudyFeatures) -> PromptParts:
+        """One study's prompt laid out as this model's config says (:func:`build_prompt`)."""
+        c = self.config
+        return build_prompt(sf, c.use_structure_tokens, c.max_clip_tokens, c.measurement_flags)
+
     def prompt_ids(self, batch: list[StudyFeatures]) -> list[list[int]]:
         """Token ids of each study's prompt (placeholders included, bos first)."""
-        return [self.tokenizer(build_prompt(sf, self.config.use_structure_tokens,
-                                            self.config.max_clip_tokens).text,
+        return [self.tokenizer(self.prompt_parts(sf).text,
                                add_special_tokens=False)["input_ids"] for sf in batch]
 
     def prompt_embeds(self, batch: list[StudyFeatures]) -> tuple[Tensor, Tensor]:
@@ -93,8 +97,7 @@ class EchoSonarR(nn.Module):
         model's ``feature_dims``.
         """
         dev = self.device
-        parts = [build_prompt(sf, self.config.use_structure_tokens, self.config.max_clip_tokens)
-                 for sf in batch]
+        parts = [self.prompt_parts(sf) for sf in batch]
         for sf, p in zip(batch, parts, strict=True):
             if p.clip.shape[1] != self.feature_dims["clip"] or (
                     p.struct.shape[0] and p.struct.shape[1] != self.feature_dims["structure"] + 1):

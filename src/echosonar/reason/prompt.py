@@ -8,7 +8,7 @@ For a study with views in ``taxonomy.VIEWS`` order the prompt text is::
     structures:
     <struct>...<struct>              (K = len(taxonomy.STRUCTURES), taxonomy order)
     boxes: LV (31,10,63,57), LA (36,58,62,86).
-    measurements: ef_pct 55.2, lvedd_cm 4.91.
+    measurements: ef_proxy_pct 42.1 (past the LV systolic dysfunction cut-off), lvedd_cm 4.91.
     view PLAX (parasternal long-axis):
     ...
     <gen>
@@ -16,6 +16,10 @@ For a study with views in ``taxonomy.VIEWS`` order the prompt text is::
 Every ``<clip>``/``<struct>`` placeholder's embedding is replaced by a projected feature row
 (:meth:`EchoSonarR.prompt_embeds`), so the LM sees the view name, its clip tokens, then its
 structure tokens, and can copy the detector's boxes and measurements as text into its reasoning.
+A measurement past a finding's guideline cut-off carries the flag an echo measurement package
+prints (``taxonomy.findings_past_cutoff``, ``LMConfig.measurement_flags``): a small LM trained on
+a few hundred studies does not learn numeric thresholds from digits (docs/notes/reason.md,
+session 4), but it does learn to weigh a flag that names the finding against the images.
 Missing views are absent; clips whose view is not in ``taxonomy.VIEWS`` (e.g. ``OTHER``) are
 skipped. With ``use_structure_tokens=False`` the "structures:" block, the boxes and the
 measurements are all dropped (the "VLM without structure tokens" ablation).
@@ -24,13 +28,14 @@ The completion (SFT target, generation) starts right after the prompt with ``<th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from echosonar.reason.tokenizer import BOS, CLIP, GEN, STRUCT
 from echosonar.schema import StudyFeatures, ViewFeatures
-from echosonar.taxonomy import STRUCTURES, VIEW_NAMES, VIEWS
+from echosonar.taxonomy import STRUCTURES, VIEW_NAMES, VIEWS, findings_past_cutoff
 from echosonar.textformat import box_to_text
 
 
@@ -38,13 +43,30 @@ def _fmt(v: float) -> str:
     return f"{float(v):.3g}"
 
 
-def view_text(v: ViewFeatures, use_structure_tokens: bool) -> str:
-    """The text after a view's structure tokens: detector boxes and measurements (or "")."""
+def measurement_text(key: str, value: float, flags: bool = True) -> str:
+    """One detector measurement as prompt text, with its reference-range flag when ``flags``.
+
+    >>> measurement_text("tr_jet_ratio", 0.3551)
+    'tr_jet_ratio 0.355 (past the tricuspid regurgitation cut-off)'
+    >>> measurement_text("lvedd_cm", 5.5), measurement_text("lvedd_cm", 5.5, flags=False)
+    ('lvedd_cm 5.5 (past the LV enlargement cut-off for women)', 'lvedd_cm 5.5')
+    """
+    text = f"{key} {_fmt(value)}"
+    past = findings_past_cutoff(key, value) if flags else []
+    if past:
+        text += " (" + "; ".join(f"past the {name} cut-off{' ' + q if q else ''}"
+                                 for name, q in past) + ")"
+    return text
+
+
+def view_text(v: ViewFeatures, use_structure_tokens: bool, flags: bool = True) -> str:
+    """The text after a view's structure tokens: detector boxes and measurements (with
+    reference-range flags when ``flags``), or "" without structure tokens."""
     if not use_structure_tokens:
         return ""
     boxes = [f"{s} {box_to_text(v.boxes[s])}" for s in STRUCTURES if s in v.boxes]
-    meas = [f"{k} {_fmt(x)}" for k, x in sorted(v.measurements.items())
-            if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    meas = [measurement_text(k, x, flags) for k, x in sorted(v.measurements.items())
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
     return (f"boxes: {', '.join(boxes) or 'none'}.\n"
             f"measurements: {', '.join(meas) or 'none'}.\n")
 
@@ -87,7 +109,7 @@ def pool_clip_tokens(tokens: np.ndarray, keep: int) -> np.ndarray:
 
 
 def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
-                 max_clip_tokens: int = 0) -> PromptParts:
+                 max_clip_tokens: int = 0, measurement_flags: bool = True) -> PromptParts:
     """Lay out one study's prompt (see the module docstring). Raises ``ValueError`` naming the
     study for feature arrays of the wrong rank or structure count, or a study with no view."""
     views = ordered_views(sf)
@@ -113,7 +135,7 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
                                  f"{sc.shape}")
             structs.append(np.concatenate([st, sc[:, None]], axis=1))
             types.append(np.arange(k))
-            lines.append(f"structures:\n{STRUCT * k}\n{view_text(v, True)}")
+            lines.append(f"structures:\n{STRUCT * k}\n{view_text(v, True, measurement_flags)}")
     lines.append(GEN)
     d_det = structs[0].shape[1] if structs else 0
     return PromptParts(
