@@ -122,6 +122,7 @@ def test_cli_evaluate_predictions_file(cache, tmp_path, capsys):
     assert m["source"]["kind"] == "predictions" and m["text"]["meteor"] is None
     md = (run / "metrics_test.md").read_text()
     assert "| macro BAcc (%) |" in md and "| GREEN-rule |" in md
+    assert "| detector cut-off rule: macro BAcc (%)" in md and 0 <= m["cutoff_rule"]["macro_bacc"] <= 1
     # Wrong split or a folder with nothing to score: a clear error, exit code 2.
     assert main(["evaluate", str(run), "--features", str(root), "--split", "val"]) == 2
     assert "no predictions_val.json" in capsys.readouterr().err
@@ -162,3 +163,28 @@ def test_label_head_thresholds_come_from_val(tmp_path):
     no_val = tmp_path / "noval"
     write_synthetic_cache(no_val, {"test": 4}, d_enc=8, d_det=4, n_tokens=2)
     assert label_head_at_val_thresholds(Model(), no_val, preds, truth) is None
+
+
+def test_cutoff_rule_reference_row():
+    import dataclasses
+
+    from echosonar.evaluate.cutoff_rule import cutoff_rule_metrics
+    from echosonar.reason.synthetic import synthetic_studies
+
+    base = synthetic_studies(4, seed=3, n_tokens=2)
+    neg = {k: 0 for k in LABEL_KEYS}
+    cases = [({"tr_jet_ratio": 0.5}, "tricuspid_regurgitation"),   # called, right
+             ({"tr_jet_ratio": 0.1}, "tricuspid_regurgitation"),   # missed
+             ({"lvedd_cm": 5.5}, "healthy"),                         # women-only cut-off: not called
+             ({"tr_jet_ratio": 0.3}, "healthy")]                     # false positive
+    studies = []
+    for sf, (meas, label) in zip(base, cases, strict=True):
+        views = [dataclasses.replace(sf.views[0], measurements=meas)]
+        studies.append(dataclasses.replace(sf, views=views, labels={**neg, label: 1}))
+    c = cutoff_rule_metrics(studies, n_boot=0)["per_label"]
+    tr, healthy = c["tricuspid_regurgitation"], c["healthy"]
+    assert (tr["sensitivity"], tr["specificity"]) == (0.5, 0.5)
+    assert (healthy["sensitivity"], healthy["specificity"]) == (0.5, 0.5)
+    assert c["aortic_stenosis"]["n_pred_pos"] == 0
+    with pytest.raises(ValueError, match="labelled"):
+        cutoff_rule_metrics([dataclasses.replace(studies[0], labels=None)])

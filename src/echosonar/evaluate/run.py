@@ -116,6 +116,19 @@ def label_head_at_val_thresholds(model: Any, features: str | Path,
     return {**res, "n_val": len(val)}
 
 
+def cutoff_rule_row(features: str | Path, truth: Sequence[dict[str, Any]], n_boot: int = 1000
+                    ) -> dict[str, Any]:
+    """The detector cut-off rule (:mod:`evaluate.cutoff_rule`) on ``truth``'s studies:
+    ``{"macro_bacc", "macro_bacc_ci", "per_label": {label: bacc}}`` (fractions)."""
+    from echosonar.evaluate.cutoff_rule import cutoff_rule_metrics
+    from echosonar.io.features import load_study_features
+
+    c = cutoff_rule_metrics([load_study_features(features, e) for e in truth], n_boot)
+    return {"macro_bacc": c["macro_balanced_accuracy"],
+            "macro_bacc_ci": c["macro_balanced_accuracy_ci"],
+            "per_label": {k: v["balanced_accuracy"] for k, v in c["per_label"].items()}}
+
+
 def _finite(x: Any) -> Any:
     """NaN -> None recursively, so the JSON is standard (NaN is not JSON)."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -239,6 +252,9 @@ def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
         h = m["label_head_val_thresholds"]
         lines.append(f"| label head: macro BAcc at val-chosen thresholds (%) (not the answer) | "
                      f"{_pct(h['macro_bacc'])} |")
+    if "cutoff_rule" in m:
+        lines.append(f"| detector cut-off rule: macro BAcc (%) (reference, no learning) | "
+                     f"{_pct(m['cutoff_rule']['macro_bacc'])} |")
     for k, v in m.get("rare_labels", {}).items():
         lines.append(f"| BAcc {k} (%) (n_pos={v['n_pos']}) | {_pct(v['balanced_accuracy'])} |")
     if "green_rule" in m:
@@ -370,6 +386,7 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         head = label_head_at_val_thresholds(model, features, preds, truth, cfg.batch_size)
         if head is not None:
             metrics["label_head_val_thresholds"] = _finite(head)
+    metrics["cutoff_rule"] = _finite(cutoff_rule_row(features, truth, cfg.bootstrap))
     metrics["source"] = {"name": name, "kind": kind, "path": str(path),
                          "predictions": str(pred_file), "features": str(features),
                          "split": cfg.split, "preset": preset or "default"}
