@@ -159,8 +159,11 @@ def test_finding_weight_scales_only_decision_tokens(setup):
 
 def test_models_saved_before_flags_load_without_them(setup, tmp_path):
     studies, _, model = setup
-    assert model.config.measurement_flags
-    model.save_pretrained(tmp_path / "m")
+    model.config.measurement_flags = True
+    try:
+        model.save_pretrained(tmp_path / "m")
+    finally:
+        model.config.measurement_flags = False
     path = tmp_path / "m" / "config.json"
     cfg = json.loads(path.read_text())
     del cfg["config"]["measurement_flags"]  # as written before the option existed

@@ -34,10 +34,11 @@ class LMConfig:
                                            "the box/measurement text); false = ablation row")
     max_clip_tokens: int = opt(0, "clip tokens kept per view: global + pooled space-time "
                                   "tokens (0 = all 1+N)")
-    measurement_flags: bool = opt(True, "print a reference-range flag after each detector "
+    measurement_flags: bool = opt(False, "print a reference-range flag after each detector "
                                         "measurement past a finding's cut-off (e.g. 'tr_jet_ratio "
                                         "0.36 (past the tricuspid regurgitation cut-off)'); "
-                                        "models saved without this key load with false")
+                                        "off by default: it did not raise the generated "
+                                        "answer's BAcc in session 4 (docs/notes/reason.md)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
 
 
