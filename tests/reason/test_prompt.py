@@ -111,10 +111,10 @@ def test_measurement_flags_follow_the_finding_rules():
                                                        "lvedd_cm": 5.5, "lv_fs_pct": 12.0,
                                                        "pe_depth_cm": float("nan")})
     s = dataclasses.replace(sf, views=[v])
-    text = build_prompt(s).text
+    text = build_prompt(s, measurement_flags=True).text
     assert "tr_jet_ratio 0.36 (past the tricuspid regurgitation cut-off)" in text
     assert "mr_jet_ratio 0.1," in text and "lv_fs_pct 12," in text  # under / no cut-off
     assert "lvedd_cm 5.5 (past the LV enlargement cut-off for women)" in text
     assert "nan" not in text  # a non-finite value is left out, not printed
-    plain = build_prompt(s, measurement_flags=False).text
+    plain = build_prompt(s).text  # the default, like LMConfig's
     assert "cut-off" not in plain and "tr_jet_ratio 0.36." in plain

@@ -11,10 +11,10 @@ images as well should beat it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
+from echosonar.reason.prompt import numeric_measurements
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import FINDING_BY_NAME, HEALTHY, LABEL_KEYS, findings_past_cutoff
 
@@ -31,9 +31,7 @@ def cutoff_rule_findings(sf: StudyFeatures) -> set[str]:
     """
     called = set()
     for v in sf.views:
-        for key, x in v.measurements.items():
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-                continue
+        for key, x in numeric_measurements(v.measurements):
             called |= {FINDING_BY_NAME[name].key for name, q in findings_past_cutoff(key, x)
                        if not q}
     return called or {HEALTHY.key}

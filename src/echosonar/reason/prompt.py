@@ -59,14 +59,24 @@ def measurement_text(key: str, value: float, flags: bool = True) -> str:
     return text
 
 
-def view_text(v: ViewFeatures, use_structure_tokens: bool, flags: bool = True) -> str:
+def numeric_measurements(measurements: dict) -> list[tuple[str, float]]:
+    """``[(key, value)]`` of the finite numbers among a view's measurements, sorted by key
+    (the detector also stores strings and flags there).
+
+    >>> numeric_measurements({"b": 1.5, "a": float("nan"), "c": True, "d": "x", "e": 2})
+    [('b', 1.5), ('e', 2)]
+    """
+    return [(k, x) for k, x in sorted(measurements.items())
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
+
+
+def view_text(v: ViewFeatures, use_structure_tokens: bool, flags: bool = False) -> str:
     """The text after a view's structure tokens: detector boxes and measurements (with
     reference-range flags when ``flags``), or "" without structure tokens."""
     if not use_structure_tokens:
         return ""
     boxes = [f"{s} {box_to_text(v.boxes[s])}" for s in STRUCTURES if s in v.boxes]
-    meas = [measurement_text(k, x, flags) for k, x in sorted(v.measurements.items())
-            if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
+    meas = [measurement_text(k, x, flags) for k, x in numeric_measurements(v.measurements)]
     return (f"boxes: {', '.join(boxes) or 'none'}.\n"
             f"measurements: {', '.join(meas) or 'none'}.\n")
 
@@ -109,7 +119,7 @@ def pool_clip_tokens(tokens: np.ndarray, keep: int) -> np.ndarray:
 
 
 def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
-                 max_clip_tokens: int = 0, measurement_flags: bool = True) -> PromptParts:
+                 max_clip_tokens: int = 0, measurement_flags: bool = False) -> PromptParts:
     """Lay out one study's prompt (see the module docstring). Raises ``ValueError`` naming the
     study for feature arrays of the wrong rank or structure count, or a study with no view."""
     views = ordered_views(sf)

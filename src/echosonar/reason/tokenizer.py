@@ -135,5 +135,5 @@ def corpus_from_studies(studies: Iterable) -> list[str]:
         if sf.reasoning is not None and sf.labels is not None and sf.report is not None:
             docs.append(target_text(sf.reasoning, sf.labels, sf.report))
         for v in sf.views:
-            docs.append(view_text(v, use_structure_tokens=True))
+            docs.append(view_text(v, use_structure_tokens=True, flags=True))  # flags: a superset
     return docs
