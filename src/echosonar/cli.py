@@ -31,6 +31,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
      "train and evaluate the classifier baselines (prior, single-view, late/attention fusion)"),
     (("train", "sft"), "echosonar.reason.sft_cli",
      "supervised fine-tuning of the reasoning VLM"),
+    (("train", "head"), "echosonar.reason.head_fit",
+     "refit an EchoSonar-R's label heads (hidden-state + measurement) on its frozen LM"),
     (("train", "grpo"), "echosonar.reason.grpo_cli",
      "GRPO reinforcement learning from an SFT checkpoint"),
     (("evaluate",), "echosonar.evaluate.cli",

@@ -133,3 +133,26 @@ def test_file_names_never_reach_the_result(tmp_path, fake_bundle, fake_stages):
     assert "DOE_JANE" not in blob
     assert "no frame time; assumed 30 fps" in r["warnings"]
     assert any("duplicate of another file" in w for w in r["warnings"])
+
+
+def test_decoding_is_guided_by_the_bundle_thresholds(study_dir, fake_bundle, fake_stages):
+    from echosonar.config import load_config
+
+    seen = []
+    real = fake_stages.generate
+
+    def spy(vlm, sf, max_new_tokens, thresholds=None):
+        seen.append(thresholds)
+        return real(vlm, sf, max_new_tokens, thresholds)
+
+    stages = copy.copy(fake_stages)  # a SimpleNamespace of stage functions
+    stages.generate = spy
+    cfg = load_config()
+    analyze_study(study_dir, fake_bundle, cfg, stages=stages)
+    assert seen[-1] == fake_bundle.spec.thresholds  # app.decoding defaults to guided
+    cfg.app.decoding = "free"
+    analyze_study(study_dir, fake_bundle, cfg, stages=stages)
+    assert seen[-1] is None
+    cfg.app.decoding = "beam"
+    with pytest.raises(AnalysisError, match="'guided' or 'free'"):
+        analyze_study(study_dir, fake_bundle, cfg, stages=stages)

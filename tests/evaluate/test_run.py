@@ -92,8 +92,8 @@ def test_predict_vlm_uses_the_model_interface():
                              {s: "Text" for s in REPORT_SECTIONS})
 
     class Model:
-        def generate(self, batch, max_new_tokens, do_sample):
-            assert do_sample is False
+        def generate(self, batch, max_new_tokens, do_sample, thresholds=None):
+            assert do_sample is False and thresholds is None
             return [[good] if sf.key == "a" else ["garbage"] for sf in batch]
 
         def label_scores(self, batch):
@@ -163,6 +163,40 @@ def test_label_head_thresholds_come_from_val(tmp_path):
     no_val = tmp_path / "noval"
     write_synthetic_cache(no_val, {"test": 4}, d_enc=8, d_det=4, n_tokens=2)
     assert label_head_at_val_thresholds(Model(), no_val, preds, truth) is None
+
+
+def test_decoding_thresholds_come_from_val_only(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from echosonar.config.evaluate import EvalConfig
+    from echosonar.evaluate.run import decoding_thresholds
+    from echosonar.reason.synthetic import write_synthetic_cache
+
+    write_synthetic_cache(tmp_path, {"val": 6, "test": 4}, d_enc=8, d_det=4, n_tokens=2)
+
+    class Model:
+        seen: list = []
+
+        def label_scores(self, batch):
+            self.seen.extend(sf.split for sf in batch)
+            return torch.full((len(batch), len(LABEL_KEYS)), 0.25)
+
+    cfg = EvalConfig()
+    assert cfg.decoding == "guided"
+    m = Model()
+    thr = decoding_thresholds(m, tmp_path, cfg, log=lambda s: None)
+    assert set(thr) == set(LABEL_KEYS) and set(m.seen) == {"val"}
+    assert decoding_thresholds(m, tmp_path, dataclasses.replace(cfg, decoding="free")) is None
+    with pytest.raises(ValueError, match="val split"):
+        decoding_thresholds(m, tmp_path, dataclasses.replace(cfg, split="val"))
+    with pytest.raises(ValueError, match="'guided' or 'free'"):
+        decoding_thresholds(m, tmp_path, dataclasses.replace(cfg, decoding="beam"))
+    no_val = tmp_path / "noval"
+    write_synthetic_cache(no_val, {"test": 4}, d_enc=8, d_det=4, n_tokens=2)
+    with pytest.raises(ValueError, match="labelled val studies"):
+        decoding_thresholds(m, no_val, cfg, log=lambda s: None)
 
 
 def test_cutoff_rule_reference_row():

@@ -166,7 +166,8 @@ def analyze_study(paths: Sequence[str | Path] | str | Path, bundle: Bundle, cfg:
         sf, dets = stages.features(bundle, study, cfg, timer)
         report("generate", STAGE_PLAN[3][1])
         with timer("generate"):
-            text = stages.generate(bundle.vlm, sf, bundle.spec.max_new_tokens)
+            text = stages.generate(bundle.vlm, sf, bundle.spec.max_new_tokens,
+                                   _guide(cfg, bundle.spec.thresholds))
             scores = stages.label_scores(bundle.vlm, sf)
         report("report", STAGE_PLAN[4][1])
     timing = {k: round(timer.seconds.get(k, 0.0), 4) for k in TIMING_KEYS if k != "total"}
@@ -265,6 +266,14 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
         "peak_memory_mb": None if peak_mb is None else round(float(peak_mb), 1),
     }
     return Analysis(result, keyframes)
+
+
+def _guide(cfg: Any, thresholds: dict[str, float]) -> dict[str, float] | None:
+    """Thresholds that guide decoding (``app.decoding``), or None for free decoding."""
+    mode = cfg.app.decoding
+    if mode not in ("guided", "free"):
+        raise AnalysisError(f"app.decoding must be 'guided' or 'free', not {mode!r}")
+    return {k: float(thresholds.get(k, 0.5)) for k in LABEL_KEYS} if mode == "guided" else None
 
 
 def _findings(scores: Sequence[float] | None, thresholds: dict[str, float],

@@ -151,11 +151,14 @@ def clip_measurements(det: Any) -> dict[str, float]:
             if isinstance(v, (int, float, np.floating)) and np.isfinite(v)}
 
 
-def generate(vlm: Any, sf: Any, max_new_tokens: int) -> str:
+def generate(vlm: Any, sf: Any, max_new_tokens: int,
+             thresholds: dict[str, float] | None = None) -> str:
+    """Greedy generation; guided by the label head at ``thresholds`` when given."""
     import torch
 
     with torch.no_grad():
-        return vlm.generate([sf], max_new_tokens=int(max_new_tokens), do_sample=False)[0][0]
+        return vlm.generate([sf], max_new_tokens=int(max_new_tokens), do_sample=False,
+                            thresholds=thresholds)[0][0]
 
 
 def label_scores(vlm: Any, sf: Any) -> list[float]:

@@ -11,6 +11,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from echosonar.config.app import AppConfig
 from echosonar.config.base import (
     ConfigError,
     apply_overrides,
@@ -49,6 +50,7 @@ class EchoSonarConfig:
     sft: SFTConfig = section(SFTConfig, "supervised fine-tuning")
     grpo: GRPOConfig = section(GRPOConfig, "GRPO reinforcement learning")
     eval: EvalConfig = section(EvalConfig, "evaluation")
+    app: AppConfig = section(AppConfig, "analyze / serve application")
 
 
 def load_config(path: str | Path | None = None,

@@ -12,6 +12,9 @@ class AppConfig:
     threads: int = opt(1, "torch CPU threads for analyze/serve (1 was 4x faster than 2 on a "
                        "busy 2-core host; raise on a free machine)")
     max_new_tokens: int = opt(0, "generation length limit; 0 = the bundle's value")
+    decoding: str = opt("guided", "'guided' (findings lists = the label head's calls at the "
+                                  "bundle's thresholds, format skeleton forced; see "
+                                  "reason.guided) or 'free' (plain greedy decoding)")
     # -- server ----------------------------------------------------------------------------
     host: str = opt("127.0.0.1", "address echosonar serve binds to (keep it on localhost)")
     port: int = opt(8765, "port echosonar serve listens on")

@@ -19,6 +19,10 @@ class EvalConfig:
     max_new_tokens: int = opt(1280, "generation budget per study (greedy decoding); six-view "
                               "targets are ~750 tokens, at most ~1,060, with the default "
                               "2,048-token vocabulary")
+    decoding: str = opt("guided", "VLM checkpoints: 'guided' (the format's skeleton is forced "
+                                  "and every findings list is the label head's call at "
+                                  "thresholds chosen on the val split; the LM writes the rest, "
+                                  "see reason.guided) or 'free' (plain greedy decoding)")
     device: str = opt("auto", "auto, cpu or cuda[:i] for model inference")
     threads: int = opt(2, "torch CPU threads")
     max_studies: int = opt(0, "evaluate at most this many studies of the split (0 = all)")

@@ -40,6 +40,9 @@ class LMConfig:
                                         "off by default: it did not raise the generated "
                                         "answer's BAcc in session 4 (docs/notes/reason.md)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
+    measurement_head: bool = opt(True, "add a linear head on the detector's measurements as "
+                                       "numbers (standardised per view and quantity) to the "
+                                       "hidden-state label head (reason.measure_head)")
 
 
 @dataclass

@@ -137,6 +137,20 @@ def rule_features(view: str, tracks: np.ndarray, frame_scores: np.ndarray, prese
     return out
 
 
+def measurement_slots() -> list[tuple[str, str]]:
+    """Every ``(view, quantity)`` the detector can measure (:data:`RULES`, plus ``lv_fs_pct``
+    and ``ef_proxy_pct`` wherever both LV diameters are measured), sorted.
+
+    >>> ("A4C_COLOR", "tr_jet_ratio") in measurement_slots()
+    True
+    """
+    slots = {(r.view, r.key) for r in RULES}
+    for v in {r.view for r in RULES}:
+        if (v, "lvedd_cm") in slots and (v, "lvesd_cm") in slots:
+            slots |= {(v, "lv_fs_pct"), (v, "ef_proxy_pct")}
+    return sorted(slots)
+
+
 def apply_rules(view: str, feats: list, calib: np.ndarray) -> dict[str, float]:
     """Measurements of one clip from its rule features and coefficients ``calib`` [R, 3]."""
     out: dict[str, float] = {}

@@ -50,12 +50,14 @@ def train_label_matrix(features: str | Path) -> np.ndarray | None:
 
 
 def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
-                max_new_tokens: int = 1280, log: Callable[[str], None] = print
+                max_new_tokens: int = 1280, log: Callable[[str], None] = print,
+                thresholds: Mapping[str, float] | None = None
                 ) -> dict[str, StudyPrediction]:
     """Greedy generations + label scores of an EchoSonar-R model for ``StudyFeatures``.
 
     Predicted labels are the parsed answer's findings (malformed -> empty set); scores are
-    ``model.label_scores`` (``[B, L]`` probabilities, ``LABEL_KEYS`` order).
+    ``model.label_scores`` (``[B, L]`` probabilities, ``LABEL_KEYS`` order). With
+    ``thresholds`` the decoding is guided (``reason.guided``: findings lists = head calls).
     """
     import torch
 
@@ -64,7 +66,8 @@ def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
     for i in range(0, len(studies), batch_size):
         batch = list(studies[i:i + batch_size])
         with torch.no_grad():
-            texts = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False)
+            texts = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                   thresholds=None if thresholds is None else dict(thresholds))
             scores = model.label_scores(batch).float().cpu().numpy()
         for sf, t, s in zip(batch, texts, scores, strict=True):
             out[sf.key] = prediction_from_generation(
@@ -89,6 +92,28 @@ def label_head_thresholds(model: Any, studies: Sequence[Any], batch_size: int = 
                                  for i in range(0, len(studies), batch_size)])
     y = np.array([[int((sf.labels or {}).get(k, 0)) for k in LABEL_KEYS] for sf in studies])
     return choose_thresholds(y, scores, LABEL_KEYS)
+
+
+def decoding_thresholds(model: Any, features: str | Path, cfg: Any,
+                        log: Callable[[str], None] = print) -> dict[str, float] | None:
+    """Thresholds for ``cfg.decoding`` (``EvalConfig``): None for ``free``; for ``guided``
+    the label head's per-label thresholds chosen on the cache's labelled ``val`` split (the
+    baselines' rule). Never chosen on the evaluated split itself."""
+    from echosonar.io.features import iter_features
+
+    if cfg.decoding == "free":
+        return None
+    if cfg.decoding != "guided":
+        raise ValueError(f"eval.decoding must be 'guided' or 'free', not {cfg.decoding!r}")
+    if cfg.split == "val":
+        raise ValueError("guided decoding chooses its thresholds on the val split, so it cannot "
+                         "evaluate the val split; use --set eval.decoding=free")
+    val = [sf for sf in iter_features(features, "val") if sf.labels is not None]
+    if not val:
+        raise ValueError(f"guided decoding needs labelled val studies in {features} to choose "
+                         "the label head's thresholds; use --set eval.decoding=free")
+    log(f"guided decoding: label-head thresholds chosen on {len(val)} val studies")
+    return label_head_thresholds(model, val, cfg.batch_size)
 
 
 def label_head_at_val_thresholds(model: Any, features: str | Path,
@@ -369,10 +394,12 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         log(f"loading EchoSonar-R from {path} on {device}")
         model = EchoSonarR.from_pretrained(path, map_location=device)
         studies = [load_study_features(features, e) for e in truth]
-        preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log)
+        thr = decoding_thresholds(model, features, cfg, log)
+        preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log, thr)
         name = name or base.name
         pred_file = write_predictions(out / f"predictions_{suffix}.json", preds, name, cfg.split,
-                                      checkpoint=str(path), features=str(features))
+                                      checkpoint=str(path), features=str(features),
+                                      decoding=cfg.decoding, thresholds=thr)
     judge = None
     if cfg.green_judge:
         from echosonar.evaluate.green_llm import LLMJudge
@@ -389,7 +416,8 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
     metrics["cutoff_rule"] = _finite(cutoff_rule_row(features, truth, cfg.bootstrap))
     metrics["source"] = {"name": name, "kind": kind, "path": str(path),
                          "predictions": str(pred_file), "features": str(features),
-                         "split": cfg.split, "preset": preset or "default"}
+                         "split": cfg.split, "preset": preset or "default",
+                         "decoding": cfg.decoding if kind == "checkpoint" else None}
     metrics["run_info"] = run_info(cfg.seed)
     jpath, mpath = out / f"metrics_{suffix}.json", out / f"metrics_{suffix}.md"
     atomic_write_json(jpath, metrics)

@@ -43,7 +43,8 @@ def save_echosonar_r(model: Any, directory: str | Path, meta: dict[str, Any] | N
     state = model.state_dict()
     if lora:
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        state = {k: v for k, v in state.items() if k in trainable}
+        state = {k: v for k, v in state.items()  # + the measurement head's statistics
+                 if k in trainable or k.startswith("meas_head.")}
     tensors, tied = _dedupe(state)
     info = {"feature_dims": model.feature_dims, "tied": tied, "lora": lora, **(meta or {})}
     if not lora:
@@ -70,7 +71,8 @@ def load_echosonar_r(directory: str | Path, map_location: str = "cpu") -> Any:
     directory = Path(directory)
     tensors, data = load_checkpoint(directory, KIND)
     # Models saved before the flags existed were trained on unflagged prompts.
-    saved = {"measurement_flags": False, **data["config"]}
+    # ... and before the measurement head existed, without one.
+    saved = {"measurement_flags": False, "measurement_head": False, **data["config"]}
     try:
         cfg = from_dict(LMConfig, saved)
     except ConfigError as e:

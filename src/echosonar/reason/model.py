@@ -15,7 +15,9 @@ plain causal mask is exact (see ``_packed``). Either way a study's logits do not
 batch's padding (tested).
 
 Per-label scores: a light head (LayerNorm -> Linear) on [masked mean, last] of the LM's final
-hidden states over the prompt positions, trained jointly with BCE. It never sees the target.
+hidden states over the prompt positions, plus (``config.measurement_head``) a linear head on the
+detector's measurements as numbers (:mod:`echosonar.reason.measure_head`), trained jointly with
+BCE. It never sees the target.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
+from echosonar.reason.measure_head import MeasurementHead
 from echosonar.reason.prompt import PromptParts, build_prompt
 from echosonar.reason.rollout import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
@@ -70,6 +73,7 @@ class EchoSonarR(nn.Module):
             self.struct_type = nn.Embedding(len(STRUCTURES), h)
             nn.init.normal_(self.struct_type.weight, std=config.init_std)
         self.label_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Linear(2 * h, len(LABEL_KEYS)))
+        self.meas_head = MeasurementHead(len(LABEL_KEYS)) if config.measurement_head else None
         self.clip_id = tokenizer.convert_tokens_to_ids(CLIP)
         self.struct_id = tokenizer.convert_tokens_to_ids(STRUCT)
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -133,13 +137,22 @@ class EchoSonarR(nn.Module):
                                     position_ids=position_ids_from_mask(mask), use_cache=False)
         return out.last_hidden_state
 
-    def _label_logits(self, hidden: Tensor, mask: Tensor, last: Tensor | None = None) -> Tensor:
-        """Head on [masked mean of ``hidden`` over ``mask``, hidden at index ``last`` (default:
-        the final position, which is the prompt's last token under left padding)]."""
+    @staticmethod
+    def _pooled(hidden: Tensor, mask: Tensor, last: Tensor | None = None) -> Tensor:
+        """``[B, 2H]`` float32: [masked mean of ``hidden`` over ``mask``, hidden at index
+        ``last`` (default: the final position, the prompt's last token under left padding)]."""
         m = mask.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
         end = hidden[:, -1] if last is None else hidden[torch.arange(len(hidden)), last]
-        return self.label_head(torch.cat([mean, end], -1).float())
+        return torch.cat([mean, end], -1).float()
+
+    def _label_logits(self, pooled: Tensor, batch: list[StudyFeatures]) -> Tensor:
+        """``[B, L]``: the hidden-state head on ``pooled`` (:meth:`_pooled`), plus the
+        measurement head on ``batch``'s detector numbers when the model has one."""
+        logits = self.label_head(pooled)
+        if self.meas_head is not None:
+            logits = logits + self.meas_head(batch).to(logits.device)
+        return logits
 
     def _packed(self, embeds: Tensor, pmask: Tensor, ids: Tensor, imask: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -236,7 +249,7 @@ class EchoSonarR(nn.Module):
             ce = ce * self.decision_weights(targets, tuple(tgt.shape), finding_weight).flatten()
         lm_sum = ce.sum()
         n_tok = tmask.sum()
-        label_logits = self._label_logits(hidden, prompt_rows, plen - 1)
+        label_logits = self._label_logits(self._pooled(hidden, prompt_rows, plen - 1), batch)
         have = [i for i, sf in enumerate(batch) if sf.labels is not None]
         if have:
             y = torch.tensor([[float(batch[i].labels.get(k, 0)) for k in LABEL_KEYS]
@@ -255,7 +268,8 @@ class EchoSonarR(nn.Module):
     def label_scores(self, batch: list[StudyFeatures]) -> Tensor:
         """``[B, len(taxonomy.LABELS)]`` probabilities (``LABEL_KEYS`` order), prompt only."""
         embeds, mask = self.prompt_embeds(batch)
-        return torch.sigmoid(self._label_logits(self._hidden(embeds, mask), mask))
+        return torch.sigmoid(self._label_logits(self._pooled(self._hidden(embeds, mask), mask),
+                                                batch))
 
     def completion_logprobs(self, batch: list[StudyFeatures], completion_ids: Tensor,
                             completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
@@ -276,18 +290,30 @@ class EchoSonarR(nn.Module):
     def generate(self, batch: list[StudyFeatures], max_new_tokens: int = 512,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  num_samples: int = 1, generator: torch.Generator | None = None,
-                 return_ids: bool = False) -> Any:
+                 return_ids: bool = False, thresholds: dict[str, float] | None = None) -> Any:
         """Decode with a KV cache: the prompt is prefilled once and its cache repeated for the
         ``num_samples`` completions of each study. Greedy unless ``do_sample``.
+
+        With ``thresholds`` (per-label, e.g. chosen on val) decoding is *guided*
+        (:mod:`echosonar.reason.guided`): the skeleton of the format is forced and every
+        ``findings:`` list is the label head's calls; greedy, one completion per study.
 
         Returns ``[[text] * num_samples for each study]`` (text up to the first eos, special
         tokens removed, tags kept). With ``return_ids`` also ``(ids [B*G, T], mask [B*G, T])``
         where mask covers tokens up to and including the first eos.
         """
+        if thresholds is not None and (do_sample or num_samples != 1 or return_ids):
+            raise ValueError("guided decoding (thresholds=...) is greedy with one completion "
+                             "per study and does not return ids")
         was_training = self.training
         self.eval()
         try:
             with _autocast(self.device):
+                if thresholds is not None:
+                    from echosonar.reason.guided import guided_generate
+
+                    return [[t] for t in guided_generate(self, batch, thresholds,
+                                                         max_new_tokens)[0]]
                 ids, mask = self._decode(batch, max_new_tokens, do_sample, temperature, top_p,
                                          num_samples, generator)
         finally:

@@ -18,6 +18,7 @@ tokenizers use ``pad == eos``, and a completion may legitimately contain the pad
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -214,8 +215,13 @@ def sample_completions(lm: torch.nn.Module, embeds: Tensor, mask: Tensor, *, num
                        max_new_tokens: int, eos_token_id: int | None, pad_token_id: int,
                        do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0,
                        generator: torch.Generator | None = None,
-                       return_logits: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+                       return_logits: bool = False,
+                       choose: Callable[[Tensor], Tensor] | None = None
+                       ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Prefill ``embeds [B, P, H]`` once, repeat the KV cache ``num_samples`` times, decode.
+
+    ``choose(logits [B*G, V]) -> tokens [B*G]`` replaces sampling when given (a stateful
+    controller such as ``reason.guided.GuidedDecoder``; it is called once per step, in order).
 
     Returns ``(ids [B*G, T], mask [B*G, T], step_logits)`` with ``T <= max_new_tokens`` (decoding
     stops early once every row has produced EOS); rows after their EOS hold ``pad_token_id``.
@@ -238,7 +244,8 @@ def sample_completions(lm: torch.nn.Module, embeds: Tensor, mask: Tensor, *, num
     for t in range(max_new_tokens):
         if return_logits:
             kept.append(logits.float().clone())
-        tok = next_tokens(logits, do_sample, temperature, top_p, generator)
+        tok = (choose(logits) if choose is not None
+               else next_tokens(logits, do_sample, temperature, top_p, generator))
         tok = tok.masked_fill(done, pad_token_id)
         ids.append(tok)
         if eos_token_id is not None:

@@ -135,7 +135,10 @@ def _build(cfg: EchoSonarConfig, out: Path, train: list, rank: int, world: int,
         _barrier(world)
         if rank != 0:
             tok = load_tokenizer(tdir)
-    return build_model(cfg.lm, tok, feature_dims(train[0]))
+    model = build_model(cfg.lm, tok, feature_dims(train[0]))
+    if model.meas_head is not None:  # standardise with training statistics (every rank alike)
+        model.meas_head.fit_stats(train)
+    return model
 
 
 def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
