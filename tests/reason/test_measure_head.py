@@ -99,10 +99,10 @@ def test_cli_train_head(tmp_path, capsys):
     model.save_pretrained(tmp_path / "m")
     write_synthetic_cache(tmp_path / "f", {"train": 20, "val": 8}, d_enc=32, d_det=16)
     args = ["train", "head", "--from", str(tmp_path / "m"), "--features", str(tmp_path / "f"),
-            "--out", str(tmp_path / "m2"), "--epochs", "20", "--threads", "1"]
+            "--out", str(tmp_path / "m2"), "--set", "head.epochs=20", "--threads", "1"]
     assert main(args) == 0
     fit = json.loads((tmp_path / "m2" / "head_fit.json").read_text())
-    assert fit["n_train"] == 20 and fit["n_val"] == 8
+    assert fit["n_train"] == 20 and fit["n_val"] == 8 and fit["epochs"] == 20
     assert EchoSonarR.from_pretrained(tmp_path / "m2").meas_head is not None
     assert main(args) == 2 and "exists" in capsys.readouterr().err
     same = ["train", "head", "--from", str(tmp_path / "m"), "--features", str(tmp_path / "f"),

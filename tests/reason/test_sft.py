@@ -62,7 +62,10 @@ def test_tiny_run_lowers_loss_and_changes_parameters(data, tmp_path):
     assert any("label_head" in n for n in changed)
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     kinds = {r["kind"] for r in lines}
-    assert kinds == {"train", "val", "samples"}
+    assert kinds == {"train", "val", "samples", "head_fit"}
+    # the label heads were refitted on the frozen LM before RUN/model was written
+    meta = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["meta"]
+    assert meta["head_fit"]["val_bce"] <= meta["head_fit"]["val_bce_start"]
     assert (tmp_path / "run" / "config.yaml").is_file()
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["seed"] == 0 and info["world_size"] == 1

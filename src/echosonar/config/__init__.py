@@ -28,12 +28,13 @@ from echosonar.config.encode import EncodeConfig
 from echosonar.config.evaluate import EvalConfig
 from echosonar.config.grpo import GRPOConfig
 from echosonar.config.ingest import IngestConfig
-from echosonar.config.reason import LMConfig, SFTConfig
+from echosonar.config.reason import HeadFitConfig, LMConfig, SFTConfig
 from echosonar.config.sim import SimConfig
 
 __all__ = [
-    "ConfigError", "DetectConfig", "EchoSonarConfig", "EncodeConfig", "EvalConfig",
-    "GRPOConfig", "IngestConfig", "LMConfig", "SFTConfig", "SimConfig", "add_config_args", "apply_overrides", "config_from_args",
+    "AppConfig", "ConfigError", "DetectConfig", "EchoSonarConfig", "EncodeConfig", "EvalConfig",
+    "GRPOConfig", "HeadFitConfig", "IngestConfig", "LMConfig", "SFTConfig", "SimConfig",
+    "add_config_args", "apply_overrides", "config_from_args",
     "describe", "from_dict", "load_config", "load_yaml", "opt", "save_yaml", "section", "to_dict",
 ]
 
@@ -48,6 +49,8 @@ class EchoSonarConfig:
     encode: EncodeConfig = section(EncodeConfig, "spatiotemporal video encoder and baselines")
     lm: LMConfig = section(LMConfig, "language model")
     sft: SFTConfig = section(SFTConfig, "supervised fine-tuning")
+    head: HeadFitConfig = section(HeadFitConfig, "label-head refit on a frozen LM (train head, "
+                                                 "end of SFT)")
     grpo: GRPOConfig = section(GRPOConfig, "GRPO reinforcement learning")
     eval: EvalConfig = section(EvalConfig, "evaluation")
     app: AppConfig = section(AppConfig, "analyze / serve application")

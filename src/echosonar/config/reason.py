@@ -73,3 +73,14 @@ class SFTConfig:
     finding_weight: float = opt(1.0, "loss weight of target tokens that state a finding (a "
                                      "reasoning line's evidence onwards when its findings are "
                                      "not 'none', the answer's findings line unless healthy)")
+    refit_heads: bool = opt(True, "after the last step, refit the label heads on the frozen LM "
+                                  "(reason.head_fit, settings in 'head') before writing "
+                                  "RUN/model; the checkpoint keeps the jointly trained heads")
+
+
+@dataclass
+class HeadFitConfig:
+    epochs: int = opt(400, "full-batch AdamW epochs over the pooled prompt states")
+    lr: float = opt(1e-2, "AdamW learning rate")
+    weight_decay: float = opt(1e-2, "AdamW weight decay")
+    eval_every: int = opt(10, "val BCE every N epochs; the best epoch's weights are kept")

@@ -97,8 +97,9 @@ def label_head_thresholds(model: Any, studies: Sequence[Any], batch_size: int = 
 def decoding_thresholds(model: Any, features: str | Path, cfg: Any,
                         log: Callable[[str], None] = print) -> dict[str, float] | None:
     """Thresholds for ``cfg.decoding`` (``EvalConfig``): None for ``free``; for ``guided``
-    the label head's per-label thresholds chosen on the cache's labelled ``val`` split (the
-    baselines' rule). Never chosen on the evaluated split itself."""
+    the label head's per-label thresholds chosen on the labelled ``val`` split of ``features``
+    (the baselines' rule; pass the training cache when scoring a shifted test-only cache).
+    Never chosen on the evaluated split itself."""
     from echosonar.io.features import iter_features
 
     if cfg.decoding == "free":
@@ -112,7 +113,8 @@ def decoding_thresholds(model: Any, features: str | Path, cfg: Any,
     if not val:
         raise ValueError(f"guided decoding needs labelled val studies in {features} to choose "
                          "the label head's thresholds; use --set eval.decoding=free")
-    log(f"guided decoding: label-head thresholds chosen on {len(val)} val studies")
+    log(f"guided decoding: label-head thresholds chosen on {len(val)} val studies of "
+        f"{features}")
     return label_head_thresholds(model, val, cfg.batch_size)
 
 
@@ -394,7 +396,8 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         log(f"loading EchoSonar-R from {path} on {device}")
         model = EchoSonarR.from_pretrained(path, map_location=device)
         studies = [load_study_features(features, e) for e in truth]
-        thr = decoding_thresholds(model, features, cfg, log)
+        # the val split of the reference cache (--train-features) when scoring a shifted one
+        thr = decoding_thresholds(model, train_features or features, cfg, log)
         preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log, thr)
         name = name or base.name
         pred_file = write_predictions(out / f"predictions_{suffix}.json", preds, name, cfg.split,

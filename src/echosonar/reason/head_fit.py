@@ -28,12 +28,16 @@ from echosonar.taxonomy import LABEL_KEYS
 def pooled_states(model: Any, studies: Sequence[StudyFeatures], batch_size: int = 8
                   ) -> torch.Tensor:
     """``[N, 2H]`` float32: the hidden-state head's input for each study (prompt only)."""
+    was_training = model.training
     model.eval()
     out = []
-    for i in range(0, len(studies), batch_size):
-        batch = list(studies[i:i + batch_size])
-        embeds, mask = model.prompt_embeds(batch)
-        out.append(model._pooled(model._hidden(embeds, mask), mask).cpu())
+    try:
+        for i in range(0, len(studies), batch_size):
+            batch = list(studies[i:i + batch_size])
+            embeds, mask = model.prompt_embeds(batch)
+            out.append(model._pooled(model._hidden(embeds, mask), mask).float().cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 2 * model.hidden_size)
 
 
@@ -109,24 +113,26 @@ def fit_label_heads(model: Any, train: Sequence[StudyFeatures], val: Sequence[St
 
 # ------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from echosonar.config import add_config_args
+
     parser.add_argument("--from", dest="source", required=True, metavar="MODEL",
-                        help="EchoSonar-R model folder (e.g. RUN/model of train sft)")
+                        help="EchoSonar-R model folder (e.g. RUN/model of train sft, "
+                             "RUN/final of train grpo)")
     parser.add_argument("--features", required=True, metavar="FEATURES",
                         help="feature cache with labelled train (and val) studies")
     parser.add_argument("--out", required=True, metavar="MODEL_OUT",
                         help="new model folder (the same model with refitted label heads, "
                              "plus head_fit.json)")
-    parser.add_argument("--epochs", type=int, default=400, help="full-batch epochs (400)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (1e-2)")
-    parser.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_config_args(parser)  # --set head.epochs=... head.lr=...
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from echosonar.config import ConfigError, config_from_args
     from echosonar.io.atomic import atomic_dir, atomic_write_json
     from echosonar.io.checkpoint import CheckpointError
     from echosonar.io.features import FeatureCacheError
@@ -142,17 +148,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     torch.set_num_threads(max(1, args.threads))
     try:
+        h = config_from_args(args).head
         model = EchoSonarR.from_pretrained(args.source)
         train = load_split(args.features, "train", require_targets=False)
         val = load_split(args.features, "val", require_targets=False)
-        res = fit_label_heads(model, train, val, args.epochs, args.lr, args.weight_decay)
-    except (CheckpointError, FeatureCacheError, ValueError) as e:
+        res = fit_label_heads(model, train, val, h.epochs, h.lr, h.weight_decay, h.eval_every)
+    except (ConfigError, CheckpointError, FeatureCacheError, ValueError) as e:
         print(f"echosonar train head: {e}", file=sys.stderr)
         return 2
+    info = {**res, "source": str(args.source), "features": str(args.features)}
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, {"head_fit": {**res, "source": str(args.source),
-                                                 "features": str(args.features)}})
-        atomic_write_json(tmp / "head_fit.json", {**res, "source": str(args.source),
-                                                  "features": str(args.features)})
+        model.save_pretrained(tmp, {"head_fit": info})
+        atomic_write_json(tmp / "head_fit.json", info)
     print(f"done: {out} (val BCE {res['val_bce_start']:.4f} -> {res['val_bce']:.4f})")
     return 0

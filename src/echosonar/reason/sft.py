@@ -269,9 +269,18 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
         if stop_after is not None and step + 1 >= stop_after and not last:
             return {"history": history, "val": val_hist, "model_dir": None, "model": model}
     model_dir = out / "model"
-    if rank == 0 and s.steps > start:
+    if rank == 0 and (s.steps > start or not (model_dir / "config.json").is_file()):
+        meta: dict[str, Any] = {"step": s.steps}
+        if s.refit_heads:
+            from echosonar.reason.head_fit import fit_label_heads
+
+            h = cfg.head
+            meta["head_fit"] = fit_label_heads(
+                model, train, load_split(features, "val") if features else val, h.epochs,
+                h.lr, h.weight_decay, h.eval_every, micro, log=lambda m: log.write(
+                    {"kind": "head_fit", "step": s.steps, "message": m}))
         with atomic_dir(model_dir) as tmp:
-            model.save_pretrained(tmp, meta={"step": s.steps})
+            model.save_pretrained(tmp, meta=meta)
     _barrier(world)
     if log.tb is not None:
         log.tb.close()
