@@ -38,11 +38,10 @@ class ScriptedLM:
         out = torch.zeros(1, len(self.dec.text))
         if r.queue or r.mode in ("start", "done", "closing"):
             return out  # the decoder ignores the LM here
-        mode = "line" if r.mode in ("citations", "evidence") else r.mode
-        seg = (mode, r.view, r.section)
+        seg = (r.mode, r.view, r.section)
         if seg != self.seg:
             self.seg, self.pos = seg, 0
-        script = self.scripts[mode]
+        script = self.scripts[r.mode]
         t = script[self.pos] if self.pos < len(script) else self.repeat[
             (self.pos - len(script)) % len(self.repeat)]
         self.pos += 1
@@ -50,8 +49,8 @@ class ScriptedLM:
         return out
 
 
-def run_scripted(tok, acquired, called, scripts, repeat="", steps=4000):
-    dec = GuidedDecoder(tok, [acquired], [called])
+def run_scripted(tok, acquired, called, scripts, repeat="", steps=4000, boxes=None):
+    dec = GuidedDecoder(tok, [acquired], [called], None if boxes is None else [boxes])
     lm = ScriptedLM(tok, dec, scripts, repeat)
     ids = []
     for _ in range(steps):
@@ -64,7 +63,7 @@ def run_scripted(tok, acquired, called, scripts, repeat="", steps=4000):
     return tok.decode(ids, skip_special_tokens=True)
 
 
-SCRIPTS = {"line": " LV (10,10,50,60). evidence: looks normal. findings:",
+SCRIPTS = {"evidence": " looks normal. findings:",
            "implication": " nothing to add\n", "report": " Normal appearances\n"}
 
 
@@ -72,7 +71,8 @@ def test_findings_lists_come_from_the_head_not_the_lm(setup):
     _, tok, _ = setup
     acquired = ["A4C", "PLAX", "A4C_COLOR"]
     called = ["lv_enlargement", "tricuspid_regurgitation"]
-    text = run_scripted(tok, acquired, called, SCRIPTS)
+    boxes = {"A4C": {"LA": [0.4, 0.6, 0.6, 0.9], "LV": [0.1, 0.1, 0.5, 0.6]}}
+    text = run_scripted(tok, acquired, called, SCRIPTS, boxes=boxes)
     p = parse_generation(text)
     assert p.well_formed, p.errors
     assert p.findings == set(called)
@@ -83,6 +83,9 @@ def test_findings_lists_come_from_the_head_not_the_lm(setup):
             want = [f for f in called if v in FINDING_BY_KEY[f].views]
             assert sorted(FINDING_BY_KEY[f].name for f in want) == sorted(p.views[v].findings)
             assert p.views[v].evidence == "looks normal"
+            # the citations are the detector's boxes, in STRUCTURES order ('none' without any)
+            assert p.views[v].structures == ({"LV": [0.1, 0.1, 0.5, 0.6],
+                                              "LA": [0.4, 0.6, 0.6, 0.9]} if v == "A4C" else {})
         else:
             assert not p.views[v].acquired
             assert not_acquired_line(v, acquired) in text
@@ -93,12 +96,11 @@ def test_findings_lists_come_from_the_head_not_the_lm(setup):
 
 def test_nothing_called_is_healthy_and_caps_end_runaway_segments(setup, monkeypatch):
     _, tok, _ = setup
-    monkeypatch.setattr(guided, "CITATIONS_CAP", 30)
     monkeypatch.setattr(guided, "EVIDENCE_CAP", 6)
     monkeypatch.setattr(guided, "SECTION_CAP", 5)
     monkeypatch.setattr(guided, "IMPLICATION_CAP", 4)
     # the LM never writes 'findings:' nor a line break: the caps move the skeleton on
-    scripts = {"line": " LV (10,10,50,60). evidence: long", "implication": " more",
+    scripts = {"evidence": " long", "implication": " more",
                "report": " text"}
     text = run_scripted(tok, ["PSAX_AV"], [], scripts, repeat=" and more")
     p = parse_generation(text)
@@ -110,7 +112,7 @@ def test_nothing_called_is_healthy_and_caps_end_runaway_segments(setup, monkeypa
 def test_no_line_break_or_tag_where_the_line_must_go_on(setup):
     _, tok, _ = setup
     # an LM that would break the line (or close the think block) inside the evidence
-    scripts = {"line": " LV (10,10,50,60). evidence: x\n</think> y. findings:",
+    scripts = {"evidence": " x\n</think> y. findings:",
                "implication": " y\n", "report": "\n Fine\n"}
     text = run_scripted(tok, ["A2C"], ["la_enlargement"], scripts)
     p = parse_generation(text)
@@ -140,6 +142,11 @@ def test_real_model_generate_guided(setup):
         for v in VIEWS:
             if v not in acquired:
                 assert not_acquired_line(v, acquired) in text
+        # even an untrained LM's output parses: the free parts cannot break the format
+        p = parse_generation(text)
+        assert p.well_formed, p.errors
+        for v in sf.views:
+            assert set(p.views[v.view].structures) == set(v.boxes)
     with pytest.raises(ValueError, match="greedy"):
         model.generate(studies[:1], do_sample=True, thresholds=thr)
 

@@ -82,5 +82,8 @@ class SFTConfig:
 class HeadFitConfig:
     epochs: int = opt(400, "full-batch AdamW epochs over the pooled prompt states")
     lr: float = opt(1e-2, "AdamW learning rate")
-    weight_decay: float = opt(1e-2, "AdamW weight decay")
+    weight_decay: float = opt(0.1, "AdamW weight decay")
     eval_every: int = opt(10, "val BCE every N epochs; the best epoch's weights are kept")
+    fit_hidden: bool = opt(False, "also refit the hidden-state head (off: the LM has seen the "
+                                  "training prompts, so a refitted head overfits them; see "
+                                  "reason.head_fit)")

@@ -5,12 +5,15 @@ Why. The free-running 2 M-parameter LM learns the format and the report but not 
 its answer ignores measurements the label head reads well (session-4 notes: answer 54.5 % macro
 BAcc, head 76.8 % on the same model), and most of its malformed outputs are duplicated or
 unknown finding names in a ``findings:`` list. Guided decoding keeps every free-text part of the
-generation (structure citations, evidence, implications, report sections) as the LM's greedy
-choice and writes only what the contract fixes:
+generation (evidence, implications, report sections) as the LM's greedy choice and writes only
+what the contract fixes:
 
 * the tags, the ``view V:`` prefixes in ``taxonomy.VIEWS`` order (the training targets' order),
   and the whole line of a view that was not acquired (``not assessable:`` is a function of the
   acquired views, as in the targets);
+* each acquired view's ``structures`` list: the detector's boxes for that view, verbatim, in
+  ``taxonomy.STRUCTURES`` order (the targets cite every structure present; the LM only ever
+  copied them from the prompt, and a garbled copy was the commonest malformation left);
 * every ``findings:`` list: the head's calls ``score >= threshold`` (per-label thresholds, e.g.
   chosen on the val split), restricted per view to the findings that view can show -- the same
   rule that writes the SFT targets, so the reasoning and the answer agree by construction;
@@ -38,13 +41,23 @@ from echosonar.taxonomy import (
     LABEL_KEYS,
     REPORT_SECTION_TITLES,
     REPORT_SECTIONS,
+    STRUCTURES,
     VIEWS,
     assessable,
 )
-from echosonar.textformat import ANSWER_CLOSE, ANSWER_OPEN, NONE, THINK_CLOSE, THINK_OPEN
+from echosonar.textformat import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    NONE,
+    THINK_CLOSE,
+    THINK_OPEN,
+    box_to_text,
+)
 
-#: token caps of the free segments (the longest training-target segments are far shorter)
-CITATIONS_CAP, EVIDENCE_CAP, IMPLICATION_CAP, SECTION_CAP = 160, 120, 64, 96
+#: token caps of the free segments, a little above the longest training-target segment (in
+#: 400 train targets of the 1,419-study cache: evidence 76, implication 28, report section 55
+#: tokens); a model that runs on past them is off the rails, not saying more
+EVIDENCE_CAP, IMPLICATION_CAP, SECTION_CAP = 80, 32, 64
 
 
 def decisions(scores: Sequence[float], thresholds: Mapping[str, float]) -> list[str]:
@@ -76,6 +89,17 @@ def answer_findings_text(called: Sequence[str]) -> str:
     return "; ".join(f.name for f in FINDINGS if f.key in called) or HEALTHY.name
 
 
+def citations(boxes: Mapping[str, Sequence[float]]) -> str:
+    """A view's ``structures`` list from detector boxes, in ``STRUCTURES`` order.
+
+    >>> citations({"LA": [0.4, 0.6, 0.6, 0.9], "LV": [0.1, 0.1, 0.5, 0.6]})
+    'LV (10,10,50,60), LA (40,60,60,90)'
+    >>> citations({})
+    'none'
+    """
+    return ", ".join(f"{s} {box_to_text(boxes[s])}" for s in STRUCTURES if s in boxes) or NONE
+
+
 def not_acquired_line(view: str, acquired: Sequence[str]) -> str:
     """The whole reasoning line of a view that was not acquired (as the targets write it)."""
     na = [f.name for f in FINDINGS if view in f.views and not assessable(f.key, tuple(acquired))]
@@ -90,7 +114,8 @@ class _Row:
     called: list[str]
     views: deque = field(default_factory=deque)  # views still to write
     queue: deque = field(default_factory=deque)  # forced token ids
-    mode: str = "start"  # start | citations | evidence | implication | report | closing | done
+    boxes: dict = field(default_factory=dict)  # {view: {structure: box01}} of the detector
+    mode: str = "start"  # start | evidence | implication | report | closing | done
     view: str = ""
     section: int = 0
     line: str = ""  # text of the current line so far
@@ -104,10 +129,13 @@ class GuidedDecoder:
         tokenizer: the model's HF tokenizer (``encode``, ``decode``, eos/pad ids).
         acquired: per study, the acquired views.
         called: per study, the finding keys the head calls (:func:`decisions`).
+        boxes: per study, ``{view: {structure: [x0, y0, x1, y1] in 0..1}}`` (the detector's
+            ``ViewFeatures.boxes``); missing -> ``structures none``.
     """
 
     def __init__(self, tokenizer: Any, acquired: Sequence[Sequence[str]],
-                 called: Sequence[Sequence[str]]):
+                 called: Sequence[Sequence[str]],
+                 boxes: Sequence[Mapping[str, Mapping[str, Sequence[float]]]] | None = None):
         self.tok = tokenizer
         self.eos, self.pad = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.text = _token_texts(tokenizer)
@@ -118,10 +146,15 @@ class GuidedDecoder:
                                                          ANSWER_CLOSE)}
         ban[[i for i in specials if i is not None and 0 <= i < n]] = True
         newline = torch.tensor(["\n" in t for t in self.text])
+        word = torch.tensor([t.startswith(" ") and bool(t.strip()) for t in self.text])
         self.ban_free = ban  # tags, EOS and other special tokens never come from the LM
         self.ban_line = ban | newline  # ... nor a line break where the line must go on
-        self.rows = [_Row(list(a), list(c), views=deque(VIEWS))
-                     for a, c in zip(acquired, called, strict=True)]
+        findings = torch.tensor(["findings" in t for t in self.text])
+        # ... and a segment starts with " word" (not with the end of the evidence)
+        self.ban_first = ban | newline | ~word | findings
+        boxes = boxes if boxes is not None else [{} for _ in acquired]
+        self.rows = [_Row(list(a), list(c), views=deque(VIEWS), boxes=dict(b))
+                     for a, c, b in zip(acquired, called, boxes, strict=True)]
 
     # ----------------------------------------------------------------- the skeleton
     def _encode(self, text: str) -> list[int]:
@@ -136,8 +169,9 @@ class GuidedDecoder:
             if v not in r.acquired:
                 parts.append(not_acquired_line(v, r.acquired) + "\n")
                 continue
-            r.mode, r.view = "citations", v
-            return "".join(parts) + f"view {v}: structures"
+            r.mode, r.view = "evidence", v
+            return "".join(parts) + f"view {v}: structures {citations(r.boxes.get(v, {}))}. " \
+                "evidence:"
         r.mode, r.section = "report", 0
         return "".join(parts) + "\n".join([
             THINK_CLOSE, ANSWER_OPEN, "findings: " + answer_findings_text(r.called), "report:",
@@ -166,32 +200,23 @@ class GuidedDecoder:
             return r.queue.popleft()
         if r.mode == "done":
             return self.pad
-        content = r.line.split(":", 1)[1].strip() if r.mode == "report" else "x"
-        ban = self.ban_line if (r.mode in ("citations", "evidence") or not content) \
-            else self.ban_free
+        if r.n_free == 0:  # a free segment opens with a word after ': ', as in the targets
+            ban = self.ban_first
+        else:
+            ban = self.ban_line if r.mode == "evidence" else self.ban_free
         t = int(logits.float().masked_fill(ban.to(logits.device), float("-inf")).argmax())
         txt = self.text[t]
         r.n_free += 1
-        if r.mode == "citations":
-            if (r.line + txt).endswith("evidence:"):
-                r.mode, r.n_free = "evidence", 0
-            elif r.n_free >= CITATIONS_CAP:
-                r.mode = "evidence"
-                r.queue.extend(self._encode(". evidence:"))
-                r.n_free = 0
-            return t
         if r.mode == "evidence":
-            if (r.line + txt).endswith("findings:"):
-                r.mode = "implication"
-                r.queue.extend(self._encode(
-                    f" {view_findings_text(r.view, r.called)}. implication:"))
-                r.n_free = 0
-            elif r.n_free >= EVIDENCE_CAP:
-                r.mode = "implication"
-                r.queue.extend(self._encode(
-                    f". findings: {view_findings_text(r.view, r.called)}. implication:"))
-                r.n_free = 0
-            return t
+            # the LM moving on to "findings" (or running past the cap) ends the evidence; the
+            # findings list is the head's, whatever the LM was about to write
+            if "findings" not in txt and r.n_free < EVIDENCE_CAP:
+                return t
+            head = txt.split("findings", 1)[0].rstrip() if "findings" in txt else txt
+            dot = "" if (r.line + head).rstrip().endswith(".") else "."
+            r.mode = "implication"
+            return self._force(r, f"{head}{dot} findings: "
+                               f"{view_findings_text(r.view, r.called)}. implication:")
         ends = "\n" in txt
         cap = IMPLICATION_CAP if r.mode == "implication" else SECTION_CAP
         if not ends and r.n_free < cap:
@@ -240,7 +265,8 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
         scores = model.label_scores(batch).float().cpu().tolist()
         called = [decisions(s, thresholds) for s in scores]
         acquired = [[v.view for v in sf.views] for sf in batch]
-        dec = GuidedDecoder(model.tokenizer, acquired, called)
+        boxes = [{v.view: dict(v.boxes) for v in sf.views} for sf in batch]
+        dec = GuidedDecoder(model.tokenizer, acquired, called, boxes)
         embeds, mask = model.prompt_embeds(batch)
         budget = min(max_new_tokens, model.config.max_len - embeds.shape[1])
         if budget <= 0:

@@ -277,8 +277,8 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
             h = cfg.head
             meta["head_fit"] = fit_label_heads(
                 model, train, load_split(features, "val") if features else val, h.epochs,
-                h.lr, h.weight_decay, h.eval_every, micro, log=lambda m: log.write(
-                    {"kind": "head_fit", "step": s.steps, "message": m}))
+                h.lr, h.weight_decay, h.eval_every, micro, h.fit_hidden,
+                log=lambda m: log.write({"kind": "head_fit", "step": s.steps, "message": m}))
         with atomic_dir(model_dir) as tmp:
             model.save_pretrained(tmp, meta=meta)
     _barrier(world)
