@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from echosonar.reason import guided
-from echosonar.reason.guided import GuidedDecoder, decisions, not_acquired_line
+from echosonar.reason.guided import (
+    GuidedDecoder,
+    answer_findings_text,
+    decisions,
+    not_acquired_line,
+)
 from echosonar.reason.synthetic import tiny_setup
 from echosonar.taxonomy import (
     FINDING_BY_KEY,
@@ -13,6 +18,7 @@ from echosonar.taxonomy import (
     REPORT_SECTION_TITLES,
     REPORT_SECTIONS,
     VIEWS,
+    assessable,
 )
 from echosonar.textformat import parse_generation
 
@@ -126,17 +132,23 @@ def test_real_model_generate_guided(setup):
     with torch.no_grad():
         scores = model.label_scores(studies[:2]).tolist()
     thr = {k: 0.5 for k in LABEL_KEYS}
-    thr["pericardial_effusion"] = 0.0  # always called
+    thr["pericardial_effusion"] = thr["bicuspid_aortic_valve"] = 0.0  # always called ...
     texts = [t[0] for t in model.generate(studies[:2], max_new_tokens=4000, thresholds=thr)]
     for sf, text, sc in zip(studies[:2], texts, scores, strict=True):
-        called = decisions(sc, thr)
-        assert "pericardial_effusion" in called
+        acquired = [v.view for v in sf.views]
+        called = [k for k in decisions(sc, thr) if assessable(k, tuple(acquired))]
+        assert "pericardial_effusion" in called or not assessable("pericardial_effusion",
+                                                                   tuple(acquired))
+        # ... unless no acquired view can show it (bicuspid: PSAX_AV only)
+        assert ("bicuspid_aortic_valve" in parse_generation(text).findings) == \
+            ("PSAX_AV" in acquired)
+        assert all(assessable(k, tuple(acquired)) for k in parse_generation(text).findings
+                   if k != "healthy")
         assert text.count("<think>") == text.count("</answer>") == 1
         answer = text.split("<answer>", 1)[1].splitlines()[1]
-        assert answer == "findings: " + "; ".join(FINDING_BY_KEY[k].name for k in called)
+        assert answer == "findings: " + answer_findings_text(called)
         titles = [ln.split(":")[0] for ln in text.split("report:", 1)[1].strip().splitlines()]
         assert titles[:-1] == [REPORT_SECTION_TITLES[s] for s in REPORT_SECTIONS]
-        acquired = [v.view for v in sf.views]
         starts = [ln.split(":")[0] for ln in text.split("</think>")[0].splitlines()[1:]]
         assert starts == [f"view {v}" for v in VIEWS]
         for v in VIEWS:

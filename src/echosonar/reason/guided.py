@@ -15,8 +15,10 @@ what the contract fixes:
   ``taxonomy.STRUCTURES`` order (the targets cite every structure present; the LM only ever
   copied them from the prompt, and a garbled copy was the commonest malformation left);
 * every ``findings:`` list: the head's calls ``score >= threshold`` (per-label thresholds, e.g.
-  chosen on the val split), restricted per view to the findings that view can show -- the same
-  rule that writes the SFT targets, so the reasoning and the answer agree by construction;
+  chosen on the val split) among the findings some acquired view can show (the rest are "not
+  assessable", as the not-acquired lines say), restricted per view to the findings that view
+  can show -- the rule that writes the SFT targets, so reasoning and answer agree by
+  construction;
 * the report's section titles, in order, then ``</answer>`` and EOS.
 
 The decisions are therefore the auxiliary head's, made from the prompt before any token is
@@ -257,14 +259,17 @@ def _token_texts(tokenizer: Any) -> list[str]:
 def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, float],
                     max_new_tokens: int) -> tuple[list[str], list[list[str]]]:
     """Guided greedy generations for ``batch`` (``StudyFeatures``): ``(texts, called)`` where
-    ``called`` are the head's finding keys per study. ``model`` is an ``EchoSonarR``."""
+    ``called`` are the head's assessable finding keys per study. ``model`` is an
+    ``EchoSonarR``."""
     from echosonar.reason.rollout import sample_completions
 
     batch = list(batch)
     with torch.no_grad():
         scores = model.label_scores(batch).float().cpu().tolist()
-        called = [decisions(s, thresholds) for s in scores]
         acquired = [[v.view for v in sf.views] for sf in batch]
+        # a finding no acquired view can show is "not assessable", not called
+        called = [[k for k in decisions(s, thresholds) if assessable(k, tuple(a))]
+                  for s, a in zip(scores, acquired, strict=True)]
         boxes = [{v.view: dict(v.boxes) for v in sf.views} for sf in batch]
         dec = GuidedDecoder(model.tokenizer, acquired, called, boxes)
         embeds, mask = model.prompt_embeds(batch)
