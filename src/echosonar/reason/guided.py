@@ -23,8 +23,8 @@ what the contract fixes:
 
 The decisions are therefore the auxiliary head's, made from the prompt before any token is
 written; the LM's free text after each ``findings:`` list (implications, report) is conditioned
-on them. Free segments may not contain tags or EOS, a line break ends them, and each has a token
-cap after which the skeleton moves on. Greedy only.
+on them. Free segments open with a word, may not contain tags or EOS, a line break ends them, and
+each has a token cap after which the skeleton moves on. Greedy only.
 """
 
 from __future__ import annotations

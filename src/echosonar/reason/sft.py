@@ -275,9 +275,10 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
             from echosonar.reason.head_fit import fit_label_heads
 
             h = cfg.head
+            val_all = load_split(features, "val", require_targets=False) if features else val
             meta["head_fit"] = fit_label_heads(
-                model, train, load_split(features, "val") if features else val, h.epochs,
-                h.lr, h.weight_decay, h.eval_every, micro, h.fit_hidden,
+                model, train, val_all, h.epochs, h.lr, h.weight_decay, h.eval_every, micro,
+                h.fit_hidden,
                 log=lambda m: log.write({"kind": "head_fit", "step": s.steps, "message": m}))
         with atomic_dir(model_dir) as tmp:
             model.save_pretrained(tmp, meta=meta)
