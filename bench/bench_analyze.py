@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="cProfile one 6-view analysis")
     ap.add_argument("--quickstart", type=Path, help="quickstart.json to summarise as well")
+    ap.add_argument("--decoding", nargs="+", default=["guided"], choices=["guided", "free"],
+                    help="app.decoding modes to time (several: one row each, interleaved)")
     ap.add_argument("--out", default="docs/bench/app.md")
     args = ap.parse_args(argv)
 
@@ -131,15 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = load_config()
     bundle = load_bundle(args.bundle)
-    results: dict[tuple[int, int], dict[str, float]] = {}
+    results: dict[tuple[int, int, str], dict[str, float]] = {}
     prof_text = ""
     with tempfile.TemporaryDirectory() as tmp:
         for i, frames in enumerate(args.frames):
             files = simulate(Path(tmp) / f"f{frames}", frames, seed=100 + i)
             for n in args.views:
-                results[(frames, n)] = r = run_case(files[:n], bundle, cfg, args.repeats)
-                print(f"frames={frames} views={n}: " + ", ".join(
-                    f"{k}={v:.3f}" for k, v in r.items()), flush=True)
+                for mode in args.decoding:
+                    cfg.app.decoding = mode
+                    results[(frames, n, mode)] = r = run_case(files[:n], bundle, cfg,
+                                                              args.repeats)
+                    print(f"frames={frames} views={n} decoding={mode}: " + ", ".join(
+                        f"{k}={v:.3f}" for k, v in r.items()), flush=True)
+            cfg.app.decoding = args.decoding[0]
             if args.profile and i == 0:
                 prof_text = profile(files, bundle, cfg)
 
@@ -147,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in vlm.parameters()) / 1e6
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        "# `analyze` latency and memory (`bench/bench_analyze.py`)", "",
+        "# `analyze` latency and memory" + (
+            f", {' vs '.join(args.decoding)} decoding" if len(args.decoding) > 1 else "")
+        + " (`bench/bench_analyze.py`)", "",
         f"Command: `python bench/bench_analyze.py --bundle {args.bundle} --views "
         f"{' '.join(map(str, args.views))} --frames {' '.join(map(str, args.frames))} "
-        f"--repeats {args.repeats}{' --profile' if args.profile else ''}`  ",
+        f"--repeats {args.repeats}{' --profile' if args.profile else ''} --decoding "
+        f"{' '.join(args.decoding)}`  ",
         f"Host: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} threads; 1-min load average at the end {load:.1f}.  ",
         f"Bundle: `{args.bundle}` (language model {n_params:.2f} M parameters, generation "
@@ -160,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} runs after a warm-up; decode/preprocess split by timing `read_file` "
         "and `preprocess` on the same files. `gen tokens` = length of the generated reasoning "
         "(tokens), which drives the generate time.", "",
-        "| frames/clip | views | " + " | ".join(STAGES) + " | total | gen tokens | peak MiB |",
-        "|" + "---|" * (len(STAGES) + 5),
+        "| frames/clip | views | decoding | " + " | ".join(STAGES)
+        + " | total | gen tokens | peak MiB |",
+        "|" + "---|" * (len(STAGES) + 6),
     ]
-    for (frames, n), r in results.items():
-        lines.append(f"| {frames} | {n} | " + " | ".join(f"{r.get(k, 0.0):.3f}" for k in STAGES)
+    for (frames, n, mode), r in results.items():
+        lines.append(f"| {frames} | {n} | {mode} | "
+                     + " | ".join(f"{r.get(k, 0.0):.3f}" for k in STAGES)
                      + f" | {r['total']:.3f} | {r['gen_tokens']:.0f} | {r['peak_mb']:.0f} |")
     lines.append("")
     if prof_text:
