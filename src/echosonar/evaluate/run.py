@@ -120,10 +120,12 @@ def decoding_thresholds(model: Any, features: str | Path, cfg: Any,
 
 def label_head_at_val_thresholds(model: Any, features: str | Path,
                                  preds: Mapping[str, StudyPrediction],
-                                 truth: Sequence[dict[str, Any]], batch_size: int = 8
+                                 truth: Sequence[dict[str, Any]], batch_size: int = 8,
+                                 thresholds: Mapping[str, float] | None = None
                                  ) -> dict[str, Any] | None:
     """The label head scored like the classifier baselines: per-label thresholds maximising
-    BAcc on the cache's ``val`` split, applied to ``preds``' scores of ``truth``'s studies.
+    BAcc on the cache's ``val`` split, applied to ``preds``' scores of ``truth``'s studies
+    (``thresholds``: already chosen on that val split, e.g. by guided decoding).
 
     Returns ``{"macro_bacc", "macro_f1", "macro_auroc", "n_val", "per_label": {label: {"bacc",
     "sens", "spec", "thr", ...}}}`` (fractions), or None without labelled val studies.
@@ -135,7 +137,7 @@ def label_head_at_val_thresholds(model: Any, features: str | Path,
     val = [sf for sf in iter_features(features, "val") if sf.labels is not None]
     if not val or any(preds[e["key"]].scores is None for e in truth):
         return None
-    thr = label_head_thresholds(model, val, batch_size)
+    thr = dict(thresholds) if thresholds else label_head_thresholds(model, val, batch_size)
     scores = np.array([[preds[e["key"]].scores[k] for k in LABEL_KEYS]  # type: ignore[index]
                        for e in truth])
     res = evaluate_scores(labels_to_array([e["labels"] for e in truth]), scores, thr,
@@ -413,7 +415,8 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
                                    train_labels=train_label_matrix(train_features or features),
                                    llm_judge=judge)
     if kind == "checkpoint" and cfg.split != "val":
-        head = label_head_at_val_thresholds(model, features, preds, truth, cfg.batch_size)
+        head = label_head_at_val_thresholds(model, features, preds, truth, cfg.batch_size,
+                                            thr if train_features is None else None)
         if head is not None:
             metrics["label_head_val_thresholds"] = _finite(head)
     metrics["cutoff_rule"] = _finite(cutoff_rule_row(features, truth, cfg.bootstrap))
