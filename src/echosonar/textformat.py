@@ -69,6 +69,15 @@ def text_to_box(text: str) -> list[float]:
     return [int(g) / BOX_GRID for g in m.groups()]
 
 
+def citations_text(structures: dict[str, list[float]]) -> str:
+    """A reasoning line's structure list, in the dict's order (``none`` when empty).
+
+    >>> citations_text({"LV": [0.1, 0.1, 0.5, 0.6]}), citations_text({})
+    ('LV (10,10,50,60)', 'none')
+    """
+    return ", ".join(f"{s} {box_to_text(b)}" for s, b in structures.items()) or NONE
+
+
 def render_view_line(view: str, structures: dict[str, list[float]] | None, evidence: str = "",
                      findings: list[str] | None = None, implication: str = "",
                      not_assessable: list[str] | None = None) -> str:
@@ -82,7 +91,7 @@ def render_view_line(view: str, structures: dict[str, list[float]] | None, evide
     if structures is None:
         na = ", ".join(not_assessable or []) or NONE
         return f"view {view}: not acquired; not assessable: {na}."
-    cited = ", ".join(f"{s} {box_to_text(b)}" for s, b in structures.items()) or NONE
+    cited = citations_text(structures)
     found = ", ".join(findings or []) or NONE
     return (f"view {view}: structures {cited}. evidence: {_clean(evidence)}. findings: {found}. "
             f"implication: {_clean(implication)}.")

@@ -53,7 +53,8 @@ from echosonar.textformat import (
     NONE,
     THINK_CLOSE,
     THINK_OPEN,
-    box_to_text,
+    citations_text,
+    render_view_line,
 )
 
 #: token caps of the free segments, a little above the longest training-target segment (in
@@ -99,13 +100,13 @@ def citations(boxes: Mapping[str, Sequence[float]]) -> str:
     >>> citations({})
     'none'
     """
-    return ", ".join(f"{s} {box_to_text(boxes[s])}" for s in STRUCTURES if s in boxes) or NONE
+    return citations_text({s: list(boxes[s]) for s in STRUCTURES if s in boxes})
 
 
 def not_acquired_line(view: str, acquired: Sequence[str]) -> str:
     """The whole reasoning line of a view that was not acquired (as the targets write it)."""
     na = [f.name for f in FINDINGS if view in f.views and not assessable(f.key, tuple(acquired))]
-    return f"view {view}: not acquired; not assessable: {', '.join(na) or NONE}."
+    return render_view_line(view, None, not_assessable=na)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from echosonar.detect.measure import measurement_slots
+from echosonar.reason.prompt import numeric_measurements
 from echosonar.schema import StudyFeatures
 
 #: standardised values are clipped to +-Z_CLIP (a wild detector reading must not dominate)
@@ -32,8 +33,7 @@ def raw_values(sf: StudyFeatures, slots: Sequence[tuple[str, str]]) -> list[floa
     >>> len(raw_values(sf, [("A4C", "lvedd_cm"), ("NOPE", "x")]))
     2
     """
-    by = {(v.view, k): x for v in sf.views for k, x in (v.measurements or {}).items()
-          if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)}
+    by = {(v.view, k): x for v in sf.views for k, x in numeric_measurements(v.measurements or {})}
     return [float(by.get(s, math.nan)) for s in slots]
 
 
