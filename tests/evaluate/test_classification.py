@@ -1,4 +1,5 @@
-"""Classification metrics against hand-computed values and scikit-learn."""
+"""Classification metrics against hand-computed values and scikit-learn; the one macro BAcc
+(one-class labels excluded) shared by every caller."""
 
 import warnings
 
@@ -35,24 +36,70 @@ def test_hand_computed_values():
     # b: TP=2 FN=1 TN=3 FP=0 -> BAcc (2/3 + 1)/2, F1 = 4/5; AUROC: .8 .7 .3 vs .2 .1 .2 -> 1.
     assert b["balanced_accuracy"] == pytest.approx(5 / 6) and b["f1"] == pytest.approx(0.8)
     assert b["auroc"] == pytest.approx(1.0)
-    # c has no positives: BAcc = specificity (scikit-learn drops the empty class) = 5/6,
-    # sensitivity undefined, F1 0 (zero_division=0), AUROC undefined and excluded.
+    # c has no positives: sensitivity undefined, so BAcc undefined (NaN) and c is excluded
+    # from the macro mean (scikit-learn would give its specificity, 5/6); F1 0
+    # (zero_division=0), AUROC undefined and excluded.
     assert c["one_class"] and c["n_pos"] == 0
     assert np.isnan(c["sensitivity"]) and c["specificity"] == pytest.approx(5 / 6)
-    assert c["balanced_accuracy"] == pytest.approx(5 / 6) and c["f1"] == 0.0
+    assert np.isnan(c["balanced_accuracy"]) and c["f1"] == 0.0
     assert np.isnan(c["auroc"])
     assert m["one_class_labels"] == ["c"] and m["auroc_undefined"] == ["c"]
-    assert m["macro_balanced_accuracy"] == pytest.approx((2 / 3 + 5 / 6 + 5 / 6) / 3)
-    assert m["macro_balanced_accuracy_two_class"] == pytest.approx((2 / 3 + 5 / 6) / 2)
+    assert m["macro_balanced_accuracy"] == pytest.approx((2 / 3 + 5 / 6) / 2)
+    assert m["macro_balanced_accuracy_two_class"] == m["macro_balanced_accuracy"]
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0.0) / 3)
     assert m["macro_auroc"] == pytest.approx((8 / 9 + 1.0) / 2)  # c excluded
     assert m["exact_match"] == pytest.approx(3 / 6)  # rows 1, 3 and 6 fully right
 
 
-def test_no_positive_label_predicted_all_negative_is_perfect_bacc():
+def test_one_class_label_is_excluded_not_rewarded():
+    # An all-negative predictor on a split where a label has no positive study: scikit-learn
+    # would give that label 100 % (its specificity); the paper's macro BAcc leaves it out.
     y = np.zeros((4, 1))
-    assert balanced_accuracy(y, y)[0] == 1.0  # as sklearn: a single class, all right
-    assert f1(y, y)[0] == 0.0
+    assert np.isnan(balanced_accuracy(y, y)[0]) and f1(y, y)[0] == 0.0
+    y = np.array([[1, 0, 0], [0, 0, 0], [1, 0, 1], [0, 0, 1]])  # "b" has no positives
+    all_neg = np.zeros_like(y)
+    m = classification_metrics(y, all_neg, labels=LABELS, n_boot=50)
+    assert m["macro_balanced_accuracy"] == 0.5 and m["one_class_labels"] == ["b"]
+    assert m["macro_balanced_accuracy_ci"] == (0.5, 0.5)
+    none = classification_metrics(y[:, 1:2], all_neg[:, 1:2], labels=["b"], n_boot=0)
+    assert np.isnan(none["macro_balanced_accuracy"])  # nothing left to average
+
+
+def test_every_caller_computes_the_same_macro_bacc():
+    """The baselines (encode.metrics), the results tables (classification), the SFT quick
+    metrics (reason.generate) and GRPO monitoring (reason.grpo_eval) on the same arrays."""
+    from echosonar.encode.metrics import evaluate_scores
+    from echosonar.reason.generate import score_predictions
+    from echosonar.reason.grpo_eval import answer_macro_bacc
+    from echosonar.schema import StudyFeatures
+    from echosonar.taxonomy import LABEL_KEYS
+
+    rng = np.random.default_rng(11)
+    n = 40
+    y = (rng.random((n, len(LABEL_KEYS))) < 0.3).astype(int)
+    y[:, LABEL_KEYS.index("pericardial_effusion")] = 0  # a label with one class in the split
+    y[:, -1] = (y[:, :-1].sum(1) == 0)  # healthy = no finding
+    p = (rng.random(y.shape) < 0.35).astype(int)
+    p[:, -1] = (p[:, :-1].sum(1) == 0)
+    ref = classification_metrics(y, p, n_boot=0)
+    want, one_class = ref["macro_balanced_accuracy"], ref["one_class_labels"]
+    assert "pericardial_effusion" in one_class
+
+    thr = {k: 0.5 for k in LABEL_KEYS}
+    assert evaluate_scores(y, p.astype(float), thr, LABEL_KEYS)["macro_bacc"] == \
+        pytest.approx(want)
+    truth = [{k: int(v) for k, v in zip(LABEL_KEYS, row, strict=True)} for row in y]
+    answers = [{k for k, v in zip(LABEL_KEYS, row, strict=True) if v} for row in p]
+    assert answer_macro_bacc(answers, truth)[0] == pytest.approx(want)
+    studies = [StudyFeatures(key=str(i), views=[], labels=t, report={})
+               for i, t in enumerate(truth)]
+    preds = [{"key": str(i), "well_formed": True, "findings": sorted(a), "sections": {},
+              "scores": {k: float(k in a) for k in LABEL_KEYS}} for i, a in enumerate(answers)]
+    m = score_predictions(preds, studies)
+    assert m["macro_bacc_generated"] == pytest.approx(want)
+    assert m["macro_bacc_head@0.5"] == pytest.approx(want)
+    assert m["one_class_labels"] == one_class
+    assert m["n_labels_scored"] == len(LABEL_KEYS) - len(one_class)
 
 
 def test_matches_sklearn_on_random_data():
@@ -64,12 +111,12 @@ def test_matches_sklearn_on_random_data():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for j in range(5):
+            assert f1(y, p)[j] == pytest.approx(f1_score(y[:, j], p[:, j], zero_division=0))
+        for j in range(4):  # two-class labels: scikit-learn's BAcc and AUROC
             assert balanced_accuracy(y, p)[j] == pytest.approx(
                 balanced_accuracy_score(y[:, j], p[:, j]))
-            assert f1(y, p)[j] == pytest.approx(f1_score(y[:, j], p[:, j], zero_division=0))
-        for j in range(4):
             assert auroc(y, s)[j] == pytest.approx(roc_auc_score(y[:, j], s[:, j]))
-    assert np.isnan(auroc(y, s)[4])
+    assert np.isnan(auroc(y, s)[4]) and np.isnan(balanced_accuracy(y, p)[4])
 
 
 def test_bootstrap_is_deterministic_and_sane():

@@ -1,9 +1,10 @@
-"""Multi-label metrics for the baselines: thresholds from validation, BAcc / F1 / AUROC (sklearn).
+"""Multi-label metrics for the baselines: thresholds from validation, BAcc / F1 / AUROC.
 
-Per label: balanced accuracy = (sensitivity + specificity) / 2 and F1 of the positive class at
-the chosen threshold, and AUROC of the scores. A label with only one class in the evaluated split
-has undefined BAcc/AUROC (and F1 when it has no positives): it is reported as ``null`` with its
-counts and left out of that macro mean (the table says how many labels the mean covers).
+Per label: balanced accuracy at the chosen threshold (the project's one definition,
+:func:`echosonar.utils.metrics.macro_balanced_accuracy`), F1 of the positive class (sklearn) and
+AUROC of the scores (sklearn). A label with only one class in the evaluated split has undefined
+BAcc/AUROC (and F1 when it has no positives): it is reported as ``null`` with its counts and left
+out of that macro mean (the table says how many labels the mean covers).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from echosonar.utils.metrics import macro_balanced_accuracy
 
 
 def best_threshold(y: np.ndarray, s: np.ndarray, default: float = 0.5) -> float:
@@ -56,28 +59,29 @@ def evaluate_scores(y: np.ndarray, scores: np.ndarray, thresholds: dict[str, flo
     "per_label": {label: {"bacc", "f1", "auroc", "sens", "spec", "n_pos", "n_neg", "thr"}}}``
     with BAcc, F1 and AUROC as fractions (0..1).
     """
-    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+    from sklearn.metrics import f1_score, roc_auc_score
 
+    y = np.asarray(y).astype(int)
+    preds = (scores >= np.array([thresholds[k] for k in label_keys])).astype(int)
+    bacc = macro_balanced_accuracy(y, preds, label_keys)
     per: dict[str, dict[str, Any]] = {}
     for i, k in enumerate(label_keys):
-        yt = np.asarray(y[:, i]).astype(int)
-        pred = (scores[:, i] >= thresholds[k]).astype(int)
+        yt, pred = y[:, i], preds[:, i]
         n_pos, n_neg = int(yt.sum()), int(len(yt) - yt.sum())
         both = n_pos > 0 and n_neg > 0
         per[k] = {
-            "bacc": float(balanced_accuracy_score(yt, pred)) if both else None,
+            "bacc": bacc["per_label"][k],
             "f1": float(f1_score(yt, pred, zero_division=0)) if n_pos else None,
             "auroc": float(roc_auc_score(yt, scores[:, i])) if both else None,
             "sens": float(pred[yt == 1].mean()) if n_pos else None,
             "spec": float(1 - pred[yt == 0].mean()) if n_neg else None,
             "n_pos": n_pos, "n_neg": n_neg, "thr": float(thresholds[k]),
         }
-    baccs = [v["bacc"] for v in per.values() if v["bacc"] is not None]
     f1s = [v["f1"] for v in per.values() if v["f1"] is not None]
     aucs = [v["auroc"] for v in per.values() if v["auroc"] is not None]
     return {
-        "macro_bacc": float(np.mean(baccs)) if baccs else math.nan,
+        "macro_bacc": bacc["macro_bacc"],
         "macro_f1": float(np.mean(f1s)) if f1s else math.nan,
         "macro_auroc": float(np.mean(aucs)) if aucs else math.nan,
-        "n_labels_bacc": len(baccs), "n_studies": int(len(y)), "per_label": per,
+        "n_labels_bacc": bacc["n_labels"], "n_studies": int(len(y)), "per_label": per,
     }

@@ -9,11 +9,15 @@ Inputs are study-major 0/1 arrays in ``taxonomy.LABEL_KEYS`` order (``healthy`` 
 Definitions (per label; "pos"/"neg" count the ground truth):
 
 * sensitivity = TP / pos, specificity = TN / neg (NaN when the denominator is 0);
-* balanced accuracy = scikit-learn ``balanced_accuracy_score`` on that label's column, which the
-  paper averages over labels for its macro BAcc. For a label whose ground truth has one class
-  only, scikit-learn drops the empty class: BAcc = specificity when there are no positives,
-  sensitivity when there are no negatives. We keep that paper-exact value and flag the label in
-  ``one_class_labels``; ``macro_balanced_accuracy_two_class`` averages only two-class labels;
+* balanced accuracy = (sensitivity + specificity) / 2, and macro BAcc = its mean over labels:
+  the paper's definition, computed by the project's one implementation
+  (:mod:`echosonar.utils.metrics`, shared with the baselines, the label heads and the SFT/GRPO
+  monitors). A label whose ground truth has one class in the evaluated split has no BAcc (NaN,
+  JSON ``null``): it is excluded from the macro mean and listed in ``one_class_labels``
+  (scikit-learn would return the other rate alone, so an all-negative predictor would score
+  100 % on every label the split lacks). ``macro_balanced_accuracy_two_class`` is the same
+  number, kept for readers of older metrics files. In a bootstrap resample, a label that has one
+  class in that resample is left out of that resample's mean;
 * F1 = scikit-learn ``f1_score`` with ``zero_division=0`` (so a label with no positives and no
   predicted positives scores 0, as the paper's macro F1 would count it);
 * AUROC = Mann-Whitney U / (pos * neg) with average ranks for ties (identical to scikit-learn's
@@ -21,7 +25,7 @@ Definitions (per label; "pos"/"neg" count the ground truth):
   ``macro_auroc``, with the excluded labels listed in ``auroc_undefined``.
 
 The per-label formulas are vectorised so 1,000 bootstrap resamples over studies take well under
-a second; tests check them against scikit-learn.
+a second; tests check them against scikit-learn (BAcc on two-class labels).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from typing import Any
 import numpy as np
 
 from echosonar.taxonomy import LABEL_KEYS
+from echosonar.utils.metrics import balanced_accuracy, nan_mean
+
+__all__ = ["auroc", "balanced_accuracy", "bootstrap_indices", "classification_metrics", "f1",
+           "labels_to_array", "percentile_ci", "rarest_labels"]
 
 _BOOT_CHUNK = 100  # bootstrap resamples evaluated at once
 
@@ -50,20 +58,6 @@ def _counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, ...]:
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.maximum(den, 1), np.nan)
-
-
-def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Per-label BAcc with scikit-learn's semantics, vectorised: ``[..., N, L] -> [..., L]``.
-
-    >>> balanced_accuracy(np.array([[1], [0], [0], [0]]), np.array([[1], [1], [0], [0]]))
-    array([0.83333333])
-    >>> balanced_accuracy(np.array([[0], [0]]), np.array([[1], [0]]))  # no positives
-    array([0.5])
-    """
-    tp, fp, fn, tn = _counts(y_true, y_pred)
-    sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-    both = (tp + fn > 0) & (tn + fp > 0)
-    return np.where(both, (sens + spec) / 2, np.where(tp + fn > 0, sens, spec))
 
 
 def f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -88,15 +82,6 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     u = (ranks * t).sum(-2) - pos * (pos + 1) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((pos > 0) & (neg > 0), u / np.maximum(pos * neg, 1), np.nan)
-
-
-def _nanmean(x: np.ndarray, axis: int = -1) -> np.ndarray | float:
-    """Mean ignoring NaN; NaN (not a warning) when everything is NaN."""
-    x = np.asarray(x, dtype=float)
-    n = (~np.isnan(x)).sum(axis)
-    s = np.nansum(x, axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
 
 
 def _check(name: str, a: Any, n_labels: int, binary: bool) -> np.ndarray:
@@ -143,7 +128,8 @@ def classification_metrics(y_true: Any, y_pred: Any, y_score: Any | None = None,
 
     Returns a dict with keys ``n_studies``, ``labels``, ``per_label`` ({key: {n_pos, n_neg,
     n_pred_pos, sensitivity, specificity, balanced_accuracy, balanced_accuracy_ci, f1, auroc,
-    one_class}}), ``macro_balanced_accuracy`` (+ ``_ci``), ``macro_balanced_accuracy_two_class``,
+    one_class}}) (``balanced_accuracy`` NaN for a one-class label), ``macro_balanced_accuracy``
+    (+ ``_ci``; one-class labels excluded), ``macro_balanced_accuracy_two_class`` (the same),
     ``macro_f1`` (+ ``_ci``), ``macro_auroc`` (+ ``_ci``), ``one_class_labels``,
     ``auroc_undefined``, ``exact_match`` (fraction of studies with every label right),
     ``bootstrap`` ({n, seed, level}).
@@ -172,10 +158,10 @@ def classification_metrics(y_true: Any, y_pred: Any, y_score: Any | None = None,
 
     out: dict[str, Any] = {
         "n_studies": int(n), "labels": labels,
-        "macro_balanced_accuracy": float(bacc.mean()),
-        "macro_balanced_accuracy_two_class": float(_nanmean(np.where(one_class, np.nan, bacc))),
+        "macro_balanced_accuracy": float(nan_mean(bacc)),
+        "macro_balanced_accuracy_two_class": float(nan_mean(bacc)),
         "macro_f1": float(f1s.mean()),
-        "macro_auroc": float(_nanmean(auc)),
+        "macro_auroc": float(nan_mean(auc)),
         "one_class_labels": [k for k, oc in zip(labels, one_class, strict=True) if oc],
         "auroc_undefined": [k for k, a in zip(labels, auc, strict=True) if np.isnan(a)],
         "exact_match": float((t == p).all(1).mean()),
@@ -199,9 +185,9 @@ def classification_metrics(y_true: Any, y_pred: Any, y_score: Any | None = None,
             b_bacc.append(balanced_accuracy(tb, pb))
             b_f1.append(f1(tb, pb).mean(1))
             if s is not None:
-                b_auc.append(_nanmean(auroc(tb, s[ic])))
+                b_auc.append(nan_mean(auroc(tb, s[ic])))
         bacc_b = np.concatenate(b_bacc)  # [B, L]
-        out["macro_balanced_accuracy_ci"] = percentile_ci(bacc_b.mean(1), level)
+        out["macro_balanced_accuracy_ci"] = percentile_ci(nan_mean(bacc_b), level)
         out["macro_f1_ci"] = percentile_ci(np.concatenate(b_f1), level)
         out["macro_auroc_ci"] = (percentile_ci(np.concatenate(b_auc), level) if s is not None
                                  else (float("nan"), float("nan")))

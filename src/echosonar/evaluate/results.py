@@ -144,12 +144,14 @@ def _cpu_count() -> int:
 
 def _notes(rare: list[str], m: Mapping[str, Any] | None) -> list[str]:
     out = ["### How to read the columns", "",
-           "* macro BAcc: mean over all 14 labels of scikit-learn balanced accuracy (the "
-           "paper's definition); 95% CI from 1,000 (tiny budget: 200) bootstrap resamples of "
-           "test studies, seed 0. A label with one class in the test split contributes its "
-           "specificity (scikit-learn's behaviour), which lets an all-negative predictor score "
-           "100% there; the next column averages only labels with both classes in the split. "
-           "One-class labels are listed in each row's metrics JSON (`one_class_labels`).",
+           "* macro BAcc: the paper's definition, mean over labels of (sensitivity + "
+           "specificity) / 2 (`echosonar.utils.metrics`, the one implementation every row "
+           "uses); 95% CI from 1,000 (tiny budget: 200) bootstrap resamples of test studies, "
+           "seed 0. A label with one class in the test split has no balanced accuracy and is "
+           "excluded from the mean (scoring its specificity instead would let an all-negative "
+           "predictor score 100% there); such labels are listed in each row's metrics JSON "
+           "(`one_class_labels`). The two-class column is the same number, kept for older "
+           "metrics files.",
            "* macro F1: scikit-learn F1 per label (zero_division = 0), averaged. AUROC from the "
            "per-label scores (baselines: probabilities; VLM: the label head), one-class labels "
            "excluded.",

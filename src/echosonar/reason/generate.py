@@ -38,64 +38,59 @@ def predict(model: Any, studies: Iterable[StudyFeatures], batch_size: int = 8,
 def tune_thresholds(model: Any, studies: list[StudyFeatures], batch_size: int = 8
                     ) -> dict[str, float]:
     """Per-label threshold on the auxiliary head's scores maximising balanced accuracy over
-    ``studies`` (use the val split); 0.5 for labels with a single class there."""
+    ``studies`` (use the val split): the baselines' rule, ``encode.metrics.choose_thresholds``
+    (0.5 for labels with a single class there)."""
     import numpy as np
-    from sklearn.metrics import balanced_accuracy_score
+
+    from echosonar.encode.metrics import choose_thresholds
 
     with torch.no_grad():
         sc = torch.cat([model.label_scores(studies[i:i + batch_size]).float().cpu()
                         for i in range(0, len(studies), batch_size)]).numpy()
     y = np.array([[sf.labels[k] for k in LABEL_KEYS] for sf in studies])
-    out = {}
-    for j, k in enumerate(LABEL_KEYS):
-        if not 0 < y[:, j].sum() < len(y):
-            out[k] = 0.5
-            continue
-        cands = np.unique(sc[:, j])
-        accs = [balanced_accuracy_score(y[:, j], sc[:, j] >= t) for t in cands]
-        out[k] = float(cands[int(np.argmax(accs))])
-    return out
+    return choose_thresholds(y, sc, LABEL_KEYS)
 
 
 def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures],
                       thresholds: dict[str, float] | None = None) -> dict[str, Any]:
     """Quick SFT metrics (the evaluate stage owns the full protocol).
 
-    ``parse_rate``: fraction well-formed. ``macro_bacc_generated``: mean over labels of
-    sklearn ``balanced_accuracy_score`` of the generated answer (a malformed answer counts as
-    its parsed findings, usually none). ``macro_bacc_head@0.5`` / ``macro_auroc_head``: the
-    auxiliary head; with ``thresholds`` (:func:`tune_thresholds` on val) also
-    ``macro_bacc_head@val_thr``. ``bleu4`` (sacrebleu, corpus, 0..1) / ``rougeL`` (mean F) over the report
-    sections joined in order. Labels with a single class in ``studies`` are left out of a macro
-    mean (their count is in ``n_labels_scored``).
+    ``parse_rate``: fraction well-formed. ``macro_bacc_generated``: the project's macro BAcc
+    (:func:`echosonar.utils.metrics.macro_balanced_accuracy`) of the generated answer (a
+    malformed answer counts as its parsed findings, usually none). ``macro_bacc_head@0.5`` /
+    ``macro_auroc_head``: the auxiliary head; with ``thresholds`` (:func:`tune_thresholds` on val) also
+    ``macro_bacc_head@val_thr``. ``bleu4`` (sacrebleu, corpus, 0..1) / ``rougeL`` (mean F) over
+    the report sections joined in order. Labels with a single class in ``studies`` are left out
+    of a macro mean (``n_labels_scored`` labels remain, the others are in ``one_class_labels``).
     """
     import numpy as np
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     from echosonar.taxonomy import REPORT_SECTIONS
+    from echosonar.utils.metrics import macro_balanced_accuracy
 
     truth = {sf.key: sf for sf in studies}
     keys = [p["key"] for p in preds]
     y = np.array([[truth[k].labels[lk] for lk in LABEL_KEYS] for k in keys])
     gen = np.array([[int(lk in p["findings"]) for lk in LABEL_KEYS] for p in preds])
     sc = np.array([[p["scores"][lk] for lk in LABEL_KEYS] for p in preds])
-    ok = [j for j in range(len(LABEL_KEYS)) if 0 < y[:, j].sum() < len(y)]
+    gen_bacc = macro_balanced_accuracy(y, gen, LABEL_KEYS)
+    ok = [j for j, k in enumerate(LABEL_KEYS) if k not in gen_bacc["one_class_labels"]]
     out: dict[str, Any] = {
         "n": len(preds), "parse_rate": float(np.mean([p["well_formed"] for p in preds])),
-        "n_labels_scored": len(ok),
-        "macro_bacc_generated": float(np.mean([balanced_accuracy_score(y[:, j], gen[:, j])
-                                               for j in ok])) if ok else float("nan"),
-        "macro_bacc_head@0.5": float(np.mean([balanced_accuracy_score(y[:, j], sc[:, j] > 0.5)
-                                              for j in ok])) if ok else float("nan"),
+        "n_labels_scored": gen_bacc["n_labels"],
+        "one_class_labels": gen_bacc["one_class_labels"],
+        "macro_bacc_generated": gen_bacc["macro_bacc"],
+        "macro_bacc_head@0.5": macro_balanced_accuracy(y, sc > 0.5)["macro_bacc"],
         "macro_auroc_head": float(np.mean([roc_auc_score(y[:, j], sc[:, j]) for j in ok]))
         if ok else float("nan"),
-        "per_label_bacc_generated": {LABEL_KEYS[j]: float(balanced_accuracy_score(
-            y[:, j], gen[:, j])) for j in ok},
+        "per_label_bacc_generated": {k: v for k, v in gen_bacc["per_label"].items()
+                                     if v is not None},
     }
-    if thresholds and ok:
+    if thresholds:
         thr = np.array([thresholds[k] for k in LABEL_KEYS])
-        out["macro_bacc_head@val_thr"] = float(np.mean([balanced_accuracy_score(
-            y[:, j], sc[:, j] >= thr[j]) for j in ok]))
+        out["macro_bacc_head@val_thr"] = macro_balanced_accuracy(y, sc >= thr)["macro_bacc"]
+
     def norm(t: str) -> str:  # the answer block stores sections as textformat renders them
         return " ".join(t.split()).rstrip(".")
 

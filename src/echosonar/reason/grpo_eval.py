@@ -1,8 +1,9 @@
 """Greedy evaluation used during GRPO (val monitoring) and for the SFT-vs-GRPO comparison.
 
-Macro balanced accuracy here follows the paper's definition (mean over labels of
-(TPR + TNR) / 2, labels with both classes present only); the evaluation stage owns the official
-metric tables, this is the quick in-loop number.
+Macro balanced accuracy is the project's one definition
+(:func:`echosonar.utils.metrics.macro_balanced_accuracy`: mean over labels of (TPR + TNR) / 2,
+labels with both classes present only); the evaluation stage owns the official metric tables,
+this is the quick in-loop number.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from echosonar.reason.rewards import (
@@ -21,28 +23,22 @@ from echosonar.reason.rewards import (
 from echosonar.reason.rollout import rollout
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import HEALTHY, LABEL_KEYS
+from echosonar.utils.metrics import macro_balanced_accuracy
 
 
-def macro_balanced_accuracy(pred: Sequence[set[str]], truth: Sequence[dict[str, int]]
-                            ) -> tuple[float, dict[str, float]]:
+def answer_macro_bacc(pred: Sequence[set[str]], truth: Sequence[dict[str, int]]
+                      ) -> tuple[float, dict[str, float]]:
     """``(macro BAcc, {label: BAcc})`` over ``LABEL_KEYS``; ``healthy`` is true when no finding
     is positive. Labels with only one class in ``truth`` are left out of the mean.
 
-    >>> macro_balanced_accuracy([{"healthy"}, {"rv_enlargement"}],
-    ...                         [{}, {"rv_enlargement": 1}])[0]
+    >>> answer_macro_bacc([{"healthy"}, {"rv_enlargement"}], [{}, {"rv_enlargement": 1}])[0]
     1.0
     """
-    per: dict[str, float] = {}
-    for k in LABEL_KEYS:
-        y = [int(k in _positives(t)) for t in truth]
-        p = [int(k in s) for s in pred]
-        pos, neg = sum(y), len(y) - sum(y)
-        if not pos or not neg:
-            continue
-        tpr = sum(a and b for a, b in zip(p, y, strict=True)) / pos
-        tnr = sum((not a) and (not b) for a, b in zip(p, y, strict=True)) / neg
-        per[k] = (tpr + tnr) / 2
-    return (sum(per.values()) / len(per) if per else float("nan")), per
+    shape = (len(truth), len(LABEL_KEYS))
+    y = np.array([[int(k in _positives(t)) for k in LABEL_KEYS] for t in truth]).reshape(shape)
+    p = np.array([[int(k in s) for k in LABEL_KEYS] for s in pred]).reshape(shape)
+    res = macro_balanced_accuracy(y, p, LABEL_KEYS)
+    return res["macro_bacc"], {k: v for k, v in res["per_label"].items() if v is not None}
 
 
 def _positives(labels: dict[str, int]) -> set[str]:
@@ -72,7 +68,7 @@ def greedy_eval(policy: Any, studies: list[StudyFeatures], max_new_tokens: int,
     texts = greedy_texts(policy, studies, max_new_tokens, batch_size)
     labels = [sf.labels or {} for sf in studies]
     preds = [answer_findings(t) or set() for t in texts]
-    macro, per = macro_balanced_accuracy(preds, labels)
+    macro, per = answer_macro_bacc(preds, labels)
     out: dict[str, Any] = {
         "macro_bacc": macro, "per_label": per, "n": len(studies),
         "well_formed": sum(parse(t).well_formed for t in texts) / max(len(texts), 1),
