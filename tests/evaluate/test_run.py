@@ -183,8 +183,8 @@ def test_decoding_thresholds_come_from_val_only(tmp_path):
             self.seen.extend(sf.split for sf in batch)
             return torch.full((len(batch), len(LABEL_KEYS)), 0.25)
 
-    cfg = EvalConfig()
-    assert cfg.decoding == "guided"
+    assert EvalConfig().decoding == "free"  # the model's own answer is the default
+    cfg = EvalConfig(decoding="guided")
     m = Model()
     thr = decoding_thresholds(m, tmp_path, cfg, log=lambda s: None)
     assert set(thr) == set(LABEL_KEYS) and set(m.seen) == {"val"}

@@ -19,10 +19,20 @@ class EvalConfig:
     max_new_tokens: int = opt(1280, "generation budget per study (greedy decoding); six-view "
                               "targets are ~750 tokens, at most ~1,060, with the default "
                               "2,048-token vocabulary")
-    decoding: str = opt("guided", "VLM checkpoints: 'guided' (the format's skeleton is forced "
-                                  "and every findings list is the label head's call at "
-                                  "thresholds chosen on the val split; the LM writes the rest, "
-                                  "see reason.guided) or 'free' (plain greedy decoding)")
+    decoding: str = opt("free", "VLM checkpoints: 'free' (plain greedy decoding: the model's "
+                                "own answer, the default) or 'guided' (the format's skeleton "
+                                "is forced and every findings list is the label head's call at "
+                                "thresholds chosen on the val split; the LM writes the rest, "
+                                "see reason.guided) -- a forced row, labelled as such, never "
+                                "the source of a well-formed figure")
+    protocol: str = opt("end-to-end", "which feature cache may be scored: 'end-to-end' (studies "
+                                      "ingested as a user's files: views from the view "
+                                      "classifier, sector and phases from the images -- "
+                                      "`echosonar ingest SIM --end-to-end`) or 'oracle' (true "
+                                      "views/sectors/phases from the simulator's manifest; "
+                                      "every output is labelled ORACLE)")
+    controls: bool = opt(True, "score the negative controls (constant answer, constant report, "
+                               "shuffled reports, empty report) on the same studies")
     device: str = opt("auto", "auto, cpu or cuda[:i] for model inference")
     threads: int = opt(2, "torch CPU threads")
     max_studies: int = opt(0, "evaluate at most this many studies of the split (0 = all)")

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     torch.set_num_threads(max(1, cfg.encode.threads))
     try:
-        entries = read_index(args.cache)["studies"]
+        index = read_index(args.cache)
+        entries = index["studies"]
         encoder = load_encoder(args.encoder)
         detect, det_info = detector_hook(args.detector) if args.detector else (None, None)
     except (CacheError, CheckpointError, ValueError, TypeError, ImportError) as e:
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                             encoder, encoder_info(args.encoder, encoder), detect, det_info,
                             batch_size=cfg.encode.batch_size,
                             index_every=cfg.encode.index_every, total=total,
+                            protocol=index.get("protocol", "oracle"),
                             log=lambda s: print(s, file=sys.stderr))
     except ValueError as e:
         print(f"echosonar encode: {e}", file=sys.stderr)

@@ -106,10 +106,14 @@ def build_feature_cache(studies: Iterable[Study], out: str | Path, encoder: Vide
                         encoder_info: dict[str, Any], detect: DetectFn | None = None,
                         detector_info: dict[str, Any] | None = None, batch_size: int = 16,
                         index_every: int = 10, total: int | None = None,
-                        log: Callable[[str], None] = print) -> dict[str, Any]:
+                        log: Callable[[str], None] = print,
+                        protocol: str = "end-to-end") -> dict[str, Any]:
     """Write ``out/<key>.safetensors`` per study and ``out/index.json``; returns counts.
 
-    An existing cache made with a different encoder is refused (features would be mixed).
+    ``protocol`` is the ingest cache's (``"oracle"``: true views/sectors/phases;
+    ``"end-to-end"``: as a user's files), recorded so that evaluation can say which it scored.
+    An existing cache made with a different encoder or protocol is refused (features would be
+    mixed).
     """
     from echosonar.config.detect import DetectConfig
     from echosonar.utils.progress import progress
@@ -122,13 +126,16 @@ def build_feature_cache(studies: Iterable[Study], out: str | Path, encoder: Vide
                          "note": "no detector given: structure_tokens and structure_scores are "
                                  "zeros, boxes and view measurements empty"}
     encoder_info = json.loads(json.dumps(encoder_info))  # compare as the index stores it
-    meta = {"encoder": encoder_info, "detector": detector_info or {}}
+    meta = {"encoder": encoder_info, "detector": detector_info or {}, "protocol": protocol}
     entries: list[dict[str, Any]] = []
     if (out / INDEX).is_file():
         old = read_index(out)
         if old.get("encoder") != encoder_info:
             raise ValueError(f"{out} already holds features from another encoder "
                              f"({old.get('encoder')}); use a new --out folder")
+        if old.get("protocol", "oracle") != protocol:
+            raise ValueError(f"{out} holds {old.get('protocol', 'oracle')!r}-protocol features; "
+                             f"these studies were ingested {protocol!r}: use a new --out folder")
         entries = [e for e in old["studies"] if (out / e["file"]).is_file()]
     done = {e["key"] for e in entries}
     written = skipped = 0

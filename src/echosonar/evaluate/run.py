@@ -158,6 +158,57 @@ def cutoff_rule_row(features: str | Path, truth: Sequence[dict[str, Any]], n_boo
             "per_label": {k: v["balanced_accuracy"] for k, v in c["per_label"].items()}}
 
 
+def check_protocol(meta: Mapping[str, Any], features: str | Path, wanted: str) -> str:
+    """The feature cache's protocol (``"oracle"`` for caches that do not record one: they were
+    built from a simulator's manifest hints); raises ``ValueError`` when it is not ``wanted``.
+    """
+    if wanted not in ("end-to-end", "oracle"):
+        raise ValueError(f"eval.protocol must be 'end-to-end' or 'oracle', not {wanted!r}")
+    got = str(meta.get("protocol") or "oracle")
+    if got != wanted:
+        hint = ("ingest the simulated set with `echosonar ingest SIM --end-to-end --view-model "
+                "VIEW --split val --split test --out CACHE`, encode it, and score that cache; or "
+                "pass --set eval.protocol=oracle to score this one as an ORACLE row"
+                if got == "oracle" else "pass --set eval.protocol=end-to-end")
+        raise ValueError(f"{features} is a {got!r}-protocol feature cache but eval.protocol is "
+                         f"{wanted!r}: {hint}")
+    return got
+
+
+def protocol_label(protocol: str) -> str:
+    """How outputs name a protocol: the oracle one is shouted, so it is never mistaken."""
+    return ("ORACLE protocol (true views, sectors and phases)" if protocol == "oracle"
+            else "end-to-end protocol")
+
+
+def controls_rows(truth: Sequence[dict[str, Any]], train_features: str | Path, cfg: EvalConfig,
+                  model_metrics: Mapping[str, Any], log: Callable[[str], None] = print
+                  ) -> dict[str, Any]:
+    """``{"controls": {control: {metric: value}}, "headline_check": {...}}`` -- the negative
+    controls of :mod:`evaluate.controls` scored like the model on the same ``truth`` studies,
+    and which of the model's metrics beat every control clearly."""
+    from dataclasses import replace
+
+    from echosonar.evaluate.controls import (
+        control_predictions,
+        control_summary,
+        headline_check,
+    )
+
+    try:
+        train, _ = truth_from_features(train_features, "train")
+    except ValueError:
+        train = []
+    quiet = replace(cfg, bootstrap=0, green_judge="")
+    full = {name: evaluate_predictions(preds, truth, quiet)
+            for name, preds in control_predictions(truth, train, cfg.seed).items()}
+    summary = control_summary(full)
+    log("controls: " + "; ".join(f"{n} BAcc {_pct(v['macro_bacc'])} GREEN-rule "
+                                 f"{_num(v['green_rule'])}" for n, v in summary.items()))
+    return {"controls": _finite(summary),
+            "headline_check": _finite(headline_check(model_metrics, summary))}
+
+
 def _finite(x: Any) -> Any:
     """NaN -> None recursively, so the JSON is standard (NaN is not JSON)."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -297,12 +348,32 @@ def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
         lines.append(f"| well-formed (%) | {_pct(m['well_formed_rate'])} |")
     if "reasoning" in m:
         r = m["reasoning"]
-        lines += [f"| reasoning agrees with answer (%) | {_pct(r['agreement_rate'])} |",
-                  f"| findings grounded in an assessable view (%) | {_pct(r['grounded_rate'])} |",
+        if "agreement_rate" in r:
+            lines.append(f"| reasoning agrees with answer (%) | {_pct(r['agreement_rate'])} |")
+        lines += [f"| findings grounded in an assessable view (%) | {_pct(r['grounded_rate'])} |",
                   f"| no finding from an unassessable view (%) | "
                   f"{_pct(r['no_unassessable_claims_rate'])} |"]
+    if "forced_by_guided_decoding" in m:
+        f = m["forced_by_guided_decoding"]
+        lines.append(f"| (forced by guided decoding, not the model's) well-formed / agreement (%) "
+                     f"| {_pct(f.get('well_formed_rate'))} / "
+                     f"{_pct(f.get('reasoning_agreement_rate'))} |")
     if "green_llm" in m:
         lines.append(f"| GREEN (LLM judge) | {_num(m['green_llm']['green_llm'])} |")
+    if "controls" in m:
+        from echosonar.evaluate.controls import CONTROL_METRICS
+
+        names = [short for _, short in CONTROL_METRICS]
+        lines += ["", "Negative controls on the same studies (a metric the model does not beat "
+                  "by 0.05 over every control is not a headline metric):", "",
+                  "| row | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        hc = m.get("headline_check", {})
+        lines.append("| this model | " + " | ".join(
+            _num(hc[n]["model"]) + ("" if hc[n]["passes"] else " (fails)") if n in hc else "–"
+            for n in names) + " |")
+        for cname, vals in m["controls"].items():
+            lines.append(f"| {cname} | " + " | ".join(
+                _num(vals.get(n)) if vals.get(n) is not None else "–" for n in names) + " |")
     if c.get("one_class_labels"):
         lines += ["", "Labels with one class in this split (BAcc = specificity or sensitivity, "
                   "AUROC undefined): " + ", ".join(c["one_class_labels"]) + "."]
@@ -367,6 +438,7 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
 
     kind, path = resolve_source(source, cfg.split)
     truth, meta = truth_from_features(features, cfg.split)
+    protocol = check_protocol(meta, features, cfg.protocol)
     cache_preset = meta.get("preset") or (meta.get("sim") or {}).get("preset")
     if preset and cache_preset and preset != cache_preset:
         raise ValueError(f"--preset {preset!r} but the feature cache {features} was built from "
@@ -414,20 +486,32 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
     metrics = evaluate_predictions(preds, truth, cfg,
                                    train_labels=train_label_matrix(train_features or features),
                                    llm_judge=judge)
+    if kind == "checkpoint" and cfg.decoding == "guided":
+        # the skeleton and every findings list were forced: these rates measure the forcing,
+        # not the model, so they are kept apart and never printed as the model's
+        forced = {"well_formed_rate": metrics.pop("well_formed_rate", None)}
+        if "reasoning" in metrics:
+            forced["reasoning_agreement_rate"] = metrics["reasoning"].pop("agreement_rate", None)
+        metrics["forced_by_guided_decoding"] = forced
     if kind == "checkpoint" and cfg.split != "val":
         head = label_head_at_val_thresholds(model, features, preds, truth, cfg.batch_size,
                                             thr if train_features is None else None)
         if head is not None:
             metrics["label_head_val_thresholds"] = _finite(head)
     metrics["cutoff_rule"] = _finite(cutoff_rule_row(features, truth, cfg.bootstrap))
+    if cfg.controls:
+        metrics.update(controls_rows(truth, train_features or features, cfg, metrics, log))
     metrics["source"] = {"name": name, "kind": kind, "path": str(path),
                          "predictions": str(pred_file), "features": str(features),
                          "split": cfg.split, "preset": preset or "default",
+                         "protocol": protocol,
                          "decoding": cfg.decoding if kind == "checkpoint" else None}
     metrics["run_info"] = run_info(cfg.seed)
     jpath, mpath = out / f"metrics_{suffix}.json", out / f"metrics_{suffix}.md"
     atomic_write_json(jpath, metrics)
-    title = f"{name} — {cfg.split} split" + (f", {preset} preset" if preset else "")
+    title = (f"{name} — {cfg.split} split" + (f", {preset} preset" if preset else "")
+             + f", {protocol_label(protocol)}"
+             + (f", {cfg.decoding.upper()} decoding" if kind == "checkpoint" else ""))
     atomic_write_text(mpath, metrics_markdown(metrics, title))
     return {"metrics": metrics, "json": jpath, "markdown": mpath, "name": name,
             "predictions": pred_file}

@@ -110,12 +110,22 @@ class CacheWriter:
     Resumes: studies already in the folder (``has(key)``) are kept and not rewritten.
     """
 
-    def __init__(self, root: str | Path, dtype: str = "uint8", flush_every: int = 100) -> None:
+    def __init__(self, root: str | Path, dtype: str = "uint8", flush_every: int = 100,
+                 protocol: str = "end-to-end") -> None:
+        """``protocol``: ``"oracle"`` when clips carry a simulator's true views, sectors and
+        phases (training caches), ``"end-to-end"`` when they were read as a user's files are
+        (what evaluation must score); recorded in the index and carried into feature caches."""
         self.root, self.dtype, self.flush_every = Path(root), dtype, flush_every
+        self.protocol = protocol
         self.root.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict[str, Any]] = {}
         if (self.root / INDEX).is_file():
-            for e in read_index(self.root)["studies"]:
+            old = read_index(self.root)
+            if old.get("protocol", "oracle") != protocol:
+                raise CacheError(f"{self.root} holds a {old.get('protocol', 'oracle')!r} cache; "
+                                 f"studies ingested with the {protocol!r} protocol cannot be "
+                                 "added to it (use a new --out folder)")
+            for e in old["studies"]:
                 if (self.root / e["file"]).is_file():
                     self.entries[e["key"]] = e
         known = {e["file"] for e in self.entries.values()}
@@ -142,6 +152,7 @@ class CacheWriter:
         self._since_flush = 0
         path = self.root / INDEX
         atomic_write_json(path, {"version": 1, "format": FORMAT, "dtype": self.dtype,
+                                 "protocol": self.protocol,
                                  "studies": list(self.entries.values())})
         return path
 
@@ -155,9 +166,10 @@ class CacheWriter:
 
 
 def write_cache(studies: Iterable[Study], out_dir: str | Path, dtype: str = "uint8",
-                overwrite: bool = False) -> Path:
-    """Write studies into ``out_dir`` (resumable; see module docstring); returns the index path."""
-    with CacheWriter(out_dir, dtype) as w:
+                overwrite: bool = False, protocol: str = "end-to-end") -> Path:
+    """Write studies into ``out_dir`` (resumable; see module docstring); returns the index path.
+    ``protocol``: see :class:`CacheWriter`."""
+    with CacheWriter(out_dir, dtype, protocol=protocol) as w:
         for s in studies:
             w.add(s, overwrite=overwrite)
     return Path(out_dir) / INDEX

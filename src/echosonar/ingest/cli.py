@@ -19,6 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="+", help="simulated set folder (manifest.json), or "
                         "DICOM/MP4/AVI files and folders")
     parser.add_argument("--out", required=True, help="clip cache folder (created; resumable)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="simulated set: read the manifest for the scoring truth only "
+                             "(labels, reports, split) and ingest every clip as a user's file "
+                             "(views from --view-model, sector and phases from the images) -- "
+                             "the cache `echosonar evaluate` scores by default. Without it a "
+                             "simulated set is ingested with its true views, sectors, boxes and "
+                             "phases (the oracle protocol training uses)")
+    parser.add_argument("--split", action="append", default=None, metavar="SPLIT",
+                        help="simulated set: ingest only this split (repeatable; default all)")
     parser.add_argument("--views", action="store_true",
                         help="print the view decision for every clip")
     parser.add_argument("--view-model", default=None, metavar="DIR",
@@ -39,7 +48,7 @@ def _is_manifest(src: list[str]) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from echosonar.config import config_from_args
-    from echosonar.ingest.cache import CacheWriter
+    from echosonar.ingest.cache import CacheError, CacheWriter
     from echosonar.ingest.raw import as_ingest_config
     from echosonar.ingest.study import ingest_paths, iter_manifest, label_views, summarize
     from echosonar.io.atomic import atomic_write_json
@@ -57,6 +66,18 @@ def run(args: argparse.Namespace) -> int:
         if not Path(s).exists():
             print(f"echosonar ingest: no such file or folder: {s}", file=sys.stderr)
             return 2
+    manifest = _is_manifest(args.src)
+    if (args.end_to_end or args.split) and not manifest:
+        print("echosonar ingest: --end-to-end and --split apply to a simulated set (a folder "
+              "with manifest.json); files and folders are always ingested end to end",
+              file=sys.stderr)
+        return 2
+    if args.end_to_end and not model_dir:
+        print("echosonar ingest: --end-to-end needs a view classifier (--view-model DIR or "
+              "ingest.view_model): the views are the classifier's, as in `echosonar analyze`",
+              file=sys.stderr)
+        return 2
+    protocol = "oracle" if manifest and not args.end_to_end else "end-to-end"
     model = None
     if model_dir:
         from echosonar.ingest.view_model import ViewClassifier
@@ -64,11 +85,17 @@ def run(args: argparse.Namespace) -> int:
         model = ViewClassifier.from_pretrained(model_dir)
     skipped: list[tuple[str, str]] = []
     studies = []
-    with CacheWriter(args.out, icfg.cache_dtype) as writer:
-        if _is_manifest(args.src):
+    try:
+        writer = CacheWriter(args.out, icfg.cache_dtype, protocol=protocol)
+    except CacheError as e:
+        print(f"echosonar ingest: {e}", file=sys.stderr)
+        return 2
+    with writer:
+        if manifest:
             done = () if args.overwrite else set(writer.entries)
             stream = iter_manifest(args.src[0], cfg, workers, skipped, progress=True,
-                                   skip_keys=done)
+                                   skip_keys=done, splits=args.split,
+                                   hints=not args.end_to_end)
         else:
             got, skipped = ingest_paths(args.src, cfg, workers, view_model=False, progress=True)
             stream = iter(got)
@@ -86,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             studies.append(study)
     summary = summarize(studies, skipped)
     summary["cache_studies"] = len(writer.entries)
+    summary["protocol"] = protocol
     atomic_write_json(Path(args.out) / "ingest_summary.json", summary)
     print(f"ingested {summary['studies']} studies, {summary['clips']} clips "
           f"({', '.join(f'{v}: {n}' for v, n in sorted(summary['views'].items()))}) "

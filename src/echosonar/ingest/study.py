@@ -5,7 +5,11 @@
   by series number, instance number, then file name. A file repeating a SOPInstanceUID or the exact
   decoded pixels of a file already taken is skipped as a duplicate.
 * :func:`ingest_manifest` — a simulated set (``manifest.json``): views, spacing, sector, boxes,
-  ED/ES frames, labels, measurements, reasoning, report and split come from the manifest.
+  ED/ES frames, labels, measurements, reasoning, report and split come from the manifest
+  (``hints=True``, the *oracle* protocol training uses). With ``hints=False`` (the
+  *end-to-end* protocol evaluation uses) the manifest gives only the scoring truth (labels,
+  measurements, reasoning, report, split): every clip is read as a user's file would be, its
+  view left to the view classifier, its sector and cardiac phases to the images.
 
 Both return :class:`~echosonar.schema.Study` objects whose ``key`` is a salted hash; clips whose
 view is unknown are labelled by the view classifier when one is given.
@@ -157,21 +161,23 @@ def ingest_paths(paths: str | os.PathLike | Iterable[str | os.PathLike], cfg: An
 
 def ingest_manifest(root: str | os.PathLike, cfg: Any | None = None, workers: int | None = None,
                     skipped: list[Skipped] | None = None, progress: bool = False,
-                    splits: Iterable[str] | None = None) -> list[Study]:
+                    splits: Iterable[str] | None = None, hints: bool = True) -> list[Study]:
     """Ingest a simulated study set from its ``manifest.json``.
 
-    Labels, measurements, reasoning, report, split, views, ground-truth boxes and ED/ES frames
-    come from the manifest; the study key is the salted hash of the manifest key. A clip that
-    fails is left out of its study (reason appended to ``skipped`` when a list is given, and to
-    the study's warnings).
+    Labels, measurements, reasoning, report and split come from the manifest; with ``hints``
+    (the oracle protocol) so do views, sector, ground-truth boxes and ED/ES frames, otherwise
+    (end-to-end) every clip is ingested blind: ``view_conf == 0`` until a view classifier
+    labels it, sector estimated from the pixels, ED/ES left to the detector. The study key is
+    the salted hash of the manifest key. A clip that fails is left out of its study (reason
+    appended to ``skipped`` when a list is given, and to the study's warnings).
     """
-    return list(iter_manifest(root, cfg, workers, skipped, progress, splits))
+    return list(iter_manifest(root, cfg, workers, skipped, progress, splits, hints=hints))
 
 
 def iter_manifest(root: str | os.PathLike, cfg: Any | None = None, workers: int | None = None,
                   skipped: list[Skipped] | None = None, progress: bool = False,
                   splits: Iterable[str] | None = None, skip_keys: Iterable[str] = (),
-                  chunk: int = 64) -> Iterator[Study]:
+                  chunk: int = 64, hints: bool = True) -> Iterator[Study]:
     """Like :func:`ingest_manifest`, but yields studies ``chunk`` at a time (bounded memory).
 
     ``skip_keys``: (hashed) study keys to leave out, e.g. those already in a cache (resume).
@@ -187,17 +193,21 @@ def iter_manifest(root: str | os.PathLike, cfg: Any | None = None, workers: int 
     for lo in range(0, len(records), chunk):
         yield from _manifest_chunk(records[lo:lo + chunk], base, icfg, workers, skipped,
                                    progress, f"ingest {lo + 1}-{min(lo + chunk, len(records))}"
-                                   f"/{len(records)}")
+                                   f"/{len(records)}", hints)
 
 
 def _manifest_chunk(records: list[Any], base: Path, icfg: Any, workers: int | None,
-                    skipped: list[Skipped] | None, progress: bool, desc: str) -> list[Study]:
+                    skipped: list[Skipped] | None, progress: bool, desc: str,
+                    hints: bool = True) -> list[Study]:
     tasks, owner = [], []
     for si, rec in enumerate(records):
         for c in rec.clips:
             rel = c.video_path if icfg.prefer_video and c.video_path else c.path
-            extra = {"view": c.view, "sector": c.sector, "boxes": c.boxes, "cm_per_px":
-                     c.cm_per_px, "ed_frames": c.ed_frames, "es_frames": c.es_frames}
+            # end-to-end: nothing the inference path would not have (the header's spacing is
+            # read from the file itself, as for a user's DICOM)
+            extra = None if not hints else {
+                "view": c.view, "sector": c.sector, "boxes": c.boxes, "cm_per_px": c.cm_per_px,
+                "ed_frames": c.ed_frames, "es_frames": c.es_frames}
             tasks.append((len(tasks), str(base / rel), icfg, extra))
             owner.append(si)
     results = sorted(_run(tasks, workers or icfg.workers, desc, progress), key=lambda r: r.index)

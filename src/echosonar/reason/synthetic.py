@@ -112,14 +112,17 @@ def synthetic_studies(n: int, seed: int = 0, d_enc: int = 32, d_det: int = 16,
     return out
 
 
-def write_synthetic_cache(root, splits: dict[str, int], seed: int = 0, **kw) -> list:
-    """Write a feature cache (``io.features`` layout) with ``{split: n_studies}``."""
+def write_synthetic_cache(root, splits: dict[str, int], seed: int = 0,
+                          protocol: str = "end-to-end", **kw) -> list:
+    """Write a feature cache (``io.features`` layout) with ``{split: n_studies}``; ``protocol``
+    is what the index records (see ``evaluate.run.check_protocol``)."""
     entries, studies = [], []
     for j, (split, n) in enumerate(splits.items()):
         for sf in synthetic_studies(n, seed=seed + 101 * j, split=split, **kw):
             entries.append(write_study_features(root, sf))
             studies.append(sf)
-    write_index(root, entries, encoder={"name": "synthetic"}, detector={"name": "synthetic"})
+    write_index(root, entries, encoder={"name": "synthetic"}, detector={"name": "synthetic"},
+                protocol=protocol)
     return studies
 
 
