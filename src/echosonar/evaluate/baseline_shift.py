@@ -70,12 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("train_features", type=Path)
     p.add_argument("shifted_features", type=Path)
     p.add_argument("--split", default="test")
+    p.add_argument("--suffix", default="shifted",
+                   help="written as <method>/predictions_<split>_<suffix>.json (e.g. 'e2e' for "
+                        "the end-to-end cache of the same set)")
     add_config_args(p)
     args = p.parse_args(argv)
     try:
         cfg = config_from_args(args)
         for path in shifted_predictions(args.baselines, args.train_features,
-                                        args.shifted_features, cfg.encode.baselines, args.split):
+                                        args.shifted_features, cfg.encode.baselines, args.split,
+                                        args.suffix):
             print(f"wrote {path}")
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"baseline_shift: {e}", file=sys.stderr)
