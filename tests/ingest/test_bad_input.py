@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 from echosonar.config.ingest import IngestConfig
 from echosonar.ingest import errors as E
 from echosonar.ingest import ingest_paths, preprocess, read_file
+from echosonar.ingest.raw import source_label
 
 
 def _edit(path, **changes):
@@ -150,18 +151,27 @@ def test_study_survives_bad_files_and_skips_duplicates(tmp_path, dicom_factory, 
     raw = (d / "a_first.dcm").read_bytes()
     (d / "f_truncated.dcm").write_bytes(raw[: len(raw) // 2])
     shutil.copy(get_testdata_file("CT_small.dcm"), d / "g_ct.dcm")
-    for workers in (1, 2):
-        studies, skipped = ingest_paths(d, IngestConfig(clip_len=4), workers=workers)
+    order = sorted(p.name for p in d.iterdir())
+    for workers, keep in ((1, True), (2, False)):
+        cfg = IngestConfig(clip_len=4, keep_source_names=keep)
+        studies, skipped = ingest_paths(d, cfg, workers=workers)
+
+        def name(f, keep=keep, cfg=cfg):  # basename, or position + salted hash (the default)
+            return f if keep else source_label(d / f, cfg.salt, order.index(f))
+
         assert len(studies) == 2
         by_n = sorted(studies, key=lambda s: -len(s.clips))
-        assert [c.source for c in by_n[0].clips] == ["a_first.dcm", "b_second.dcm"]
-        assert [c.source for c in by_n[1].clips] == ["c_other.dcm"]
+        assert [c.source for c in by_n[0].clips] == [name("a_first.dcm"), name("b_second.dcm")]
+        assert [c.source for c in by_n[1].clips] == [name("c_other.dcm")]
         reasons = dict(skipped)
-        assert set(reasons) == {"d_copy.dcm", "e_same_pixels.dcm", "notes.txt",
-                                "f_truncated.dcm", "g_ct.dcm"}
-        assert reasons["d_copy.dcm"].startswith("duplicate of a_first.dcm")
-        assert reasons["e_same_pixels.dcm"].startswith("duplicate of b_second.dcm")
-        assert "modality CT" in reasons["g_ct.dcm"]
+        assert set(reasons) == {name(f) for f in ("d_copy.dcm", "e_same_pixels.dcm",
+                                                  "notes.txt", "f_truncated.dcm", "g_ct.dcm")}
+        assert reasons[name("d_copy.dcm")].startswith(f"duplicate of {name('a_first.dcm')}")
+        assert reasons[name("e_same_pixels.dcm")].startswith(
+            f"duplicate of {name('b_second.dcm')}")
+        assert "modality CT" in reasons[name("g_ct.dcm")]
+        if not keep:
+            assert name("g_ct.dcm").startswith("file #7 [") and ".dcm" not in repr(skipped)
 
 
 def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
@@ -220,7 +230,11 @@ def test_cli_reports_missing_source_and_all_skipped(tmp_path, capsys):
     (tmp_path / "junk.txt").write_text("hello")
     assert main(["ingest", str(tmp_path / "junk.txt"), "--out", str(tmp_path / "c")]) == 1
     out = capsys.readouterr()
-    assert "junk.txt: not a DICOM file" in out.out and "no such file" in out.err
+    assert "file #1 [" in out.out and "not a DICOM file" in out.out and "no such file" in out.err
+    assert "junk" not in out.out
+    assert main(["ingest", str(tmp_path / "junk.txt"), "--out", str(tmp_path / "c"),
+                 "--keep-source-names"]) == 1
+    assert "junk.txt: not a DICOM file" in capsys.readouterr().out
 
 
 def test_invalid_settings_are_refused(tmp_path, capsys):

@@ -17,6 +17,7 @@ from echosonar.cli import main
 from echosonar.config.ingest import IngestConfig
 from echosonar.ingest import ingest_paths, preprocess, read_file, write_cache
 from echosonar.ingest.preproc import crop_and_mask
+from echosonar.ingest.raw import source_label
 
 DELTA = 0.05104970559477806  # the region's PhysicalDeltaX/Y (cm) on its 640x480 grid
 
@@ -107,7 +108,9 @@ def test_no_header_phi_in_any_output(tmp_path, real_fixture_path, dicom_factory,
 
     cfg = IngestConfig(salt="site-salt")
     studies, skipped = ingest_paths(src, cfg)
-    assert len(studies) == 2 and {f for f, _ in skipped} == {"clip03.dcm", "clip04.dcm"}
+    assert len(studies) == 2 and {f for f, _ in skipped} == {
+        source_label(src / "clip03.dcm", "site-salt", 2),
+        source_label(src / "clip04.dcm", "site-salt", 3)}
     uid = str(pydicom.dcmread(src / "clip01.dcm").StudyInstanceUID)
     keys = {s.key for s in studies}
     assert uid not in keys and all(re.fullmatch(r"[0-9a-f]{20}", k) for k in keys)
@@ -128,6 +131,7 @@ def test_no_header_phi_in_any_output(tmp_path, real_fixture_path, dicom_factory,
                 texts.append(f.read_text())
             elif f.suffix == ".safetensors":
                 texts.append(_safetensors_header(f))
-    assert "clip03.dcm" in out.out and "clip04.dcm" in out.out  # the summary lists skips
+    assert "file #3 [" in out.out and "file #4 [" in out.out  # the summary lists skips
     for t in texts:
         assert not _leaks(values, t), _leaks(values, t)
+        assert "clip0" not in t and str(src) not in t  # nor file or folder names

@@ -91,7 +91,7 @@ def test_train_and_ingest_commands(sim_set, tmp_path, capsys):
     n_dcm = len(list((sim_set / "studies").rglob("*.dcm")))
     n_mp4 = len(list((sim_set / "studies").rglob("*.mp4")))  # videos: grouped by folder
     assert text.count("[classifier, conf") == n_dcm + n_mp4
-    assert "skipped" in text and "study.json: not a DICOM file" in text
+    assert "skipped" in text and "]: not a DICOM file" in text and "study.json" not in text
     summary = json.loads((tmp_path / "c2" / "ingest_summary.json").read_text())
     assert summary["clips"] == n_dcm + n_mp4 and summary["studies"] == 4
     # a manifest: views are given, the classifier's opinion is printed next to them

@@ -5,10 +5,15 @@
     echosonar analyze --batch S1 S2 S3 --model BUNDLE --out OUT       # each path is a study
 
 Single mode writes ``OUT/result.json`` and ``OUT/report.html`` (each atomically). Batch mode
-writes ``OUT/<study_key>/{result.json,report.html}`` per study (each folder atomically), keeps
-going past studies that fail, and writes ``OUT/summary.json`` + ``OUT/summary.md``. Any bundle
-component can be replaced by a checkpoint folder (``--vlm runs/grpo``, ``--detector ...``).
-Exit code: 0 all analysed, 1 some or all failed, 2 bad arguments or bundle.
+writes ``OUT/<NNNN>-<study_key>/{result.json,report.html,batch_row.json}`` per input (NNNN = its
+position, so two inputs never share a folder even when they hold the same study; each folder
+atomically), keeps going past studies that fail, and writes ``OUT/summary.json`` +
+``OUT/summary.md``, whose rows name inputs by position, never by file name. A batch killed and
+restarted with the same inputs and settings keeps the studies already written (matched by a
+salted fingerprint of the input's files and the settings) and reaches the same outputs.
+Any bundle component can be replaced by a checkpoint folder (``--vlm runs/grpo``, ...).
+Exit code: 0 all analysed, 1 some or all failed (or the outputs cannot be written), 2 bad
+arguments or bundle (checked before any analysis, ``--out`` included).
 """
 
 from __future__ import annotations
@@ -19,6 +24,26 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+#: sane ranges of the numeric options (inclusive); anything outside is refused with exit code 2
+THREADS = (1, 256)
+MAX_NEW_TOKENS = (1, 16384)
+BATCH_ROW = "batch_row.json"
+
+
+def range_errors(checks: dict[str, tuple[Any, float, float]]) -> list[str]:
+    """``{"--name": (value, lo, hi)}`` -> one message per value that is given (not None) and
+    not a finite number in ``[lo, hi]``. Shared by analyze and serve."""
+    import math
+
+    errs = []
+    for name, (value, lo, hi) in checks.items():
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi
+        if not ok:
+            errs.append(f"{name} must be between {lo:g} and {hi:g} (got {value!r})")
+    return errs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{comp}", metavar="DIR", default=None,
                             help=f"use this {comp} checkpoint instead of the bundle's")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default 1: fastest on a busy 2-core machine)")
+                        help=f"torch CPU threads, {THREADS[0]}-{THREADS[1]} (default 1: fastest "
+                             "on a busy 2-core machine)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="generation length limit (default: the bundle's)")
+                        help=f"generation length limit, {MAX_NEW_TOKENS[0]}-{MAX_NEW_TOKENS[1]} "
+                             "(default: the bundle's)")
     parser.add_argument("--no-html", action="store_true", help="write result.json only")
     parser.add_argument("--print-schema", action="store_true",
                         help="print the JSON Schema of result.json and exit")
@@ -78,31 +105,43 @@ def run(args: argparse.Namespace) -> int:
         print("echosonar analyze: give the study's files or folder and --out OUT "
               "(see --help)", file=sys.stderr)
         return 2
-    import torch
-
-    from echosonar.app.bundle import bundle_from_args
     from echosonar.config import ConfigError, config_from_args
-    from echosonar.config.app import AppConfig
+    from echosonar.io.atomic import unwritable_reason
 
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
         print(f"echosonar analyze: {e}", file=sys.stderr)
         return 2
+    errs = range_errors({"--threads": (args.threads, *THREADS),
+                         "--max-new-tokens": (args.max_new_tokens, *MAX_NEW_TOKENS),
+                         "app.threads": (cfg.app.threads, *THREADS)})
+    if cfg.app.max_new_tokens:  # 0 = the bundle's value
+        errs += range_errors({"app.max_new_tokens": (cfg.app.max_new_tokens, *MAX_NEW_TOKENS)})
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
-        print(f"echosonar analyze: input not found: {', '.join(missing)}", file=sys.stderr)
+        errs.append(f"input not found: {', '.join(missing)}")
+    why = unwritable_reason(args.out)
+    if why:
+        errs.append(f"--out: {why}")
+    if errs:
+        for e in errs:
+            print(f"echosonar analyze: {e}", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, args.threads or AppConfig().threads))
+    import torch
+
+    from echosonar.app.bundle import bundle_from_args
+
+    torch.set_num_threads(args.threads or cfg.app.threads)
     bundle = bundle_from_args(args, "analyze")
     if bundle is None:
         return 2
-    if args.max_new_tokens:
-        bundle.spec.max_new_tokens = int(args.max_new_tokens)
+    if args.max_new_tokens is not None or cfg.app.max_new_tokens:
+        bundle.spec.max_new_tokens = int(args.max_new_tokens or cfg.app.max_new_tokens)
     out = Path(args.out)
     if args.batch:
-        return _batch(batch_inputs([Path(p) for p in args.inputs]), bundle, cfg, out,
-                      not args.no_html)
+        return run_batch(batch_inputs([Path(p) for p in args.inputs]), bundle, cfg, out,
+                         not args.no_html)
     return _single([Path(p) for p in args.inputs], bundle, cfg, out, not args.no_html)
 
 
@@ -114,54 +153,142 @@ def _single(inputs: list[Path], bundle: Any, cfg: Any, out: Path, html: bool) ->
     except AnalysisError as e:
         print(f"echosonar analyze: {e}", file=sys.stderr)
         return 1
-    paths = write_outputs(analysis, out, html)
+    try:
+        paths = write_outputs(analysis, out, html)
+    except OSError as e:
+        print(f"echosonar analyze: cannot write the outputs to {out}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
     _print_summary(analysis.result, paths)
     return 0
 
 
-def _batch(studies: list[Path], bundle: Any, cfg: Any, out: Path, html: bool) -> int:
-    from echosonar.app.pipeline import analyze_study
-    from echosonar.io.atomic import atomic_dir, atomic_write_json, atomic_write_text
+def input_fingerprint(study: Path, settings: str, salt: str) -> str:
+    """Salted hash of an input (its resolved path and every file's relative path, size and
+    mtime) and of the run's settings: a restarted batch reuses a study's outputs only when
+    neither changed. Non-reversible, so it may sit beside the outputs."""
+    from echosonar.ingest.raw import salted_hash
+    from echosonar.ingest.study import expand_paths
 
+    study = study.resolve()
+    parts = [str(study), settings]
+    for f in expand_paths(study):
+        st = f.stat()
+        parts.append(f"{f.relative_to(study) if study.is_dir() else f.name}:{st.st_size}:"
+                     f"{st.st_mtime_ns}")
+    return salted_hash("\n".join(parts), salt, 32)
+
+
+def _settings(bundle: Any, cfg: Any, html: bool) -> str:
+    from echosonar.config.base import to_dict
+
+    spec = bundle.spec
+    return json.dumps({"model": str(spec.root), "components": spec.components,
+                       "weights": bundle.info, "thresholds": spec.thresholds,
+                       "max_new_tokens": spec.max_new_tokens, "html": html,
+                       "config": to_dict(cfg)}, sort_keys=True, default=str)
+
+
+def _done_row(out: Path, position: int, fingerprint: str) -> dict[str, Any] | None:
+    """The row of input ``position`` written by an earlier run with the same fingerprint."""
+    for d in sorted(out.glob(f"{position:04d}-*")):
+        try:
+            row = json.loads((d / BATCH_ROW).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if row.get("fingerprint") == fingerprint and (d / "result.json").is_file():
+            return row
+    return None
+
+
+def run_batch(studies: list[Path], bundle: Any, cfg: Any, out: Path, html: bool,
+              analyze: Any = None) -> int:
+    """Analyse each input as one study (see module docstring); ``analyze(paths, bundle, cfg)``
+    defaults to :func:`~echosonar.app.pipeline.analyze_study` (tests inject fakes)."""
+    from echosonar.app.pipeline import analyze_study
+    from echosonar.io.atomic import (
+        atomic_dir,
+        atomic_write_json,
+        atomic_write_text,
+        remove_stale_temps,
+    )
+
+    analyze = analyze or analyze_study
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, recursive=False)  # a killed run's half-written folders
+    settings, salt = _settings(bundle, cfg, html), cfg.ingest.salt
     rows: list[dict[str, Any]] = []
     for i, study in enumerate(studies, 1):
         t0 = time.perf_counter()
-        row: dict[str, Any] = {"input": i}
+        fp = input_fingerprint(study, settings, salt)
+        row: dict[str, Any] | None = _done_row(out, i, fp)
+        if row is not None:
+            print(f"[{i}/{len(studies)}] input {i}: done earlier -> {out / row['folder']}",
+                  file=sys.stderr)
+            rows.append(row)
+            continue
+        row = {"input": i}
         try:
-            analysis = analyze_study([study], bundle, cfg)
-            key = analysis.result["study_key"]
-            with atomic_dir(out / key) as tmp:
-                write_outputs(analysis, tmp, html)
+            analysis = analyze([study], bundle, cfg)
             r = analysis.result
-            row.update(status="ok", study_key=key, folder=key, views=r["views"]["present"],
+            key = r["study_key"]
+            folder = f"{i:04d}-{key}"
+            row.update(status="ok", study_key=key, folder=folder, views=r["views"]["present"],
                        positive=[f["key"] for f in r["findings"] if f["positive"]],
                        answer=r["answer_findings"], warnings=len(r["warnings"]))
-            print(f"[{i}/{len(studies)}] {study}: ok -> {out / key}", file=sys.stderr)
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            row["fingerprint"] = fp
+            with atomic_dir(out / folder) as tmp:
+                write_outputs(analysis, tmp, html)
+                atomic_write_json(tmp / BATCH_ROW, row)
+            print(f"[{i}/{len(studies)}] input {i}: ok -> {out / folder}", file=sys.stderr)
         except Exception as e:  # noqa: BLE001 - one bad study must not stop the batch
-            row.update(status="failed", error=f"{type(e).__name__}: {e}")
-            print(f"[{i}/{len(studies)}] {study}: FAILED: {e}", file=sys.stderr)
-        row["seconds"] = round(time.perf_counter() - t0, 2)
+            row = {"input": i, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                   "seconds": round(time.perf_counter() - t0, 2)}
+            print(f"[{i}/{len(studies)}] input {i}: FAILED: {e}", file=sys.stderr)
         rows.append(row)
+    _mark_shared_studies(rows)
     n_ok = sum(r["status"] == "ok" for r in rows)
-    summary = {"studies": len(rows), "ok": n_ok, "failed": len(rows) - n_ok, "rows": rows,
+    summary = {"studies": len(rows), "ok": n_ok, "failed": len(rows) - n_ok,
+               "rows": [{k: v for k, v in r.items() if k != "fingerprint"} for r in rows],
                "model": bundle.spec.name}
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", _summary_md(summary))
+    try:
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "summary.md", _summary_md(summary))
+    except OSError as e:
+        print(f"echosonar analyze: cannot write the batch summary to {out}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
     print(f"batch: {n_ok}/{len(rows)} studies analysed; summary in {out / 'summary.md'}",
           file=sys.stderr)
     return 0 if n_ok == len(rows) else 1
 
 
+def _mark_shared_studies(rows: list[dict[str, Any]]) -> None:
+    """Inputs holding the same study (same salted StudyInstanceUID) each keep their folder;
+    their rows say which other inputs hold it, so none is silently taken for another."""
+    by_key: dict[str, list[int]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            by_key.setdefault(r["study_key"], []).append(r["input"])
+    for r in rows:
+        others = [j for j in by_key.get(r.get("study_key", ""), []) if j != r["input"]]
+        if others:
+            r["same_study_as"] = others
+
+
 def _summary_md(s: dict[str, Any]) -> str:
     lines = [f"# Batch analysis — {s['ok']}/{s['studies']} studies analysed", "",
-             "Research use only — not for diagnosis.", "",
-             "| # | study key | status | views | positive (score ≥ threshold) | seconds |",
+             "Research use only — not for diagnosis. Inputs are numbered in the order given.", "",
+             "| input | study key | status | views | positive (score ≥ threshold) | seconds |",
              "|---|---|---|---|---|---|"]
     for r in s["rows"]:
         if r["status"] == "ok":
-            lines.append(f"| {r['input']} | [{r['study_key']}]({r['folder']}/report.html) | ok | "
-                         f"{', '.join(r['views'])} | {', '.join(r['positive']) or '—'} | "
-                         f"{r['seconds']} |")
+            same = (f" (same study as input {', '.join(map(str, r['same_study_as']))})"
+                    if r.get("same_study_as") else "")
+            lines.append(f"| {r['input']} | [{r['study_key']}]({r['folder']}/report.html) | "
+                         f"ok{same} | {', '.join(r['views'])} | "
+                         f"{', '.join(r['positive']) or '—'} | {r['seconds']} |")
         else:
             err = r["error"].replace("|", "/")
             lines.append(f"| {r['input']} | — | failed: {err} | | | {r['seconds']} |")

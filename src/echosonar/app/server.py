@@ -188,7 +188,7 @@ def create_app(analyze: AnalyzeFn, cfg: AppConfig | None = None, model_name: str
     injection: the CLI passes the real pipeline with a loaded bundle, tests pass fakes)."""
     cfg = cfg or AppConfig()
     limits = UploadLimits(cfg.max_upload_mb, cfg.max_files, cfg.max_zip_entries,
-                          cfg.max_unzipped_mb, cfg.max_zip_ratio)
+                          cfg.max_unzipped_mb, cfg.max_zip_ratio, cfg.max_zip_entry_mb)
     store = JobStore(analyze, cfg)
     app = FastAPI(title="EchoSonar", version="1", docs_url=None, redoc_url=None,
                   description="Echocardiography study analysis (research use only — not for "
@@ -201,6 +201,7 @@ def create_app(analyze: AnalyzeFn, cfg: AppConfig | None = None, model_name: str
         if not ctype.startswith("multipart/form-data"):
             raise HTTPException(415, "send the study as multipart/form-data field 'files'")
         folder = Path(tempfile.mkdtemp(prefix="echosonar-job-", dir=cfg.work_dir or None))
+        form = None
         try:
             form = await request.form(max_files=cfg.max_files + 1, max_fields=16)
             uploads = [u for u in form.getlist("files") if hasattr(u, "read")]
@@ -220,9 +221,17 @@ def create_app(analyze: AnalyzeFn, cfg: AppConfig | None = None, model_name: str
         except UploadError as e:
             shutil.rmtree(folder, ignore_errors=True)
             raise HTTPException(e.status, str(e)) from e
+        except OSError as e:  # disk full, work_dir gone: the client can retry later
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("upload could not be stored: %s", type(e).__name__)
+            raise HTTPException(507, "the server could not store the upload "
+                                     f"({type(e).__name__}); try again later") from e
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        finally:
+            if form is not None:  # the parser's spooled temporary files, on every path
+                await form.close()
         return store.submit(folder, files)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

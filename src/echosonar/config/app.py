@@ -22,7 +22,9 @@ class AppConfig:
     max_files: int = opt(200, "most files per study upload, zip contents included")
     max_zip_entries: int = opt(2000, "most entries in an uploaded zip")
     max_unzipped_mb: float = opt(2048.0, "largest total uncompressed size of an uploaded zip, MiB")
-    max_zip_ratio: float = opt(250.0, "largest compression ratio of one zip entry (zip bombs)")
+    max_zip_entry_mb: float = opt(1024.0, "largest uncompressed size of one zip entry, MiB")
+    max_zip_ratio: float = opt(250.0, "largest compression ratio of one zip entry, and of the "
+                               "whole archive (zip bombs)")
     workers: int = opt(1, "studies analysed at the same time (more queue up)")
     job_ttl_s: float = opt(3600.0, "seconds a finished job's report stays in memory")
     max_jobs: int = opt(100, "finished jobs kept in memory (oldest dropped first)")

@@ -67,6 +67,9 @@ class IngestConfig:
                                     "in-sector pixels is coloured")
     # -- outputs ---------------------------------------------------------------------------
     cache_dtype: str = opt("uint8", "frame dtype in the cache: uint8 (4x smaller) or float16")
+    keep_source_names: bool = opt(False, "name clips and skipped files by their file name in "
+                                  "ingest's outputs (stdout, summary, cache); default: position "
+                                  "+ salted hash, as file names often carry patient names")
     prefer_video: bool = opt(False, "ingest a manifest clip's video_path instead of its DICOM")
     view_model: str = opt("", "view-classifier checkpoint folder used when a view is unknown")
     view_min_conf: float = opt(0.0, "predictions below this confidence become OTHER")

@@ -148,6 +148,14 @@ class CacheWriter:
             self.flush()
         return True
 
+    def reorder(self, keys: list[str]) -> None:
+        """Index ``keys`` first, in that order, then every other cached study as before: a run
+        that resumed (shards found on disk, not yet indexed) ends with the index order of an
+        uninterrupted run."""
+        rank = {k: i for i, k in enumerate(keys)}
+        items = sorted(self.entries.items(), key=lambda kv: rank.get(kv[0], len(rank)))
+        self.entries = dict(items)
+
     def flush(self) -> Path:
         self._since_flush = 0
         path = self.root / INDEX

@@ -4,6 +4,12 @@ SRC is a folder holding ``manifest.json`` (a simulated set: views and ground tru
 manifest), or any mix of DICOM/video files and folders (grouped into studies by
 StudyInstanceUID, videos by folder). Output: the clip cache (see :mod:`echosonar.ingest.cache`)
 and ``ingest_summary.json`` (counts, views, skipped files with reasons; no identifiers).
+
+Files are named in everything ingest writes or prints (stdout, the summary, the cache's ``source``
+fields and warnings) as ``file #<position> [<salted hash of the path>]``, never by a name from
+the user's disk; ``--keep-source-names`` opts back into base names. A run killed at any point
+and restarted with the same arguments completes the cache to what an uninterrupted run writes
+(same shards, same index order); half-written temporaries of the killed run are removed.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="view-classifier checkpoint for clips of unknown view "
                              "(default: ingest.view_model)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="parallel worker processes (default: ingest.workers)")
+                        help="parallel worker processes, 1-256 (default: ingest.workers)")
+    parser.add_argument("--keep-source-names", action="store_true",
+                        help="name files by their base name in the outputs (default: position + "
+                             "salted hash: file names often carry patient names)")
     parser.add_argument("--overwrite", action="store_true",
                         help="re-ingest studies already in the cache")
     add_config_args(parser)
@@ -51,16 +60,24 @@ def run(args: argparse.Namespace) -> int:
     from echosonar.ingest.cache import CacheError, CacheWriter
     from echosonar.ingest.raw import as_ingest_config
     from echosonar.ingest.study import ingest_paths, iter_manifest, label_views, summarize
-    from echosonar.io.atomic import atomic_write_json
+    from echosonar.io.atomic import atomic_write_json, remove_stale_temps, unwritable_reason
 
     try:
         cfg = config_from_args(args)
-        as_ingest_config(cfg)
+        if args.workers is not None:
+            cfg.ingest.workers = args.workers
+        if args.keep_source_names:
+            cfg.ingest.keep_source_names = True
+        as_ingest_config(cfg)  # ranges of every numeric setting, --workers included
     except ValueError as e:  # ConfigError is a ValueError too
         print(f"echosonar ingest: {e}", file=sys.stderr)
         return 2
     icfg = cfg.ingest
-    workers = args.workers or icfg.workers
+    workers = icfg.workers
+    why = unwritable_reason(args.out)
+    if why:
+        print(f"echosonar ingest: --out: {why}", file=sys.stderr)
+        return 2
     model_dir = args.view_model or icfg.view_model or None
     for s in args.src:
         if not Path(s).exists():
@@ -82,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
     if model_dir:
         from echosonar.ingest.view_model import ViewClassifier
 
-        model = ViewClassifier.from_pretrained(model_dir)
+        try:
+            model = ViewClassifier.from_pretrained(model_dir)
+        except (OSError, ValueError) as e:  # CheckpointError is a ValueError
+            print(f"echosonar ingest: cannot load the view classifier {model_dir}: {e}",
+                  file=sys.stderr)
+            return 2
     skipped: list[tuple[str, str]] = []
     studies = []
     try:
@@ -90,14 +112,17 @@ def run(args: argparse.Namespace) -> int:
     except CacheError as e:
         print(f"echosonar ingest: {e}", file=sys.stderr)
         return 2
+    remove_stale_temps(args.out)  # shards a killed run left half-written
     with writer:
         if manifest:
             done = () if args.overwrite else set(writer.entries)
+            order = _manifest_keys(args.src[0], icfg.salt, args.split)
             stream = iter_manifest(args.src[0], cfg, workers, skipped, progress=True,
                                    skip_keys=done, splits=args.split,
                                    hints=not args.end_to_end)
         else:
             got, skipped = ingest_paths(args.src, cfg, workers, view_model=False, progress=True)
+            order = [s.key for s in got]
             stream = iter(got)
         for study in stream:
             given = {id(c): c.view for c in study.clips if c.view_conf > 0}
@@ -111,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 label_views([study], None)
             writer.add(study, overwrite=args.overwrite)
             studies.append(study)
+        writer.reorder(order)  # a resumed run indexes studies as an uninterrupted one does
     summary = summarize(studies, skipped)
     summary["cache_studies"] = len(writer.entries)
     summary["protocol"] = protocol
@@ -123,6 +149,15 @@ def run(args: argparse.Namespace) -> int:
         for name, reason in skipped:
             print(f"  {name}: {reason}")
     return 0 if studies or summary["cache_studies"] else 1
+
+
+def _manifest_keys(root: str, salt: str, splits: list[str] | None) -> list[str]:
+    """Cache keys of a simulated set's studies, in manifest order."""
+    from echosonar.ingest.raw import salted_hash
+    from echosonar.io.manifest import read_manifest
+
+    _, records = read_manifest(root)
+    return [salted_hash(r.key, salt) for r in records if splits is None or r.split in splits]
 
 
 def _classify(study, model, min_conf: float, given: dict[int, str], show: bool) -> None:  # noqa: ANN001

@@ -11,7 +11,8 @@ Order of operations (each chosen so nothing outside the sector can leak in):
 3. B-mode -> one luminance channel; colour Doppler (many saturated in-sector pixels, or a colour
    view in the manifest) -> RGB.
 4. Resize so that one output pixel is the same physical size in x and y (anisotropic spacing is
-   corrected), centred horizontally and top-aligned (the transducer stays at the top), zero
+   corrected; a spacing outside 0.001-1 cm/px or more than 10x anisotropic is dropped with a
+   warning, :func:`~echosonar.ingest.raw.plausible_spacing`), centred horizontally and top-aligned (the transducer stays at the top), zero
    padded to ``image_size`` squared; mask again at output resolution.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from echosonar.ingest.raw import RawClip, as_ingest_config
+from echosonar.ingest.raw import RawClip, as_ingest_config, plausible_spacing
 from echosonar.ingest.sector import estimate_sector, geometric_sector_mask
 from echosonar.schema import Clip
 from echosonar.taxonomy import COLOR_VIEWS, OTHER_VIEW, STRUCTURES
@@ -39,6 +40,7 @@ def preprocess(raw: RawClip, cfg: Any | None = None) -> Clip:
     """
     icfg = as_ingest_config(cfg)
     size, warn = int(icfg.image_size), raw.warnings
+    raw.spacing = plausible_spacing(raw.spacing, warn)  # every reader's (and the manifest's)
     idx, wts, times = temporal_plan(raw.frame_times, icfg.clip_len, icfg.temporal_window,
                                     icfg.temporal_interp, raw.heart_rate)
     (x0, y0, x1, y1), mask = crop_and_mask(raw, icfg.sector_from_image, warn)

@@ -19,6 +19,11 @@ from echosonar.config.ingest import IngestConfig
 from echosonar.ingest.errors import NotSupportedFileError, SizeError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".m4v", ".mkv", ".webm")
+#: physical pixel size accepted from a header, cm per stored pixel (10 um .. 1 cm): echo images
+#: span 5-30 cm in 100-2000 pixels; anything outside is a header error, not a scanner
+SPACING_RANGE_CM = (0.001, 1.0)
+#: largest x/y pixel-size ratio accepted (real scanners store near-square pixels)
+MAX_SPACING_ANISOTROPY = 10.0
 
 
 @dataclass
@@ -28,7 +33,8 @@ class RawClip:
     Attributes:
         frames: uint8 ``[N, H, W, C]``; C = 3 (RGB, already converted from YBR/palette) or 1.
         frame_times: float64 ``[N]``, seconds from the first frame, strictly increasing.
-        source: basename of the file (never a full path).
+        source: a label for the file that reveals nothing from the user's disk (see
+            :func:`source_label`); its basename only with ``ingest.keep_source_names``.
         study_key: salted hash of the StudyInstanceUID (DICOM), or None (video / unknown).
         instance_key: salted hash of the SOPInstanceUID, or None.
         pixel_hash: SHA-1 of the decoded frames (duplicate detection).
@@ -73,6 +79,39 @@ def salted_hash(value: str, salt: str, n: int = 20) -> str:
     return hashlib.sha256(f"{salt}\x00{value}".encode()).hexdigest()[:n]
 
 
+def source_label(path: str | os.PathLike, salt: str, position: int | None = None) -> str:
+    """How ingest's outputs name a file: ``"file #<position> [<salted hash of its path>]"``
+    (position 1-based in the sorted input list), never its name — file and folder names often
+    carry patient names. The hash lets a site that knows its salt match a label to a file.
+
+    >>> source_label("/data/DOE_JOHN/a.dcm", "s", 2).startswith("file #3 [")
+    True
+    """
+    key = salted_hash("file:" + str(Path(path).resolve()), salt, 12)
+    return f"file #{position + 1} [{key}]" if position is not None else f"file [{key}]"
+
+
+def plausible_spacing(spacing: tuple[float, float] | None,
+                      warnings: list[str]) -> tuple[float, float] | None:
+    """``spacing`` (cm per stored pixel, x and y) when it is physically plausible, else None
+    with a warning: non-finite, outside :data:`SPACING_RANGE_CM`, or pixels more than
+    :data:`MAX_SPACING_ANISOTROPY` times longer than wide. A bad header value must not turn into
+    absurd measurements (1e300 cm) downstream; the clip stays usable without physical size."""
+    if spacing is None:
+        return None
+    dx, dy = (float(v) for v in spacing)
+    lo, hi = SPACING_RANGE_CM
+    if not all(np.isfinite(v) and lo <= v <= hi for v in (dx, dy)):
+        warnings.append(f"physical spacing {dx:.3g} x {dy:.3g} cm/px is outside the plausible "
+                        f"range {lo:g}-{hi:g} cm/px; ignored (no measurements in cm)")
+        return None
+    if max(dx, dy) > MAX_SPACING_ANISOTROPY * min(dx, dy):
+        warnings.append(f"physical spacing {dx:.3g} x {dy:.3g} cm/px is implausibly anisotropic; "
+                        "ignored (no measurements in cm)")
+        return None
+    return dx, dy
+
+
 def pixel_hash(frames: np.ndarray) -> str:
     h = hashlib.sha1(np.ascontiguousarray(frames).data)
     h.update(str(frames.shape).encode())
@@ -111,6 +150,11 @@ def as_ingest_config(cfg: Any | None) -> IngestConfig:
     """Accept an ``EchoSonarConfig`` (uses ``.ingest``), an ``IngestConfig`` or None (defaults);
     invalid settings raise ``ValueError`` naming the field."""
     icfg = IngestConfig() if cfg is None else cfg.ingest if hasattr(cfg, "ingest") else cfg
+    nums = (icfg.image_size, icfg.clip_len, icfg.min_frames, icfg.workers, icfg.max_file_mb,
+            icfg.default_fps, icfg.max_side, icfg.min_side, icfg.max_frames, icfg.max_decoded_mb,
+            icfg.view_min_conf, icfg.color_chroma, icfg.color_min_fraction)
+    if not all(np.isfinite(float(v)) for v in nums):
+        raise ValueError("ingest: numeric settings must be finite (no NaN or infinity)")
     checks = [
         (icfg.image_size >= 8, "image_size must be >= 8"),
         (icfg.clip_len >= 1, "clip_len must be >= 1"),
@@ -121,6 +165,16 @@ def as_ingest_config(cfg: Any | None) -> IngestConfig:
         (icfg.cache_dtype in ("uint8", "float16"), "cache_dtype must be 'uint8' or 'float16'"),
         (bool(icfg.salt), "salt must not be empty"),
         (icfg.max_file_mb > 0 and icfg.default_fps > 0, "max_file_mb and default_fps must be > 0"),
+        (8 <= icfg.image_size <= 1024, "image_size must be between 8 and 1024"),
+        (icfg.clip_len <= 1024, "clip_len must be <= 1024"),
+        (1 <= icfg.workers <= 256, "workers must be between 1 and 256"),
+        (1 <= icfg.min_side <= icfg.max_side, "min_side must be >= 1 and <= max_side"),
+        (icfg.min_frames <= icfg.max_frames, "min_frames must be <= max_frames"),
+        (icfg.max_decoded_mb > 0, "max_decoded_mb must be > 0"),
+        (0 < icfg.default_fps <= 1000, "default_fps must be between 0 and 1000"),
+        (0.0 <= icfg.view_min_conf <= 1.0, "view_min_conf must be between 0 and 1"),
+        (0.0 <= icfg.color_min_fraction <= 1.0, "color_min_fraction must be between 0 and 1"),
+        (0.0 <= icfg.color_chroma <= 255.0, "color_chroma must be between 0 and 255"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -30,12 +30,12 @@ from typing import Any
 
 from echosonar.ingest.errors import IngestError
 from echosonar.ingest.preproc import preprocess
-from echosonar.ingest.raw import as_ingest_config, read_file, salted_hash
+from echosonar.ingest.raw import as_ingest_config, read_file, salted_hash, source_label
 from echosonar.schema import Clip, Study
 from echosonar.taxonomy import OTHER_VIEW
 
 log = logging.getLogger("echosonar.ingest")
-Skipped = tuple[str, str]  # (file basename, reason)
+Skipped = tuple[str, str]  # (file label — see source_label — or basename, reason)
 
 
 @dataclass
@@ -53,11 +53,19 @@ class _Result:
     error: str = ""
 
 
-def _work(task: tuple[int, str, Any, dict[str, Any] | None]) -> _Result:
-    index, path, icfg, extra = task
-    name = os.path.basename(path)
+def _work(task: tuple[Any, ...]) -> _Result:
+    """``task = (index, path, icfg, manifest extra or None[, position in the input list])``.
+
+    The file is named in everything this returns by :func:`~echosonar.ingest.raw.source_label`
+    (position + salted hash of its path), or by its basename with ``keep_source_names``."""
+    index, path, icfg, extra, *rest = task
+    if icfg.keep_source_names:
+        name = os.path.basename(path)
+    else:
+        name = source_label(path, icfg.salt, rest[0] if rest else None)
     try:
         raw = read_file(path, icfg)
+        raw.source = name
         if extra:
             _attach_manifest(raw, extra)
         clip = preprocess(raw, icfg)
@@ -119,14 +127,17 @@ def ingest_paths(paths: str | os.PathLike | Iterable[str | os.PathLike], cfg: An
                  progress: bool = False) -> tuple[list[Study], list[Skipped]]:
     """Ingest DICOM/video files or folders. Returns ``(studies, skipped)``.
 
-    ``skipped`` lists ``(basename, reason)`` for every file not ingested (bad input, duplicates).
+    ``skipped`` lists ``(label, reason)`` for every file not ingested (bad input, duplicates);
+    ``label`` (also each clip's ``source`` and the prefix of file warnings) is
+    ``"file #<position> [<salted hash>]"``, position in the sorted expanded file list, or the
+    basename when ``ingest.keep_source_names`` is set.
     ``view_model``: a :class:`~echosonar.ingest.view_model.ViewClassifier` or checkpoint folder;
     defaults to ``cfg.ingest.view_model`` when set. Without one, clips of unknown view stay
     ``OTHER`` with ``view_conf = 0`` and the study gets a warning.
     """
     icfg = as_ingest_config(cfg)
     files = expand_paths(paths)
-    tasks = [(i, str(f), icfg, None) for i, f in enumerate(files)]
+    tasks = [(i, str(f), icfg, None, i) for i, f in enumerate(files)]
     results = sorted(_run(tasks, workers or icfg.workers, "ingest", progress),
                      key=lambda r: r.index)
     skipped: list[Skipped] = []

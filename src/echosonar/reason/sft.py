@@ -82,6 +82,15 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def _record(line: str) -> dict[str, Any] | None:
+    """A log line's record; None for a blank line or the torn last line of a killed run."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 class _Log:
     """JSONL log (+ TensorBoard when installed); only rank 0 writes."""
 
@@ -91,7 +100,8 @@ class _Log:
             return
         if keep_until is not None and self.path.is_file():  # resume: drop lines past the ckpt
             kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= keep_until]
+                    if (rec := _record(ln)) is not None and rec.get("step", 0) <= keep_until
+                    and rec.get("kind") != "head_fit"]  # written after the last checkpoint
             atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
         elif keep_until is None:
             atomic_write_text(self.path, "")
