@@ -84,12 +84,13 @@ def test_oracle_scores_and_malformed_counts_as_wrong(cache):
 
 def test_predict_vlm_uses_the_model_interface():
     from echosonar.schema import StudyFeatures
-    from echosonar.taxonomy import REPORT_SECTIONS
-    from echosonar.textformat import render_generation
+    from echosonar.taxonomy import REPORT_SECTIONS, VIEWS
+    from echosonar.textformat import render_generation, render_view_line
 
-    good = render_generation(["view A4C: structures LV (1,1,50,50). evidence: big. findings: "
-                              "LV enlargement. implication: remodelling."], ["LV enlargement"],
-                             {s: "Text" for s in REPORT_SECTIONS})
+    a4c = ("view A4C: structures LV (1,1,50,50). evidence: big. findings: LV enlargement. "
+           "implication: remodelling.")
+    good = render_generation([a4c] + [render_view_line(v, None) for v in VIEWS[1:]],
+                             ["LV enlargement"], {s: "Text" for s in REPORT_SECTIONS})
 
     class Model:
         def generate(self, batch, max_new_tokens, do_sample, thresholds=None):
