@@ -37,6 +37,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
      "GRPO reinforcement learning from an SFT checkpoint"),
     (("evaluate",), "echosonar.evaluate.cli",
      "score a model on a split: BAcc, F1, AUROC, GREEN-rule, BLEU/ROUGE/METEOR"),
+    (("results",), "echosonar.evaluate.results",
+     "write docs/RESULTS.md from a folder of evaluation outputs (headline, controls, rows)"),
     (("benchmark",), "echosonar.evaluate.benchmark_cli",
      "train and evaluate every results-table row; regenerate docs/RESULTS.md"),
     (("analyze",), "echosonar.app.analyze_cli",

@@ -4,14 +4,16 @@ The pipeline is the documented CLI of each stage, run as subprocesses (so the ta
 exactly the way a user would make it), each step timed and skipped when it already finished
 (``OUT/steps/<name>.json``), so an interrupted benchmark resumes:
 
-    simulate (default + shifted test set) -> ingest -> train detector -> train encoder
-    -> encode (both sets) -> train baselines (4 rows) -> train sft (no structure tokens)
-    -> train sft -> train grpo -> evaluate every row on both sets -> docs/RESULTS.md
+    simulate (default + shifted) -> ingest (oracle: the training cache) -> train view
+    classifier, detector, encoder -> encode -> ingest val+test END TO END (views from the view
+    classifier, sector and phases from the images) and the shifted set -> encode them
+    -> train baselines (per seed) and re-score them end to end -> train sft / grpo (per seed)
+    -> evaluate every row -> docs/RESULTS.md (``echosonar results OUT/eval``)
 
-Rows: prior, single-view, late fusion, attention fusion (``echosonar train baselines``),
-VLM SFT without / with structure tokens, VLM SFT + GRPO. The shifted-preset rows re-use the
-models trained in distribution; baselines are re-scored on the shifted features in-process with
-:mod:`echosonar.evaluate.baseline_shift`. Every row is scored by ``echosonar evaluate``.
+Models train on the oracle cache (training may read the simulator's truth); every headline row is
+scored on the end-to-end cache, which the manifest enters only as the scoring truth. The
+headline rows (baselines, SFT, GRPO; free decoding) run once per seed; the exploratory rows
+(no structure tokens, guided decoding, the oracle protocol, the shifted preset) once.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from typing import Any
 
 from echosonar.io.atomic import atomic_write_json
 
-#: Per budget: simulated studies (default set; shifted test set) and config overrides.
-#: "tiny" checks the pipeline end to end in minutes on 2 CPU cores (numbers are noise);
-#: "small" is the CPU table (hours on 2 cores); "full" is meant for a GPU machine.
+#: Per budget: simulated studies (default set; shifted test set), seeds of the headline rows and
+#: config overrides. "tiny" checks the pipeline end to end in minutes on 2 CPU cores (numbers
+#: are noise); "small" is the CPU table (hours on 2 cores; >= 200 end-to-end test studies);
+#: "full" is meant for a GPU machine.
 BUDGETS: dict[str, dict[str, Any]] = {
-    "tiny": {"studies": 60, "shifted_studies": 20, "set": [
+    "tiny": {"studies": 60, "shifted_studies": 20, "seeds": 1, "set": [
+        "ingest.view_train.epochs=2", "ingest.view_train.max_clips=120",
         "detect.epochs=1", "detect.max_clips=120", "encode.pretrain.epochs=1",
         "encode.pretrain.max_clips=120", "encode.baselines.epochs=5",
         "lm.hidden_size=64", "lm.layers=2", "lm.heads=2", "lm.vocab_size=1024",
@@ -41,24 +45,26 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "grpo.steps=2", "grpo.studies_per_step=2", "grpo.group_size=2",
         "grpo.max_completion_length=256", "grpo.save_every=2",
         "eval.bootstrap=200", "eval.max_new_tokens=256"]},
-    "small": {"studies": 300, "shifted_studies": 80, "set": [
-        "sft.steps=300", "grpo.steps=30", "grpo.studies_per_step=4", "grpo.group_size=4",
+    "small": {"studies": 700, "shifted_studies": 80, "seeds": 3, "set": [
+        "sim.split_fractions=[0.55,0.1,0.35]", "detect.max_clips=1000",
+        "encode.pretrain.max_clips=1500", "sft.steps=300", "grpo.steps=30",
+        "grpo.studies_per_step=4", "grpo.group_size=8", "eval.bootstrap=1000"]},
+    "full": {"studies": 2000, "shifted_studies": 400, "seeds": 3, "set": [
+        "sim.split_fractions=[0.7,0.1,0.2]", "detect.epochs=24", "encode.pretrain.epochs=12",
+        "lm.hidden_size=512", "lm.layers=8", "lm.heads=8", "sft.steps=3000",
+        "sft.batch_size=16", "grpo.steps=300", "grpo.studies_per_step=8", "grpo.group_size=8",
         "eval.bootstrap=1000"]},
-    "full": {"studies": 2000, "shifted_studies": 400, "set": [
-        "detect.epochs=24", "encode.pretrain.epochs=12", "lm.hidden_size=512", "lm.layers=8",
-        "lm.heads=8", "sft.steps=3000", "sft.batch_size=16", "grpo.steps=300",
-        "grpo.studies_per_step=8", "grpo.group_size=8", "eval.bootstrap=1000"]},
 }
 
-#: (row id, label in the table, run folder relative to OUT/runs, what is evaluated)
-ROWS: tuple[tuple[str, str, str], ...] = (
-    ("prior", "Prior baseline", "baselines/prior"),
-    ("single_view", "Single-view classifier (A4C)", "baselines/single_view"),
-    ("late_fusion", "Multi-view late fusion", "baselines/late_fusion"),
-    ("attention_fusion", "Multi-view attention fusion", "baselines/attention_fusion"),
-    ("sft_nostruct", "VLM SFT, no structure tokens", "sft_nostruct/model"),
-    ("sft", "VLM SFT, with structure tokens", "sft/model"),
-    ("grpo", "VLM SFT + GRPO (EchoSonar-R)", "grpo/final"),
+#: (row id, label, run folder relative to OUT/runs -- ``{s}`` is the seed -- headline row?)
+ROWS: tuple[tuple[str, str, str, bool], ...] = (
+    ("prior", "Prior baseline", "baselines_s{s}/prior", True),
+    ("single_view", "Single-view classifier (A4C)", "baselines_s{s}/single_view", True),
+    ("late_fusion", "Multi-view late fusion", "baselines_s{s}/late_fusion", True),
+    ("attention_fusion", "Multi-view attention fusion", "baselines_s{s}/attention_fusion", True),
+    ("sft", "EchoSonar-R SFT", "sft_s{s}/model", True),
+    ("grpo", "EchoSonar-R SFT + GRPO", "grpo_s{s}/final", True),
+    ("sft_nostruct", "EchoSonar-R SFT, no structure tokens", "sft_nostruct/model", False),
 )
 PRESETS = ("default", "shifted")
 CONFIG = "config.yaml"
@@ -109,8 +115,9 @@ def plan(out: Path, budget: str, seed: int = 0) -> list[Step]:
         raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     cfg = ["--config", str(out / CONFIG)]  # the budget's overrides, written by write_config
     b = BUDGETS[budget]
-    d, r = out / "data", out / "runs"
+    d, r, ev = out / "data", out / "runs", out / "eval"
     es = ["echosonar"]
+    view = ["--view-model", str(r / "view")]
     steps = [
         Step("simulate", es + ["simulate", "--studies", str(b["studies"]), "--out",
                                str(d / "sim"), "--seed", str(seed)] + cfg),
@@ -120,8 +127,8 @@ def plan(out: Path, budget: str, seed: int = 0) -> list[Step]:
              + ["--set", "sim.split_fractions=[0,0,1]"]),
         Step("ingest", es + ["ingest", str(d / "sim"), "--out", str(d / "cache")] + cfg,
              ["simulate"]),
-        Step("ingest_shifted", es + ["ingest", str(d / "sim_shifted"), "--out",
-                                     str(d / "cache_shifted")] + cfg, ["simulate_shifted"]),
+        Step("view", es + ["train", "view-classifier", "--data", str(d / "cache"), "--out",
+                           str(r / "view")] + cfg, ["ingest"]),
         Step("detector", es + ["train", "detector", "--cache", str(d / "cache"), "--out",
                                str(r / "detector")] + cfg, ["ingest"]),
         Step("encoder", es + ["train", "encoder", "--cache", str(d / "cache"), "--out",
@@ -129,44 +136,74 @@ def plan(out: Path, budget: str, seed: int = 0) -> list[Step]:
         Step("encode", es + ["encode", str(d / "cache"), "--out", str(d / "features"),
                              "--encoder", str(r / "encoder"), "--detector",
                              str(r / "detector")] + cfg, ["encoder", "detector"]),
-        Step("encode_shifted", es + ["encode", str(d / "cache_shifted"), "--out",
-                                     str(d / "features_shifted"), "--encoder",
-                                     str(r / "encoder"), "--detector", str(r / "detector")]
-             + cfg, ["encoder", "detector", "ingest_shifted"]),
-        Step("baselines", es + ["train", "baselines", "--cache", str(d / "features"), "--out",
-                                str(r / "baselines")] + cfg, ["encode"],
-             ["prior", "single_view", "late_fusion", "attention_fusion"]),
-        Step("baselines_shifted", ["python", "-m", "echosonar.evaluate.baseline_shift",
-                                   str(r / "baselines"), str(d / "features"),
-                                   str(d / "features_shifted")] + cfg,
-             ["baselines", "encode_shifted"]),
-        Step("sft_nostruct", es + ["train", "sft", "--features", str(d / "features"), "--out",
-                                   str(r / "sft_nostruct")] + cfg
-             + ["--set", "lm.use_structure_tokens=false"], ["encode"], ["sft_nostruct"]),
-        Step("sft", es + ["train", "sft", "--features", str(d / "features"), "--out",
-                          str(r / "sft")] + cfg, ["encode"], ["sft", "grpo"]),
-        Step("grpo", es + ["train", "grpo", "--from", str(r / "sft" / "model"), "--features",
-                           str(d / "features"), "--out", str(r / "grpo")] + cfg, ["sft"],
-             ["grpo"]),
+        Step("ingest_e2e", es + ["ingest", str(d / "sim"), "--out", str(d / "cache_e2e"),
+                                 "--end-to-end", "--split", "val", "--split", "test"] + view
+             + cfg, ["simulate", "view"]),
+        Step("ingest_shifted", es + ["ingest", str(d / "sim_shifted"), "--out",
+                                     str(d / "cache_shifted"), "--end-to-end"] + view + cfg,
+             ["simulate_shifted", "view"]),
     ]
-    train_step = {"prior": "baselines", "single_view": "baselines", "late_fusion": "baselines",
-                  "attention_fusion": "baselines", "sft_nostruct": "sft_nostruct", "sft": "sft",
-                  "grpo": "grpo"}
-    for row, _, where in ROWS:
-        for preset in PRESETS:
-            feats = d / ("features" if preset == "default" else "features_shifted")
-            src = r / where
-            deps = [train_step[row], "encode" if preset == "default" else "encode_shifted"]
-            if row in train_step and train_step[row] == "baselines":
-                src = src / ("predictions_test.json" if preset == "default"
-                             else "predictions_test_shifted.json")
-                if preset == "shifted":
-                    deps.append("baselines_shifted")
-            argv = es + ["evaluate", str(src), "--features", str(feats), "--split", "test",
-                         "--out", str(out / "eval" / f"{row}_{preset}"), "--name", row] + cfg
-            if preset == "shifted":
-                argv += ["--preset", "shifted", "--train-features", str(d / "features")]
-            steps.append(Step(f"eval_{row}_{preset}", argv, deps))
+    for name in ("e2e", "shifted"):
+        steps.append(Step(f"encode_{name}", es + [
+            "encode", str(d / f"cache_{name}"), "--out", str(d / f"features_{name}"),
+            "--encoder", str(r / "encoder"), "--detector", str(r / "detector")] + cfg,
+            ["encoder", "detector", f"ingest_{name}"]))
+    seeds = list(range(int(b["seeds"])))
+    for k in seeds:
+        bdir = r / f"baselines_s{k}"
+        steps.append(Step(f"baselines_s{k}", es + [
+            "train", "baselines", "--cache", str(d / "features"), "--out", str(bdir)] + cfg
+            + ["--set", f"encode.baselines.seed={k}"], ["encode"],
+            ["prior", "single_view", "late_fusion", "attention_fusion"]))
+        for name in ("e2e", "shifted"):
+            if name == "shifted" and k:
+                continue
+            steps.append(Step(f"baselines_s{k}_{name}", [
+                "python", "-m", "echosonar.evaluate.baseline_shift", str(bdir),
+                str(d / "features"), str(d / f"features_{name}"), "--suffix", name] + cfg,
+                [f"baselines_s{k}", f"encode_{name}"]))
+        steps.append(Step(f"sft_s{k}", es + [
+            "train", "sft", "--features", str(d / "features"), "--out", str(r / f"sft_s{k}")]
+            + cfg + ["--set", f"sft.seed={k}"], ["encode"], ["sft", "grpo"]))
+        steps.append(Step(f"grpo_s{k}", es + [
+            "train", "grpo", "--from", str(r / f"sft_s{k}" / "model"), "--features",
+            str(d / "features"), "--out", str(r / f"grpo_s{k}")] + cfg
+            + ["--set", f"grpo.seed={k}"], [f"sft_s{k}"], ["grpo"]))
+    steps.append(Step("sft_nostruct", es + [
+        "train", "sft", "--features", str(d / "features"), "--out", str(r / "sft_nostruct")]
+        + cfg + ["--set", "lm.use_structure_tokens=false"], ["encode"], ["sft_nostruct"]))
+
+    def evaluate(tag: str, src: Path, feats: str, deps: list[str], name: str,
+                 extra: Sequence[str] = ()) -> Step:
+        argv = es + ["evaluate", str(src), "--features", str(d / feats), "--split", "test",
+                     "--out", str(ev / tag), "--name", name, "--train-features",
+                     str(d / "features")] + cfg + list(extra)
+        if feats == "features_shifted":
+            argv[argv.index("--split") + 2:argv.index("--split") + 2] = ["--preset", "shifted"]
+        return Step(f"eval_{tag}", argv, deps)
+
+    for row, _, where, headline in ROWS:
+        for k in (seeds if headline else [0]):
+            src = r / where.format(s=k)
+            train = src.parts[len(r.parts)]  # the run folder = its training step
+            for preset in PRESETS:
+                if preset == "shifted" and k:
+                    continue
+                feats, name = ("features_e2e", "e2e") if preset == "default" else (
+                    "features_shifted", "shifted")
+                deps = [train, f"encode_{name}"]
+                s_src = src
+                if train.startswith("baselines"):
+                    s_src = src / f"predictions_test_{name}.json"
+                    deps.append(f"{train}_{name}")
+                tag = f"{row}_s{k}" if preset == "default" else f"{row}_shifted"
+                steps.append(evaluate(tag, s_src, feats, deps, row))
+    # exploratory: the same SFT model with guided decoding, and under the oracle protocol
+    steps.append(evaluate("sft_guided", r / "sft_s0" / "model", "features_e2e",
+                          ["sft_s0", "encode_e2e"], "sft",
+                          ["--set", "eval.decoding=guided"]))
+    steps.append(evaluate("sft_oracle", r / "sft_s0" / "model", "features",
+                          ["sft_s0", "encode"], "sft", ["--set", "eval.protocol=oracle"]))
     return steps
 
 

@@ -70,7 +70,19 @@ def run(args: argparse.Namespace) -> int:
                      only=[s for s in args.only.split(",") if s])
     atomic_write_json(out / "benchmark.json", {"budget": args.budget, "seed": args.seed,
                                                "overrides": args.overrides, "steps": status})
-    atomic_write_text(Path(args.results), render(out, args.budget, status, started))
+    b = BUDGETS[args.budget]
+    intro = (f"`echosonar benchmark --budget {args.budget}` (started {started}): "
+             f"{b['studies']} simulated studies of the default scanner preset and "
+             f"{b['shifted_studies']} of the `shifted` preset; config overrides "
+             + ", ".join(f"`{x}`" for x in [*b["set"], *args.overrides]) + ". Step times and "
+             f"commands: `{out}/benchmark.json`."
+             + (" **Tiny budget: a smoke test; differences between rows are noise.**"
+                if args.budget == "tiny" else ""))
+    try:
+        atomic_write_text(Path(args.results), render(out / "eval", intro=intro,
+                                                     min_seeds=int(b["seeds"])))
+    except FileNotFoundError as e:
+        print(f"echosonar benchmark: no results to write ({e})", file=sys.stderr)
     failed = [n for n, r in status.items() if r["status"] == "failed"]
     print(f"wrote {args.results}" + (f"; failed steps: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -42,6 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser)
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The ``echosonar evaluate`` command that reproduces this run (kept in the metrics)."""
+    import shlex
+
+    argv = ["echosonar", "evaluate", args.source, "--features", args.features]
+    for flag in ("split", "preset", "out", "name", "train_features", "config"):
+        if getattr(args, flag, None):
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    for item in getattr(args, "overrides", []) or []:
+        argv += ["--set", item]
+    return shlex.join(argv)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -58,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_source(Path(args.source), Path(args.features), cfg, preset=args.preset,
                               out=Path(args.out) if args.out else None, name=args.name,
                               train_features=Path(args.train_features)
-                              if args.train_features else None)
+                              if args.train_features else None,
+                              command=command_line(args))
     except (ConfigError, PredictionsError, CheckpointError, FeatureCacheError, ValueError,
             FileNotFoundError) as e:
         print(f"echosonar evaluate: {e}", file=sys.stderr)

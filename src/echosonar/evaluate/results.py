@@ -1,169 +1,248 @@
-"""Render ``docs/RESULTS.md`` from a benchmark folder (evaluation JSONs + step records)."""
+"""Render ``docs/RESULTS.md`` from a folder of evaluation outputs -- the one way it is written.
+
+Input: ``EVAL/<row>[_s<seed>]/metrics_test[_<preset>].json`` as ``echosonar evaluate`` writes
+them (``echosonar benchmark`` lays its evaluations out this way; a hand-made experiment can too).
+Each metrics file says what it scored (``source``: name, protocol, preset, decoding, the
+evaluate command), so the table is built from the files alone:
+
+* **headline** rows: end-to-end protocol, nothing forced (no guided decoding), at least
+  ``min_seeds`` seeds -- macro BAcc as mean ± sd over seeds plus the bootstrap CI of the first
+  seed. Everything else is listed below as **exploratory** (one seed, oracle protocol, guided
+  decoding, a variant).
+* reference rows: the detector cut-off rule and the negative controls, computed on the same
+  studies by every evaluation (taken from the first headline file).
+
+    echosonar results EVAL [--out docs/RESULTS.md] [--title ...] [--min-seeds 3]
+"""
 
 from __future__ import annotations
 
 import json
-import platform
-import time
-from collections.abc import Mapping
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from echosonar.evaluate.benchmark import BUDGETS, PRESETS, ROWS
-
-_SHARED = ("simulate", "simulate_shifted", "ingest", "ingest_shifted", "detector", "encoder",
-           "encode", "encode_shifted")
-_TRAIN = {"prior": ["baselines"], "single_view": ["baselines"], "late_fusion": ["baselines"],
-          "attention_fusion": ["baselines"], "sft_nostruct": ["sft_nostruct"], "sft": ["sft"],
-          "grpo": ["sft", "grpo"]}
+_SEED = re.compile(r"^(?P<row>.+?)_s(?P<seed>\d+)$")
 
 
-def _pct(v: Any) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
+@dataclass
+class Row:
+    """All seeds of one (row, protocol, preset, decoding) group."""
+
+    name: str
+    protocol: str
+    preset: str
+    decoding: str | None
+    metrics: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> metrics
+    folders: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def forced(self) -> bool:
+        return self.decoding == "guided"
+
+    def headline(self, min_seeds: int) -> bool:
+        return (self.protocol == "end-to-end" and not self.forced
+                and len(self.metrics) >= min_seeds)
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.metrics[min(self.metrics)]
+
+
+def load_rows(eval_dir: str | Path) -> list[Row]:
+    """Every metrics file under ``eval_dir`` grouped into :class:`Row` objects (sorted)."""
+    rows: dict[tuple[str, str, str, str | None], Row] = {}
+    for p in sorted(Path(eval_dir).glob("*/metrics_*.json")):
+        m = json.loads(p.read_text())
+        if "classification" not in m:
+            continue
+        src = m.get("source", {})
+        hit = _SEED.match(p.parent.name)
+        seed = int(hit["seed"]) if hit else 0
+        name = str(src.get("name") or (hit["row"] if hit else p.parent.name))
+        name = _SEED.sub(r"\g<row>", name)
+        key = (name, str(src.get("protocol") or "oracle"), str(src.get("preset") or "default"),
+               src.get("decoding"))
+        row = rows.setdefault(key, Row(*key))
+        row.metrics[seed] = m
+        row.folders[seed] = p.parent.name
+    return sorted(rows.values(), key=lambda r: (r.preset != "default", r.protocol != "end-to-end",
+                                                r.forced, r.name))
+
+
+def _pct(v: Any, d: int = 1) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{d}f}"
 
 
 def _num(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
-def load_metrics(out: Path, row: str, preset: str) -> dict[str, Any] | None:
-    d = out / "eval" / f"{row}_{preset}"
-    name = "metrics_test.json" if preset == "default" else f"metrics_test_{preset}.json"
-    p = d / name
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
-def _row_cells(m: Mapping[str, Any], rare: list[str]) -> list[str]:
-    c = m["classification"]
-    lo, hi = c.get("macro_balanced_accuracy_ci") or (None, None)
-    cells = [f"{_pct(c['macro_balanced_accuracy'])} [{_pct(lo)}, {_pct(hi)}]",
-             _pct(c.get("macro_balanced_accuracy_two_class")), _pct(c["macro_f1"]),
-             _pct(c["macro_auroc"])]
-    rl = m.get("rare_labels", {})
-    cells += [_pct(rl.get(k, {}).get("balanced_accuracy")) for k in rare]
-    cells.append(_num(m.get("green_rule", {}).get("green_rule")))
-    t = m.get("text") or {}
-    cells += [_num(t.get("bleu4")), _num(t.get("rougeL"))]
-    cells.append(_pct(m.get("well_formed_rate")))
-    r = m.get("reasoning")
-    cells.append(" / ".join(_pct(r[k]) for k in ("agreement_rate", "grounded_rate",
-                                                 "no_unassessable_claims_rate")) if r else "–")
-    return cells
-
-
-def _seconds(steps: Mapping[str, Any], names: list[str]) -> str:
-    recs = [steps.get(n, {}) for n in names]
-    if any(r.get("status") != "ok" for r in recs):
+def _mean_sd(vals: Sequence[float | None], pct: bool = True) -> str:
+    xs = [v for v in vals if v is not None]
+    if not xs:
         return "–"
-    return f"{sum(r.get('seconds', 0) for r in recs):.0f}"
+    f = (lambda v: 100 * v) if pct else (lambda v: v)
+    fmt = "{:.1f}" if pct else "{:.3f}"
+    if len(xs) == 1:
+        return fmt.format(f(xs[0]))
+    return f"{fmt.format(f(statistics.mean(xs)))} ± {fmt.format(f(statistics.stdev(xs)))}"
 
 
-def render(out: Path, budget: str, steps: Mapping[str, Any], started: str = "") -> str:
-    """The Markdown of ``docs/RESULTS.md`` for benchmark folder ``out``."""
-    from echosonar.utils.repro import git_commit, package_versions
+def _get(m: Mapping[str, Any], *path: str) -> Any:
+    for k in path:
+        if not isinstance(m, Mapping):
+            return None
+        m = m.get(k)  # type: ignore[assignment]
+    return m
 
-    metrics = {(row, p): load_metrics(out, row, p) for row, _, _ in ROWS for p in PRESETS}
-    first = next((m for m in metrics.values() if m), None)
-    rare = list((first or {}).get("rare_labels", {}))
-    b = BUDGETS[budget]
-    vers = package_versions()
-    lines = [
-        "# EchoSonar results", "",
-        f"Generated by `echosonar benchmark --budget {budget}` "
-        f"({started or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit "
-        f"`{(git_commit() or 'unknown')[:12]}`; {platform.machine()} CPU × "
-        f"{_cpu_count()}, torch {vers.get('torch', '?')}). Every number below was produced by "
-        "that command on simulated data (EchoSim); nothing is copied from the paper.", "",
-        f"Budget `{budget}`: {b['studies']} simulated studies (default scanner preset, split "
-        f"70/10/20) and {b['shifted_studies']} studies of the `shifted` preset (all test); "
-        "config overrides: " + ", ".join(f"`{s}`" for s in b["set"]) + ".", "",
+
+def _cells(row: Row, rare: list[str]) -> list[str]:
+    ms = [row.metrics[s] for s in sorted(row.metrics)]
+    first = row.first
+    lo, hi = _get(first, "classification", "macro_balanced_accuracy_ci") or (None, None)
+    rare_mean = [statistics.mean(v) if (v := [x for k in rare if (x := _get(
+        m, "classification", "per_label", k, "balanced_accuracy")) is not None]) else None
+        for m in ms]
+    well = [_get(m, "well_formed_rate") for m in ms]
+    agree = [_get(m, "reasoning", "agreement_rate") for m in ms]
+    return [
+        _mean_sd([_get(m, "classification", "macro_balanced_accuracy") for m in ms]),
+        f"[{_pct(lo)}, {_pct(hi)}]",
+        _mean_sd([_get(m, "classification", "macro_f1") for m in ms]),
+        _mean_sd([_get(m, "classification", "macro_auroc") for m in ms]),
+        _mean_sd(rare_mean),
+        _mean_sd([_get(m, "green_rule", "green_rule") for m in ms], pct=False),
+        _mean_sd([_get(m, "green_rule", "abnormal_f1") for m in ms], pct=False),
+        _mean_sd([_get(m, "text", "bleu4") for m in ms], pct=False),
+        _mean_sd([_get(m, "text", "rougeL") for m in ms], pct=False),
+        "forced" if row.forced else _mean_sd(well),
+        "forced" if row.forced else _mean_sd(agree),
+        _mean_sd([_get(m, "label_head_val_thresholds", "macro_bacc") for m in ms]),
     ]
-    if budget == "tiny":
-        lines += ["**Tiny budget: a smoke test of the whole pipeline. Models are barely trained "
-                  "and test sets are a handful of studies, so differences between rows are "
-                  "noise.**", ""]
-    head = (["row", "macro BAcc % [95% CI]", "BAcc two-class labels %", "macro F1 %",
-             "macro AUROC %"]
-            + [f"BAcc {k} %" for k in rare]
-            + ["GREEN-rule", "BLEU-4", "ROUGE-L", "well-formed %",
-               "reasoning: agree / grounded / no-unassessable %", "train s", "eval s"])
-    for preset in PRESETS:
-        ms = [metrics[(r, preset)] for r, _, _ in ROWS]
-        n = next((m["n_studies"] for m in ms if m), 0)
-        lines += [f"## {'In distribution' if preset == 'default' else 'Shifted scanner'} "
-                  f"(`{preset}` preset), test split, {n} studies", "",
-                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for (row, label, _), m in zip(ROWS, ms, strict=True):
-            train = _seconds(steps, _TRAIN[row])
-            ev = _seconds(steps, [f"eval_{row}_{preset}"])
-            if m is None:
-                why = _why(steps, [*_TRAIN[row], f"eval_{row}_{preset}"])
-                lines.append(f"| {label} | not available: {why} |" + " |" * (len(head) - 2))
-                continue
-            lines.append("| " + " | ".join([label, *_row_cells(m, rare), train, ev]) + " |")
-        lines.append("")
-    lines += _notes(rare, first)
-    lines += ["## Compute and commands", "",
-              "Shared steps (simulation, ingest, detector, encoder, feature caches) are counted "
-              "once below; a row's `train s` is its own training (the four baselines share one "
-              "`train baselines` run; GRPO includes its SFT start). Wall-clock seconds on this "
-              "machine.", "", "| step | status | seconds | command |", "|---|---|---|---|"]
-    for name, rec in steps.items():
-        st = rec.get("status", "?")
-        if st != "ok":
-            st = f"{st}: {(rec.get('error') or rec.get('reason') or '')[:160]}"
-        lines.append(f"| {name} | {st.replace('|', '/')} | {rec.get('seconds', '–')} | "
-                     f"`{rec.get('command', '')}` |")
+
+
+HEAD = ["row", "seeds", "macro BAcc %", "95% CI (first seed)", "macro F1 %", "macro AUROC %",
+        "rare-4 BAcc %", "GREEN-rule", "abnormal-finding F1", "BLEU-4", "ROUGE-L",
+        "well-formed %", "reasoning–answer agreement %", "label head @ val thr %"]
+
+
+def _table(rows: Sequence[Row], rare: list[str]) -> list[str]:
+    out = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    for r in rows:
+        label = r.name + (" (GUIDED decoding: findings forced)" if r.forced else "") + (
+            " (ORACLE protocol)" if r.protocol == "oracle" else "")
+        out.append("| " + " | ".join([label, str(len(r.metrics)), *_cells(r, rare)]) + " |")
+    return out
+
+
+def _reference(m: Mapping[str, Any]) -> list[str]:
+    """Cut-off rule and negative-control rows of one metrics file (same studies)."""
+    out = ["| reference row | macro BAcc % | GREEN-rule | abnormal-finding F1 | BLEU-4 | "
+           "ROUGE-L | METEOR | MiniLM cosine |", "|---|---|---|---|---|---|---|---|"]
+    cut = m.get("cutoff_rule") or {}
+    lo, hi = cut.get("macro_bacc_ci") or (None, None)
+    out.append(f"| detector cut-off rule (no learning) | {_pct(cut.get('macro_bacc'))} "
+               f"[{_pct(lo)}, {_pct(hi)}] | – | – | – | – | – | – |")
+    for name, c in (m.get("controls") or {}).items():
+        out.append(f"| control: {name} | {_pct(c.get('macro_bacc'))} | {_num(c.get('green_rule'))}"
+                   f" | {_num(c.get('abnormal_f1'))} | {_num(c.get('bleu4'))} | "
+                   f"{_num(c.get('rougeL'))} | {_num(c.get('meteor'))} | "
+                   f"{_num(c.get('embed_cosine'))} |")
+    return out
+
+
+def render(eval_dir: str | Path, title: str = "EchoSonar results", intro: str = "",
+           min_seeds: int = 3) -> str:
+    """The Markdown of ``docs/RESULTS.md`` for the evaluations under ``eval_dir``."""
+    rows = load_rows(eval_dir)
+    if not rows:
+        raise FileNotFoundError(f"no metrics_*.json under {eval_dir}/*/")
+    main = [r for r in rows if r.headline(min_seeds)]
+    rest = [r for r in rows if not r.headline(min_seeds)]
+    ref = (main or rows)[0].first
+    rare = list(ref.get("rare_labels", {}))
+    commits = sorted({str(_get(m, "run_info", "git_commit") or "?")[:12]
+                      for r in rows for m in r.metrics.values()})
+    n = ref.get("n_studies")
+    lines = [f"# {title}", ""]
+    if intro:
+        lines += [intro, ""]
+    lines += [f"Generated by `echosonar results` from {sum(len(r.metrics) for r in rows)} "
+              f"evaluation outputs (commits {', '.join(f'`{c}`' for c in commits)}). Every number "
+              "was measured on simulated data (EchoSim); nothing is copied from the paper.", "",
+              f"## Headline: end-to-end protocol, free decoding, ≥ {min_seeds} seeds "
+              f"({n} test studies)", ""]
+    lines += _table(main, rare) if main else [
+        f"No row has {min_seeds} seeds under the end-to-end protocol yet: nothing here is a "
+        "headline number."]
+    lines += ["", f"## Reference rows on the same {n} studies", "", *_reference(ref), "",
+              "A metric on which a control comes within 0.05 of a model is not a headline metric "
+              "for that model (each evaluation's `headline_check`).", ""]
+    if rest:
+        lines += ["## Exploratory rows (one seed, forced decoding, oracle protocol or another "
+                  "preset: not headline numbers)", ""]
+        for preset in sorted({r.preset for r in rest}, key=lambda p: p != "default"):
+            sub = [r for r in rest if r.preset == preset]
+            ns = sorted({r.first.get("n_studies") for r in sub})
+            lines += [f"### `{preset}` scanner preset ({', '.join(map(str, ns))} test studies)",
+                      "", *_table(sub, rare), ""]
+    lines += _notes(rare) + ["## Commands", "",
+                             "Each row's evaluation, as recorded in its metrics file:", ""]
+    for r in rows:
+        for s in sorted(r.metrics):
+            cmd = _get(r.metrics[s], "source", "command")
+            lines.append(f"* {r.folders[s]}: `{cmd}`" if cmd else f"* {r.folders[s]}: (no "
+                         "command recorded)")
     return "\n".join(lines) + "\n"
 
 
-def _why(steps: Mapping[str, Any], names: list[str]) -> str:
-    """The root cause: follow "dependency not done" skips back to the step that failed."""
-    for n in names:
-        seen: set[str] = set()
-        while n not in seen:
-            seen.add(n)
-            rec = steps.get(n)
-            if rec is None:
-                return f"{n} not run"
-            if rec.get("status") == "ok":
-                break
-            reason = rec.get("reason", "")
-            if rec.get("status") == "skipped" and reason.startswith("dependency not done: "):
-                n = reason.split(": ", 1)[1].split(", ")[0]
-                continue
-            return f"{n} {rec.get('status')}"
-    return "no metrics file"
+def _notes(rare: list[str]) -> list[str]:
+    return ["## How to read the columns", "",
+            "* Protocol: **end-to-end** = test (and val) studies ingested as a user's files "
+            "(`echosonar ingest SIM --end-to-end`): views from the view classifier, sector and "
+            "cardiac phases estimated from the images; the manifest is read only for the truth. "
+            "**ORACLE** = true views, sectors and phases (labelled wherever used).",
+            "* macro BAcc: mean over labels of (sensitivity + specificity) / 2 "
+            "(`echosonar.utils.metrics`, the one implementation); labels with a single class in "
+            "the split are excluded and listed in each metrics file. mean ± sd over seeds; the "
+            "CI is the 1,000-resample bootstrap of the first seed.",
+            f"* rare-4: mean BAcc of the 4 labels with the fewest training positives "
+            f"({', '.join(rare)}).",
+            "* GREEN-rule: GREEN's formula with a deterministic echo judge that matches only "
+            "clinically significant (abnormal) findings; abnormal-finding F1 of the report text. "
+            "Not comparable with LLM-judged GREEN values.",
+            "* well-formed / agreement: under free decoding only; a guided row's are forced by "
+            "construction and shown as `forced`.",
+            "* label head @ val thr: the model's label head at thresholds chosen on val "
+            "(not the generated answer).", ""]
 
 
-def _cpu_count() -> int:
-    import os
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("eval_dir", metavar="EVAL",
+                        help="folder of evaluation outputs: EVAL/<row>[_s<seed>]/metrics_*.json")
+    parser.add_argument("--out", default="docs/RESULTS.md", help="Markdown file to write")
+    parser.add_argument("--title", default="EchoSonar results")
+    parser.add_argument("--intro", default="", help="a paragraph under the title (the data "
+                        "and budget, in words)")
+    parser.add_argument("--min-seeds", type=int, default=3,
+                        help="seeds a row needs to be a headline row")
 
-    return os.cpu_count() or 1
 
+def run(args: Any) -> int:
+    import sys
 
-def _notes(rare: list[str], m: Mapping[str, Any] | None) -> list[str]:
-    out = ["### How to read the columns", "",
-           "* macro BAcc: the paper's definition, mean over labels of (sensitivity + "
-           "specificity) / 2 (`echosonar.utils.metrics`, the one implementation every row "
-           "uses); 95% CI from 1,000 (tiny budget: 200) bootstrap resamples of test studies, "
-           "seed 0. A label with one class in the test split has no balanced accuracy and is "
-           "excluded from the mean (scoring its specificity instead would let an all-negative "
-           "predictor score 100% there); such labels are listed in each row's metrics JSON "
-           "(`one_class_labels`). The two-class column is the same number, kept for older "
-           "metrics files.",
-           "* macro F1: scikit-learn F1 per label (zero_division = 0), averaged. AUROC from the "
-           "per-label scores (baselines: probabilities; VLM: the label head), one-class labels "
-           "excluded.",
-           f"* rare labels: the {len(rare)} labels with the fewest positives in the training "
-           "split (" + ", ".join(rare) + ").",
-           "* GREEN-rule: GREEN's formula (matched / (matched + significant errors)) with a "
-           "deterministic echo judge; not comparable with LLM-judged GREEN values. BLEU-4 and "
-           "ROUGE-L per report section, averaged. Classifier rows write no report (–).",
-           "* well-formed: generations the strict parser accepts; malformed ones predict no "
-           "label and an empty report. Reasoning checks: reasoning findings equal the answer; "
-           "each positive finding is concluded in an acquired view that can show it, citing "
-           "its structure; no finding is claimed from a view that cannot show it.", ""]
-    if m is not None and m.get("text", {}).get("meteor_status", "ok") != "ok":
-        out.insert(-1, f"* METEOR: {m['text']['meteor_status']}.")
-    return out
+    from echosonar.io.atomic import atomic_write_text
+
+    try:
+        md = render(args.eval_dir, args.title, args.intro, args.min_seeds)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"echosonar results: {e}", file=sys.stderr)
+        return 2
+    atomic_write_text(Path(args.out), md)
+    print(f"wrote {args.out}")
+    return 0

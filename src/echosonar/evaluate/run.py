@@ -158,6 +158,13 @@ def cutoff_rule_row(features: str | Path, truth: Sequence[dict[str, Any]], n_boo
             "per_label": {k: v["balanced_accuracy"] for k, v in c["per_label"].items()}}
 
 
+def _has_val(features: str | Path) -> bool:
+    from echosonar.io.features import read_index
+
+    return any(e.get("split") == "val" and isinstance(e.get("labels"), dict)
+               for e in read_index(features).get("studies", []))
+
+
 def check_protocol(meta: Mapping[str, Any], features: str | Path, wanted: str) -> str:
     """The feature cache's protocol (``"oracle"`` for caches that do not record one: they were
     built from a simulator's manifest hints); raises ``ValueError`` when it is not ``wanted``.
@@ -423,8 +430,10 @@ def resolve_source(source: Path, split: str) -> tuple[str, Path]:
 def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str | None = None,
                     out: Path | None = None, name: str | None = None,
                     train_features: Path | None = None,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Score ``source`` on ``cfg.split`` of ``features``; write metrics JSON and Markdown.
+                    log: Callable[[str], None] = print,
+                    command: str | None = None) -> dict[str, Any]:
+    """Score ``source`` on ``cfg.split`` of ``features``; write metrics JSON and Markdown
+    (``command``: the command line that asked for it, kept in the metrics for RESULTS.md).
 
     Returns ``{"metrics", "json", "markdown", "name", "predictions"}`` (paths as ``Path``).
     """
@@ -470,8 +479,10 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         log(f"loading EchoSonar-R from {path} on {device}")
         model = EchoSonarR.from_pretrained(path, map_location=device)
         studies = [load_study_features(features, e) for e in truth]
-        # the val split of the reference cache (--train-features) when scoring a shifted one
-        thr = decoding_thresholds(model, train_features or features, cfg, log)
+        # the evaluated cache's own val split (an end-to-end cache has one), else the val split
+        # of the reference cache (--train-features), e.g. for a test-only shifted cache
+        thr = decoding_thresholds(model, features if _has_val(features) else
+                                  (train_features or features), cfg, log)
         preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log, thr)
         name = name or base.name
         pred_file = write_predictions(out / f"predictions_{suffix}.json", preds, name, cfg.split,
@@ -495,7 +506,7 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         metrics["forced_by_guided_decoding"] = forced
     if kind == "checkpoint" and cfg.split != "val":
         head = label_head_at_val_thresholds(model, features, preds, truth, cfg.batch_size,
-                                            thr if train_features is None else None)
+                                            thr if _has_val(features) else None)
         if head is not None:
             metrics["label_head_val_thresholds"] = _finite(head)
     metrics["cutoff_rule"] = _finite(cutoff_rule_row(features, truth, cfg.bootstrap))
@@ -504,7 +515,7 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
     metrics["source"] = {"name": name, "kind": kind, "path": str(path),
                          "predictions": str(pred_file), "features": str(features),
                          "split": cfg.split, "preset": preset or "default",
-                         "protocol": protocol,
+                         "protocol": protocol, "command": command,
                          "decoding": cfg.decoding if kind == "checkpoint" else None}
     metrics["run_info"] = run_info(cfg.seed)
     jpath, mpath = out / f"metrics_{suffix}.json", out / f"metrics_{suffix}.md"
