@@ -18,13 +18,29 @@ A well-formed generation (after the prompt) is exactly::
 
 Box citations are ``STRUCT (x0,y0,x1,y1)`` with integers 0..99 relative to the ultrasound region
 (the sector's bounding box), at end-diastole. The answer's finding names are the exact
-``taxonomy`` names; ``healthy`` stands alone. The parser is strict on purpose: lenient parsing is
-how GRPO gets reward-hacked, so anything malformed is reported as malformed.
+``taxonomy`` names; ``healthy`` stands alone.
+
+The parser is strict on purpose: lenient parsing is how GRPO gets reward-hacked
+(``reason.rewards.format_reward`` gates every correctness reward on it), so anything malformed
+is reported as malformed, each time with a specific reason in ``ParsedOutput.errors``:
+
+* the reasoning has exactly one line per ``taxonomy.VIEWS`` view, in that order (a missing,
+  repeated, unknown or out-of-order line is an error): an acquired view's line has structures,
+  non-empty evidence, findings and a non-empty implication; any other view says "not acquired";
+* a view cites each structure at most once, with a box ``x0 < x1`` and ``y0 < y1`` on the 0..99
+  grid (an empty or inverted box locates nothing);
+* every findings list (per view, and the answer) holds known finding names, each once, and
+  ``healthy`` only alone; the answer's list is never empty or ``none``;
+* the report has every ``taxonomy.REPORT_SECTIONS`` section, in order, none empty.
+
+The renderers below only write what the parser accepts (:func:`box_to_text` turns any box into
+a non-empty one), so SFT targets and guided decoding are well-formed by construction.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from echosonar.taxonomy import (
@@ -47,14 +63,28 @@ _TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 # Rendering
 # ---------------------------------------------------------------------------------------------
 
+def _grid_span(a: float, b: float) -> tuple[int, int]:
+    """Two box edges in 0..1 -> grid integers ``lo < hi`` in 0..BOX_GRID-1 (at least one cell)."""
+    lo, hi = sorted(min(BOX_GRID - 1, max(0, int(round(v * BOX_GRID)))) for v in (a, b))
+    if lo == hi:  # a box thinner than one grid cell, or pushed onto the border by clamping
+        lo, hi = (lo, lo + 1) if lo < BOX_GRID - 1 else (lo - 1, lo)
+    return lo, hi
+
+
 def box_to_text(box: list[float] | tuple[float, ...]) -> str:
     """Normalised box ``[x0, y0, x1, y1]`` in 0..1 -> ``"(x0,y0,x1,y1)"`` on the 0..99 grid.
 
+    Always a box the strict parser accepts (``x0 < x1``, ``y0 < y1``): a box thinner than a grid
+    cell (or clamped onto the border) is widened to one cell, so a tiny ground-truth or detector
+    box cannot make a target or a guided generation malformed.
+
     >>> box_to_text([0.1, 0.2, 0.555, 1.0])
     '(10,20,56,99)'
+    >>> box_to_text([0.5, 1.0, 0.502, 1.2]), box_to_text([0.3, 0.3, 0.2, 0.4])
+    ('(50,98,51,99)', '(20,30,30,40)')
     """
-    vals = [min(BOX_GRID - 1, max(0, int(round(v * BOX_GRID)))) for v in box]
-    return "(" + ",".join(str(v) for v in vals) + ")"
+    (x0, x1), (y0, y1) = _grid_span(box[0], box[2]), _grid_span(box[1], box[3])
+    return f"({x0},{y0},{x1},{y1})"
 
 
 def text_to_box(text: str) -> list[float]:
@@ -169,31 +199,47 @@ _CITE_RE = re.compile(r"^(\S+) (\(\d{1,2},\d{1,2},\d{1,2},\d{1,2}\))$")
 
 
 def _names(text: str, sep: str, errors: list[str], where: str) -> list[str]:
+    """Finding names of one list (``none`` = empty): each known, once, ``healthy`` alone."""
     text = text.strip()
     if text == NONE:
         return []
-    names = [n.strip() for n in text.split(sep)]
     out = []
-    for n in names:
+    for n in (n.strip() for n in text.split(sep)):
         if n not in FINDING_BY_NAME:
             errors.append(f"{where}: unknown finding name {n!r}")
         elif n in out:
             errors.append(f"{where}: duplicated finding {n!r}")
         else:
             out.append(n)
+    if HEALTHY.name in out and len(out) > 1:
+        errors.append(f"{where}: 'healthy' together with other findings")
     return out
+
+
+def _box_error(box: Sequence[float]) -> str | None:
+    """Why a box ``[x0, y0, x1, y1]`` locates nothing (None when it is a box); the citation
+    pattern already limits each coordinate to the 0..99 grid.
+
+    >>> _box_error((10, 10, 50, 60)) is None, _box_error((90, 90, 10, 10))
+    (True, 'empty or inverted (needs x0 < x1 and y0 < y1)')
+    """
+    x0, y0, x1, y1 = box
+    return None if x0 < x1 and y0 < y1 else "empty or inverted (needs x0 < x1 and y0 < y1)"
 
 
 def parse_generation(text: str) -> ParsedOutput:
     """Parse a generation strictly. Never raises; problems go to ``errors``.
 
-    >>> g = render_generation(["view A4C: not acquired; not assessable: RV enlargement."], [],
-    ...                       {s: "Normal." for s in REPORT_SECTIONS})
+    >>> lines = [render_view_line(v, None) for v in VIEWS]
+    >>> report = {s: "Normal." for s in REPORT_SECTIONS}
+    >>> g = render_generation(lines, [], report)
     >>> p = parse_generation(g)
     >>> p.well_formed, sorted(p.findings)
     (True, ['healthy'])
-    >>> parse_generation(g + "</think>").well_formed
-    False
+    >>> parse_generation(g + "</think>").errors
+    ['expected exactly one </think>, found 2']
+    >>> parse_generation(render_generation(lines[1:], [], report)).errors
+    ["no reasoning line for view A4C (every view needs one: acquired, or 'not acquired')"]
     """
     errors: list[str] = []
     out = ParsedOutput(False, errors)
@@ -222,31 +268,63 @@ def _parse_reasoning(body: str, out: ParsedOutput, errors: list[str]) -> None:
     lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
     if not lines:
         errors.append("empty reasoning")
+        return
+    order: list[str] = []
     for ln in lines:
         m = _VIEW_RE.match(ln)
         if not m or m.group(1) not in VIEWS:
             errors.append(f"reasoning line is not 'view <VIEW>: ...': {ln[:60]!r}")
             continue
         view, rest = m.groups()
-        if view in out.views:
+        if view in order:
             errors.append(f"view {view} reasoned about twice")
             continue
-        if na := _NA_RE.match(rest):
-            vr = ViewReasoning(view, False)
-            vr.not_assessable = _names(na.group(1), ",", errors, f"view {view}")
-        elif acq := _ACQ_RE.match(rest):
-            vr = ViewReasoning(view, True, evidence=acq.group(2))
-            for cite in ([] if acq.group(1) == NONE else acq.group(1).split(", ")):
-                cm = _CITE_RE.match(cite.strip())
-                if not cm or cm.group(1) not in STRUCTURES:
-                    errors.append(f"view {view}: bad structure citation {cite!r}")
-                    continue
-                vr.structures[cm.group(1)] = text_to_box(cm.group(2))
-            vr.findings = _names(acq.group(3), ",", errors, f"view {view}")
-        else:
-            errors.append(f"view {view}: line does not follow the reasoning format")
+        order.append(view)
+        vr = _parse_view_line(view, rest, errors)
+        if vr is not None:
+            out.views[view] = vr
+    missing = [v for v in VIEWS if v not in order]
+    if missing:
+        errors.append("no reasoning line for view " + ", ".join(missing)
+                      + " (every view needs one: acquired, or 'not acquired')")
+    if order != [v for v in VIEWS if v in order]:
+        errors.append(f"view lines out of order: {', '.join(order)} "
+                      f"(the order is {', '.join(VIEWS)})")
+
+
+def _parse_view_line(view: str, rest: str, errors: list[str]) -> ViewReasoning | None:
+    """One view line after ``view V: `` (None when it follows neither form)."""
+    where = f"view {view}"
+    if na := _NA_RE.match(rest):
+        vr = ViewReasoning(view, False)
+        vr.not_assessable = _names(na.group(1), ",", errors, where)
+        return vr
+    acq = _ACQ_RE.match(rest)
+    if not acq:
+        errors.append(f"{where}: line does not follow the reasoning format")
+        return None
+    cites, evidence, findings, implication = acq.groups()
+    vr = ViewReasoning(view, True, evidence=evidence.strip())
+    for cite in ([] if cites == NONE else cites.split(", ")):
+        cm = _CITE_RE.match(cite.strip())
+        if not cm or cm.group(1) not in STRUCTURES:
+            errors.append(f"{where}: bad structure citation {cite!r}")
             continue
-        out.views[view] = vr
+        struct = cm.group(1)
+        if struct in vr.structures:
+            errors.append(f"{where}: structure {struct} cited twice")
+            continue
+        box = text_to_box(cm.group(2))
+        if why := _box_error(box):
+            errors.append(f"{where}: box of {struct} {cm.group(2)} is {why}")
+            continue
+        vr.structures[struct] = box
+    if not vr.evidence:
+        errors.append(f"{where}: empty evidence")
+    if not implication.strip():
+        errors.append(f"{where}: empty implication")
+    vr.findings = _names(findings, ",", errors, where)
+    return vr
 
 
 def _parse_answer(body: str, out: ParsedOutput, errors: list[str]) -> None:
@@ -259,8 +337,6 @@ def _parse_answer(body: str, out: ParsedOutput, errors: list[str]) -> None:
         errors.append("empty finding list")
     else:
         names = _names(raw, ";", errors, "answer")
-        if HEALTHY.name in names and len(names) > 1:
-            errors.append("'healthy' together with other findings")
         if raw == NONE:
             errors.append("answer findings must be names or 'healthy', not 'none'")
         out.findings = {FINDING_BY_NAME[n].key for n in names}

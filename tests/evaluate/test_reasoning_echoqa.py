@@ -12,7 +12,7 @@ from echosonar.evaluate.echoqa import (
     score_echoqa,
 )
 from echosonar.evaluate.reasoning_checks import check_reasoning, reasoning_check_rates
-from echosonar.taxonomy import REPORT_SECTIONS
+from echosonar.taxonomy import REPORT_SECTIONS, VIEWS
 from echosonar.textformat import parse_generation, render_generation, render_view_line
 
 REPORT = {s: "Text." for s in REPORT_SECTIONS}
@@ -22,8 +22,16 @@ A4C_NONE = render_view_line("A4C", {"LV": [.5, .1, .9, .6]}, "ok", [], "normal")
 PLAX = render_view_line("PLAX", {"LV": [.2, .2, .6, .6]}, "ok", [], "normal")
 
 
+def _generation(lines, findings):
+    """A generation whose reasoning has ``lines`` (acquired views) and every other view of
+    ``taxonomy.VIEWS`` as not acquired, in order (the strict parser wants all six)."""
+    by_view = {ln.split(":")[0].removeprefix("view "): ln for ln in lines}
+    return render_generation([by_view.get(v) or render_view_line(v, None) for v in VIEWS],
+                             findings, REPORT)
+
+
 def _check(lines, findings):
-    return check_reasoning(parse_generation(render_generation(lines, findings, REPORT)))
+    return check_reasoning(parse_generation(_generation(lines, findings)))
 
 
 def test_consistent_generation_passes_all():
@@ -58,7 +66,7 @@ def test_finding_claimed_from_a_view_that_cannot_show_it():
 
 
 def test_rates_count_malformed_as_failures():
-    good = parse_generation(render_generation([A4C_RV], ["RV enlargement"], REPORT))
+    good = parse_generation(_generation([A4C_RV], ["RV enlargement"]))
     bad = parse_generation("<think>oops</think>")
     out = reasoning_check_rates([good, bad], ["s1", "s2"])
     assert out["well_formed_rate"] == 0.5 and out["agreement_rate"] == 0.5

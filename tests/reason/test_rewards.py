@@ -16,7 +16,7 @@ from echosonar.reason.rewards import (
     length_penalty,
     report_reward,
 )
-from echosonar.taxonomy import LABEL_KEYS, REPORT_SECTIONS
+from echosonar.taxonomy import LABEL_KEYS, REPORT_SECTIONS, VIEWS
 from echosonar.textformat import render_generation, render_view_line
 
 REPORT = {s: f"The {s} section reads normal for this study" for s in REPORT_SECTIONS}
@@ -27,7 +27,8 @@ TRUTH = {k: 0 for k in LABEL_KEYS} | {"la_enlargement": 1}
 def gen(findings=("LA enlargement",), reasoned=("LA enlargement",), report=None, boxes=None):
     line = render_view_line("A4C", BOXES["A4C"] if boxes is None else boxes, "big atrium",
                             list(reasoned), "volume load")
-    return render_generation([line], list(findings), report or REPORT)
+    others = [render_view_line(v, None) for v in VIEWS[1:]]  # VIEWS[0] is A4C
+    return render_generation([line, *others], list(findings), report or REPORT)
 
 
 GOOD = gen()
@@ -92,6 +93,28 @@ def test_unknown_and_duplicated_names_and_healthy_with_others():
 def test_unknown_view_or_structure_in_reasoning_is_malformed():
     assert format_reward([GOOD.replace("view A4C", "view A5C")]) == [0.0]
     assert format_reward([GOOD.replace("LA (", "LAA (")]) == [0.0]
+
+
+def test_lenient_reasoning_earns_no_reward():
+    """Reasoning the strict parser rejects earns no format reward, which gates every correctness
+    reward in the paper's mix: a dropped or reordered view line, a repeated structure, an
+    inverted box, empty evidence."""
+    lines = GOOD.split("\n")
+    a4c, a2c = lines.index(next(ln for ln in lines if ln.startswith("view A4C"))), \
+        lines.index(next(ln for ln in lines if ln.startswith("view A2C")))
+    swapped = lines[:]
+    swapped[a4c], swapped[a2c] = lines[a2c], lines[a4c]
+    bad = ["\n".join(lines[:a2c] + lines[a2c + 1:]), "\n".join(swapped),
+           GOOD.replace("LA (36,58,62,86)", "LV (36,58,62,86)"),
+           GOOD.replace("(31,10,63,57)", "(63,57,31,10)"),
+           GOOD.replace("evidence: big atrium.", "evidence: .")]
+    c = cols(len(bad))
+    assert format_reward([GOOD]) == [1.0] and format_reward(bad) == [0.0] * len(bad)
+    w = GRPOConfig().reward_weights
+    total, per = compute_rewards(bad, w, "paper", **c)
+    good_total, _ = compute_rewards([GOOD], w, "paper", **cols(1))
+    assert per["format"] == [0.0] * len(bad)
+    assert max(total) <= good_total[0] - 1.0  # the correctness terms are lost entirely
 
 
 def test_classification_partial_credit_and_rare_labels():

@@ -59,9 +59,9 @@ def prediction_from_generation(text: str, scores: Mapping[str, float] | None = N
     """Parse a VLM generation strictly (``textformat.parse_generation``); a malformed one
     predicts no label and no report.
 
-    >>> from echosonar.textformat import render_generation
-    >>> from echosonar.taxonomy import REPORT_SECTIONS
-    >>> g = render_generation(["view A4C: not acquired; not assessable: RV enlargement."],
+    >>> from echosonar.textformat import render_generation, render_view_line
+    >>> from echosonar.taxonomy import REPORT_SECTIONS, VIEWS
+    >>> g = render_generation([render_view_line(v, None) for v in VIEWS],
     ...                       [], {s: "Normal." for s in REPORT_SECTIONS})
     >>> p = prediction_from_generation(g)
     >>> sorted(p.labels), p.well_formed, prediction_from_generation("junk").labels

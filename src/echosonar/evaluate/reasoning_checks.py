@@ -43,12 +43,12 @@ class ReasoningCheck:
 def check_reasoning(parsed: ParsedOutput) -> ReasoningCheck:
     """Run the three checks on one parsed generation.
 
-    >>> from echosonar.textformat import parse_generation, render_generation
-    >>> from echosonar.taxonomy import REPORT_SECTIONS
-    >>> g = render_generation(
-    ...     ["view A4C: structures RV (1,2,30,40). evidence: wide. findings: RV enlargement. "
-    ...      "implication: pressure load."], ["RV enlargement"],
-    ...     {s: "text" for s in REPORT_SECTIONS})
+    >>> from echosonar.textformat import parse_generation, render_generation, render_view_line
+    >>> from echosonar.taxonomy import REPORT_SECTIONS, VIEWS
+    >>> a4c = ("view A4C: structures RV (1,2,30,40). evidence: wide. findings: RV enlargement. "
+    ...        "implication: pressure load.")
+    >>> lines = [a4c] + [render_view_line(v, None) for v in VIEWS[1:]]
+    >>> g = render_generation(lines, ["RV enlargement"], {s: "text" for s in REPORT_SECTIONS})
     >>> check_reasoning(parse_generation(g)).all_pass
     True
     """

@@ -60,12 +60,13 @@ def answer_findings(text: str) -> set[str] | None:
 # ---------------------------------------------------------------------------------------------
 
 def format_reward(completions: Sequence[str], **kwargs: Any) -> list[float | None]:
-    """1.0 for a completion the strict parser accepts (one think block, one answer block, known
-    finding names, every report section), else 0.0.
+    """1.0 for a completion the strict parser accepts (one think block with one line per view in
+    order, valid non-repeated citations and non-empty evidence; one answer block with known
+    finding names; every report section), else 0.0.
 
-    >>> from echosonar.taxonomy import REPORT_SECTIONS
-    >>> from echosonar.textformat import render_generation
-    >>> good = render_generation(["view A4C: not acquired; not assessable: none."], [],
+    >>> from echosonar.taxonomy import REPORT_SECTIONS, VIEWS
+    >>> from echosonar.textformat import render_generation, render_view_line
+    >>> good = render_generation([render_view_line(v, None) for v in VIEWS], [],
     ...                          {s: "Normal." for s in REPORT_SECTIONS})
     >>> format_reward([good, good + "</think>", good.replace("healthy", "normal heart"), ""])
     [1.0, 0.0, 0.0, 0.0]
@@ -80,9 +81,9 @@ def format_soft_reward(completions: Sequence[str], **kwargs: Any) -> list[float 
     reaches full marks). Never grants correctness credit (those rewards stay gated by the
     strict :func:`format_reward`), so it is a bonus with a small weight, off by default.
 
-    >>> from echosonar.taxonomy import REPORT_SECTIONS
-    >>> from echosonar.textformat import render_generation
-    >>> good = render_generation(["view A4C: not acquired; not assessable: none."], [],
+    >>> from echosonar.taxonomy import REPORT_SECTIONS, VIEWS
+    >>> from echosonar.textformat import render_generation, render_view_line
+    >>> good = render_generation([render_view_line(v, None) for v in VIEWS], [],
     ...                          {s: "Normal." for s in REPORT_SECTIONS})
     >>> [round(r, 2) for r in format_soft_reward([good, "<think>\\nview A4C", "</answer>" * 2])]
     [1.0, 0.2, 0.0]
