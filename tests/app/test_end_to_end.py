@@ -24,14 +24,16 @@ pytestmark = pytest.mark.slow
 def test_quickstart_leaves_a_bundle_and_a_report(tiny_quickstart):
     q = tiny_quickstart
     assert [r.name for r in q.results] == ["simulate", "ingest", "view_classifier", "detector",
-                                           "encoder", "features", "sft", "grpo", "bundle",
+                                           "encoder", "features", "ingest_e2e",
+                                           "features_e2e", "sft", "grpo", "bundle",
                                            "evaluate", "analyze"]
     spec = read_bundle_spec(q.out)
     assert set(spec.components) == {"view_classifier", "detector", "encoder", "vlm"}
     assert spec.thresholds_source == "bundle"
     summary = json.loads((q.out / "quickstart.json").read_text())
     assert summary["report"].endswith("example/report.html")
-    assert (q.eval / "metrics_test.json").is_file()
+    metrics = json.loads((q.eval / "metrics_test.json").read_text())
+    assert metrics["source"]["protocol"] == "end-to-end" and "controls" in metrics
     result = json.loads((q.example / "result.json").read_text())
     assert validate(result) == []
     page = (q.example / "report.html").read_text()

@@ -4,7 +4,8 @@
 same ``echosonar ...`` argv, all reading one ``OUT/config.yaml`` written from the budget)::
 
     simulate -> ingest -> train view-classifier -> train detector -> train encoder -> encode
-    -> train sft -> train grpo -> thresholds (val) + bundle.json -> evaluate (test)
+    -> ingest val/test end to end (views from the view classifier) -> encode them
+    -> train sft -> train grpo -> thresholds (val) + bundle.json -> evaluate (test, end to end)
     -> analyze one held-out test study
 
 and leaves ``OUT`` as a model bundle (:mod:`echosonar.app.bundle`) for ``echosonar analyze``.
@@ -48,7 +49,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
                      "embedding": False},
         },
         "expect_s": {"simulate": 6, "ingest": 3, "view_classifier": 10, "detector": 20,
-                     "encoder": 4, "features": 3, "sft": 8, "grpo": 4, "bundle": 1,
+                     "encoder": 4, "features": 3, "ingest_e2e": 3, "features_e2e": 3,
+                     "sft": 8, "grpo": 4, "bundle": 1,
                      "evaluate": 3, "analyze": 5},
     },
     "small": {  # the default: every stage at a budget that fits ~10 min on 2 quiet cores
@@ -67,7 +69,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
                      "meteor": False},
         },
         "expect_s": {"simulate": 15, "ingest": 10, "view_classifier": 40, "detector": 60,
-                     "encoder": 20, "features": 20, "sft": 160, "grpo": 75, "bundle": 5,
+                     "encoder": 20, "features": 20, "ingest_e2e": 8, "features_e2e": 10,
+                     "sft": 160, "grpo": 75, "bundle": 5,
                      "evaluate": 120, "analyze": 30},
     },
     "medium": {  # enough training for well-formed reasoning; tens of minutes on 2 cores
@@ -82,7 +85,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
             "eval": {"bootstrap": 1000, "max_new_tokens": 1600},
         },
         "expect_s": {"simulate": 80, "ingest": 40, "view_classifier": 300, "detector": 500,
-                     "encoder": 200, "features": 100, "sft": 2400, "grpo": 900, "bundle": 10,
+                     "encoder": 200, "features": 100, "ingest_e2e": 20, "features_e2e": 40,
+                     "sft": 2400, "grpo": 900, "bundle": 10,
                      "evaluate": 600, "analyze": 30},
     },
 }
@@ -129,6 +133,8 @@ class Quickstart:
         d = self.out
         self.config = d / "config.yaml"
         self.sim, self.cache, self.features = d / "data/sim", d / "data/cache", d / "data/features"
+        # val/test ingested as a user's files would be: what evaluate scores
+        self.cache_e2e, self.features_e2e = d / "data/cache_e2e", d / "data/features_e2e"
         self.sft, self.grpo = d / "runs/sft", d / "runs/grpo"
         self.eval, self.example, self.logs = d / "eval", d / "example", d / "logs"
 
@@ -151,14 +157,21 @@ def plan(q: Quickstart) -> list[Step]:
         Step("features", "Encode features", ["encode", str(q.cache), "--out", str(q.features),
                                              "--encoder", str(q.out / "encoder"),
                                              "--detector", str(q.out / "detector"), *cfg]),
+        Step("ingest_e2e", "Ingest val/test end to end",
+             ["ingest", str(q.sim), "--out", str(q.cache_e2e), "--end-to-end", "--split", "val",
+              "--split", "test", "--view-model", str(q.out / "view_classifier"), *cfg]),
+        Step("features_e2e", "Encode end-to-end features",
+             ["encode", str(q.cache_e2e), "--out", str(q.features_e2e), "--encoder",
+              str(q.out / "encoder"), "--detector", str(q.out / "detector"), *cfg]),
         Step("sft", "SFT (reasoning VLM)", ["train", "sft", "--features", str(q.features),
                                             "--out", str(q.sft), *cfg]),
         Step("grpo", "GRPO", ["train", "grpo", "--from", str(q.sft / "model"), "--features",
                               str(q.features), "--out", str(q.grpo), *cfg]),
         Step("bundle", "Thresholds + bundle", func=lambda: write_quickstart_bundle(q)),
         Step("evaluate", "Evaluate (test split)",
-             ["evaluate", str(q.out / "vlm"), "--features", str(q.features), "--out",
-              str(q.eval), "--name", f"quickstart-{q.budget}", *cfg]),
+             ["evaluate", str(q.out / "vlm"), "--features", str(q.features_e2e),
+              "--train-features", str(q.features), "--out", str(q.eval), "--name",
+              f"quickstart-{q.budget}", *cfg]),
         Step("analyze", "Analyze a held-out study",
              ["analyze", str(held_out_study(q)), "--model", str(q.out), "--out",
               str(q.example), *cfg], expect_s=10.0),

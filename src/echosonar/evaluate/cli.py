@@ -81,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     c = m["classification"]
     lo, hi = c.get("macro_balanced_accuracy_ci") or (None, None)
     ci = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None and hi is not None else ""
+    def pct(v: float | None) -> str:  # None: every label has one class in the split
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
     msg = (f"{res['name']}: {m['n_studies']} studies, macro BAcc "
-           f"{100 * c['macro_balanced_accuracy']:.1f}%{ci}, macro F1 {100 * c['macro_f1']:.1f}%")
+           f"{pct(c['macro_balanced_accuracy'])}{ci}, macro F1 {pct(c['macro_f1'])}")
     if "green_rule" in m:
         msg += f", GREEN-rule {m['green_rule']['green_rule']:.3f}"
     if "well_formed_rate" in m and m["well_formed_rate"] is not None:
