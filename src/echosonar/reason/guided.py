@@ -126,7 +126,7 @@ class _Row:
 
 
 class GuidedDecoder:
-    """A ``choose(logits) -> tokens`` controller for ``rollout.sample_completions``.
+    """A ``choose(logits) -> tokens`` controller for ``decode.sample_completions``.
 
     Args:
         tokenizer: the model's HF tokenizer (``encode``, ``decode``, eos/pad ids).
@@ -262,7 +262,7 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
     """Guided greedy generations for ``batch`` (``StudyFeatures``): ``(texts, called)`` where
     ``called`` are the head's assessable finding keys per study. ``model`` is an
     ``EchoSonarR``."""
-    from echosonar.reason.rollout import sample_completions
+    from echosonar.reason.decode import sample_completions
 
     batch = list(batch)
     with torch.no_grad():

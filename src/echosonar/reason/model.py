@@ -8,7 +8,7 @@ detector score as an extra input column and a learned per-class embedding).
 
 Positions: always pass ``position_ids = position_ids_from_mask(mask)`` to ``model.lm`` (HF
 defaults to ``arange``, which shifts left-padded rows); ``generate`` (through
-``rollout.sample_completions``) uses ``rollout.prompt_positions``, the same positions for real
+``decode.sample_completions``) uses ``decode.prompt_positions``, the same positions for real
 tokens with HF ``generate``'s value on pads, so it matches HF token for token. Teacher-forced passes
 (``forward_sft``, ``completion_logprobs``) re-pack each row as [prompt, completion, filler] so a
 plain causal mask is exact (see ``_packed``). Either way a study's logits do not depend on its
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
+from echosonar.reason.decode import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.measure_head import MeasurementHead
 from echosonar.reason.prompt import PromptParts, build_prompt
-from echosonar.reason.rollout import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import LABEL_KEYS, STRUCTURES
@@ -324,8 +324,7 @@ class EchoSonarR(nn.Module):
         return (out, ids, mask) if return_ids else out
 
     def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator):
-        # one decoding loop for evaluation, analyze and GRPO: the rollout's, which writes the
-        # KV cache in place (a plain DynamicCache re-copies itself at every token)
+        # the one decoding loop of evaluation, analyze and GRPO (reason.decode)
         embeds, mask = self.prompt_embeds(batch)
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
         if budget <= 0:

@@ -1,0 +1,413 @@
+"""The one decoding loop of EchoSonar-R: evaluation, ``analyze`` and GRPO rollouts all call
+:func:`sample_completions`.
+
+Why a hand-written step. At the default size (hidden 192, 4 layers, ~1,550 cached positions) a
+token's matrix products take a fraction of a millisecond on a CPU core, while a transformers
+forward with a cache takes 3-4 ms: about sixty Python-level module calls, mask building and
+cache bookkeeping per token. :class:`LlamaStep` reads the weights of a Llama-shaped HF model
+(Llama, Qwen2; LoRA adapters included) once per call and then runs one token for every row as a
+dozen tensor ops per layer over a static KV cache:
+
+* q, k, their rotate-half images (so rotary is two products and a sum) and v are one matrix;
+  gate and up are one matrix; RMSNorm weights are folded into the matrix that follows them;
+  the residual adds ride on ``addmm``;
+* the KV cache is ``[layers, N, kv_heads, P + T, head_dim]``, filled from the HF prefill of the
+  B prompts (copied G times for a GRPO group: the prompt is prefilled once per study) and
+  written in place at slot ``P + t``; left-padding is an additive mask over the slots;
+* grouped-query attention is plain SDPA with a kv-head's q-heads as its "queries".
+
+Anything else (another architecture behind LoRA, sliding windows, position-dependent RoPE
+scaling) decodes through :class:`HFStep`, the model's own forward with a cache, behind the same
+two calls (``prefill``, then one call per token). ``engine="hf"`` forces it.
+
+Completion masks come from the FIRST EOS (EOS included), never from pad equality: many
+tokenizers use ``pad == eos``, and a completion may legitimately contain the pad id.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# ---------------------------------------------------------------------------------------------
+# HF plumbing (also used by the GRPO log-prob pass in reason.rollout)
+# ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def _cache_kw_for(cls: type) -> str:
+    # transformers 5.x renamed ``past_key_values`` to ``cache``; accept both.
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _base_lm(lm: nn.Module) -> nn.Module:
+    """Unwrap PEFT / DDP wrappers to the HF model (for signatures, embeddings and weights)."""
+    for _ in range(8):
+        if isinstance(lm, nn.parallel.DistributedDataParallel):
+            inner = lm.module
+        elif hasattr(lm, "get_base_model"):
+            inner = lm.get_base_model()
+        else:
+            return lm
+        if inner is lm:
+            return lm
+        lm = inner
+    return lm
+
+
+def lm_forward(lm: nn.Module, cache: Any = None, **kwargs: Any) -> Any:
+    """Call a HF causal LM with a KV cache under whichever keyword its version uses."""
+    if cache is not None:
+        kwargs[_cache_kw_for(type(_base_lm(lm)))] = cache
+    return lm(**kwargs)
+
+
+def new_cache() -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def repeat_cache(cache: Any, repeats: int) -> Any:
+    """Repeat every layer's keys/values ``repeats`` times along the batch (interleaved: row
+    ``b`` becomes rows ``b*G .. b*G+G-1``). Differentiable."""
+    if repeats == 1:
+        return cache
+    if hasattr(cache, "batch_repeat_interleave"):
+        cache.batch_repeat_interleave(repeats)
+        return cache
+    for layer in cache.layers:  # pragma: no cover - older cache layouts
+        layer.keys = layer.keys.repeat_interleave(repeats, dim=0)
+        layer.values = layer.values.repeat_interleave(repeats, dim=0)
+    return cache
+
+
+def preallocate_cache(cache: Any, extra: int) -> Any:
+    """Give every layer of a filled ``DynamicCache`` room for ``extra`` more positions, written
+    in place, so decoding stops re-copying the whole cache (``torch.cat``) at every token.
+    Only for no-grad decoding; layers that are not plain full-attention layers are left as
+    they are."""
+    for layer in getattr(cache, "layers", []):
+        k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not (torch.is_tensor(k) and torch.is_tensor(v)) or getattr(layer, "is_sliding", False):
+            continue
+        n = k.shape[-2]
+        kb = k.new_empty(*k.shape[:-2], n + extra, k.shape[-1])
+        vb = v.new_empty(*v.shape[:-2], n + extra, v.shape[-1])
+        kb[..., :n, :], vb[..., :n, :] = k, v
+        state = {"k": kb, "v": vb, "n": n}
+
+        def update(key_states: Tensor, value_states: Tensor, *args: Any, _s: dict = state,
+                   _layer: Any = layer, **kwargs: Any) -> tuple[Tensor, Tensor]:
+            n, t = _s["n"], key_states.shape[-2]
+            if n + t > _s["k"].shape[-2]:
+                raise RuntimeError("preallocated KV cache is full")
+            _s["k"][..., n:n + t, :] = key_states
+            _s["v"][..., n:n + t, :] = value_states
+            _s["n"] = n + t
+            _layer.keys, _layer.values = _s["k"][..., :n + t, :], _s["v"][..., :n + t, :]
+            return _layer.keys, _layer.values
+
+        layer.keys, layer.values = kb[..., :n, :], vb[..., :n, :]
+        layer.update = update  # instance attribute: the cache calls layer.update(...)
+    return cache
+
+
+def prompt_positions(mask: Tensor) -> Tensor:
+    """Position ids for a LEFT-padded mask ``[B, P]`` (as HF generate builds them: real tokens
+    count from 0, pads get 1 — they are masked anyway).
+
+    >>> prompt_positions(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])).tolist()
+    [[1, 1, 0, 1], [0, 1, 2, 3]]
+    """
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
+def completion_mask_from_eos(ids: Tensor, eos_token_id: int | None) -> Tensor:
+    """1 for every token up to and including the FIRST ``eos_token_id``; all ones without EOS.
+
+    >>> completion_mask_from_eos(torch.tensor([[5, 2, 2, 7], [5, 6, 7, 8], [2, 0, 0, 0]]), 2)
+    tensor([[1, 1, 0, 0],
+            [1, 1, 1, 1],
+            [1, 0, 0, 0]])
+    """
+    n, t = ids.shape
+    if eos_token_id is None:
+        return torch.ones_like(ids)
+    is_eos = ids == eos_token_id
+    first = torch.full((n,), t, dtype=torch.long, device=ids.device)
+    has = is_eos.any(-1)
+    first[has] = is_eos.int().argmax(-1)[has]
+    return (torch.arange(t, device=ids.device)[None, :] <= first[:, None]).long()
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Keep the smallest set of tokens whose probability mass reaches ``top_p`` (at least one);
+    the rest get ``-inf``. Same rule as HF's ``TopPLogitsWarper``."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    remove = cum <= (1 - top_p)
+    remove[..., -1] = False
+    mask = remove.scatter(-1, sorted_idx, remove)
+    return logits.masked_fill(mask, float("-inf"))
+
+
+def next_tokens(logits: Tensor, do_sample: bool, temperature: float, top_p: float,
+                generator: torch.Generator | None) -> Tensor:
+    """Pick one token per row from raw logits ``[N, V]`` -> long ``[N]`` (HF's order of
+    operations: temperature, top-p, one ``multinomial`` draw per row)."""
+    if not do_sample or temperature <= 0:
+        return logits.argmax(-1)
+    scores = top_p_filter(logits.float() / temperature, top_p)
+    probs = scores.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode steps: prefill(embeds, mask, G, T) -> first logits; step(tokens [N]) -> logits [N, V]
+# ---------------------------------------------------------------------------------------------
+
+
+class HFStep:
+    """The model's own forward with a KV cache (prompt prefilled once, repeated G times, then
+    grown in place). Works for any HF causal LM; the reference the fast step is tested
+    against."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        self.lm = lm
+
+    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
+        self.cache = new_cache()
+        out = lm_forward(self.lm, cache=self.cache, inputs_embeds=embeds, attention_mask=mask,
+                         position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1)
+        repeat_cache(self.cache, g)
+        preallocate_cache(self.cache, budget)
+        self.attn = mask.repeat_interleave(g, 0)
+        self.pos = mask.long().sum(-1, keepdim=True).repeat_interleave(g, 0)  # last pos + 1
+        return out.logits[:, -1, :].repeat_interleave(g, 0)
+
+    def __call__(self, tok: Tensor) -> Tensor:
+        self.attn = torch.cat([self.attn, self.attn.new_ones(len(tok), 1)], dim=1)
+        out = lm_forward(self.lm, cache=self.cache, input_ids=tok[:, None],
+                         attention_mask=self.attn, position_ids=self.pos, use_cache=True)
+        self.pos = self.pos + 1
+        return out.logits[:, -1, :]
+
+
+def _affine(mod: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """``(weight [out, in], bias [out] or None)`` of a linear map. A plain ``nn.Linear`` gives
+    its parameters; anything else (a LoRA-wrapped linear, PEFT trainable tokens) is read by
+    probing it with the identity, which is exact for every affine module and costs one
+    ``in x in x out`` product per call."""
+    if type(mod) is nn.Linear:
+        return mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
+    w = mod.weight  # [out, in]: wrappers forward .weight (PEFT: the base's or the merged one)
+    eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+    b = mod(torch.zeros_like(eye[:1]))
+    return (mod(eye) - b).t(), (b[0] if bool(b.any()) else None)
+
+
+def _table(mod: nn.Module) -> Tensor:
+    """The embedding table ``[V, H]`` (also of a wrapped embedding, e.g. PEFT trainable
+    tokens: read by looking every id up)."""
+    if type(mod) is nn.Embedding:
+        return mod.weight.detach()
+    w = mod.weight
+    return mod(torch.arange(w.shape[0], device=w.device))
+
+
+def _rotate_rows(w: Tensor, heads: int) -> Tensor:
+    """``R @ w`` for rotary's rotate-half map R applied per head: output rows
+    ``[-x2, x1]`` of each head's ``[x1, x2]`` (``w``: ``[heads * hd, ...]``)."""
+    x = w.reshape(heads, -1, *w.shape[1:])
+    half = x.shape[1] // 2
+    return torch.cat([-x[:, half:], x[:, :half]], 1).reshape(w.shape)
+
+
+#: architectures whose decoder layer is exactly Llama's (pre-RMSNorm, rotary, GQA, SwiGLU)
+LLAMA_SHAPED = ("llama", "qwen2")
+#: RoPE variants whose cos/sin depend on the position only (dynamic scaling depends on length)
+STATIC_ROPE = ("default", "linear", "llama3", None)
+
+
+def llama_shaped(lm: nn.Module) -> bool:
+    """True when :class:`LlamaStep` reproduces ``lm``'s forward."""
+    base = _base_lm(lm)
+    cfg = getattr(base, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in LLAMA_SHAPED:
+        return False
+    rope = (getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {})
+    layers = getattr(getattr(base, "model", None), "layers", None)
+    return (getattr(cfg, "hidden_act", "silu") == "silu" and layers is not None
+            and not getattr(cfg, "use_sliding_window", False)
+            and rope.get("rope_type", rope.get("type")) in STATIC_ROPE
+            and all(hasattr(layer.self_attn, "q_proj") and hasattr(layer.mlp, "gate_proj")
+                    for layer in layers))
+
+
+class LlamaStep:
+    """One token for every row of a Llama-shaped HF model, over its own weights (read at
+    construction: build one per decoding call, the weights may have been trained since)."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        self.lm = lm
+        base = _base_lm(lm)
+        cfg, dec = base.config, base.model
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        attn0 = dec.layers[0].self_attn
+        self.hd = getattr(attn0, "head_dim", None) or cfg.hidden_size // self.heads
+        self.eps = dec.layers[0].input_layernorm.variance_epsilon
+        self.rotary = dec.rotary_emb
+        q, kv = self.heads * self.hd, self.kv_heads * self.hd
+        self.split = (q + kv, q + kv, kv)  # [q, k] | R[q, k] | v
+        self.qkv, self.qkv_b, self.o, self.o_b, self.gu, self.down, self.down_b = ([] for _ in
+                                                                                   range(7))
+        for layer in dec.layers:
+            a, m = layer.self_attn, layer.mlp
+            (wq, bq), (wk, bk), (wv, bv) = _affine(a.q_proj), _affine(a.k_proj), _affine(a.v_proj)
+            qk = torch.cat([wq, wk])
+            rot = torch.cat([_rotate_rows(wq, self.heads), _rotate_rows(wk, self.kv_heads)])
+            # RMSNorm's weight scales the input columns of the matrix that follows it
+            self.qkv.append(torch.cat([qk, rot, wv]) * layer.input_layernorm.weight)
+            if bq is None and bk is None and bv is None:
+                self.qkv_b.append(None)
+            else:
+                z = [b if b is not None else w.new_zeros(w.shape[0])
+                     for b, w in ((bq, wq), (bk, wk), (bv, wv))]
+                self.qkv_b.append(torch.cat([z[0], z[1], _rotate_rows(z[0], self.heads),
+                                             _rotate_rows(z[1], self.kv_heads), z[2]]))
+            wo, bo = _affine(a.o_proj)
+            self.o.append(wo.t())
+            self.o_b.append(bo)
+            (wg, bg), (wu, bu) = _affine(m.gate_proj), _affine(m.up_proj)
+            gu_b = None if bg is None else torch.cat([bg, bu])
+            self.gu.append((torch.cat([wg, wu]) * layer.post_attention_layernorm.weight, gu_b))
+            wd, bd = _affine(m.down_proj)
+            self.down.append(wd.t())
+            self.down_b.append(bd)
+        self.inter = self.gu[0][0].shape[0] // 2
+        self.emb = _table(base.get_input_embeddings())
+        head_w, self.head_b = _affine(base.get_output_embeddings())
+        self.head = head_w * dec.norm.weight
+
+    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
+        """HF prefill of the B prompts, then the static cache for ``N = B * G`` rows."""
+        cache = new_cache()
+        out = lm_forward(self.lm, cache=cache, inputs_embeds=embeds, attention_mask=mask,
+                         position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1)
+        b, p = mask.shape
+        n, s = b * g, p + budget
+        k0 = cache.layers[0].keys
+        self.k = k0.new_empty(len(self.qkv), n, self.kv_heads, s, self.hd)
+        self.v = torch.empty_like(self.k)
+        for i, layer in enumerate(cache.layers):  # row b -> rows b*G .. b*G+G-1
+            self.k[i, :, :, :p].view(b, g, self.kv_heads, p, self.hd).copy_(layer.keys[:, None])
+            self.v[i, :, :, :p].view(b, g, self.kv_heads, p, self.hd).copy_(
+                layer.values[:, None])
+        # additive mask over slots: pads of the left-padded prompt are never attended
+        self.bias = torch.zeros(n, 1, 1, s, dtype=self.k.dtype, device=self.k.device)
+        self.bias[:, 0, 0, :p].masked_fill_(mask.repeat_interleave(g, 0) == 0, float("-inf"))
+        # rotary tables per (step, row): the token fed at step t sits at position len_i + t
+        start = mask.long().sum(-1).repeat_interleave(g, 0)
+        pos = start[None, :] + torch.arange(budget, device=mask.device)[:, None]  # [T, N]
+        cos, sin = self.rotary(self.k, pos)  # [T, N, hd]
+        self.cos, self.sin = cos[:, :, None, :], sin[:, :, None, :]
+        self.slot, self.p = p, p
+        return out.logits[:, -1, :].repeat_interleave(g, 0)
+
+    def __call__(self, tok: Tensor) -> Tensor:
+        n, s, t = len(tok), self.slot, self.slot - self.p
+        nq, nk = self.heads, self.kv_heads
+        cos, sin = self.cos[t], self.sin[t]
+        a, b, _ = self.split
+        x = F.embedding(tok, self.emb)
+        for i in range(len(self.qkv)):
+            h = F.rms_norm(x, (x.shape[-1],), None, self.eps)
+            y = F.linear(h, self.qkv[i], self.qkv_b[i])
+            qk = (y[:, :a].view(n, nq + nk, self.hd) * cos
+                  + y[:, a:a + b].view(n, nq + nk, self.hd) * sin)
+            k, v = self.k[i], self.v[i]
+            k[:, :, s] = qk[:, nq:]
+            v[:, :, s] = y[:, a + b:].view(n, nk, self.hd)
+            q = qk[:, :nq].view(n, nk, nq // nk, self.hd)  # a kv-head's q-heads as queries
+            o = F.scaled_dot_product_attention(q, k[:, :, :s + 1], v[:, :, :s + 1],
+                                               attn_mask=self.bias[..., :s + 1])
+            x = torch.addmm(x, o.reshape(n, nq * self.hd), self.o[i])
+            if self.o_b[i] is not None:
+                x = x + self.o_b[i]
+            h = F.rms_norm(x, (x.shape[-1],), None, self.eps)
+            gu = F.linear(h, *self.gu[i])
+            x = torch.addmm(x, F.silu(gu[:, :self.inter]) * gu[:, self.inter:], self.down[i])
+            if self.down_b[i] is not None:
+                x = x + self.down_b[i]
+        self.slot += 1
+        return F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), self.head, self.head_b)
+
+
+def make_step(lm: nn.Module, engine: str = "auto") -> LlamaStep | HFStep:
+    """The decode step for ``lm``: ``"auto"`` = :class:`LlamaStep` when ``lm`` is
+    Llama-shaped, else :class:`HFStep`; ``"hf"`` / ``"lean"`` force one."""
+    if engine not in ("auto", "hf", "lean"):
+        raise ValueError(f"engine must be auto, hf or lean, got {engine!r}")
+    if engine == "hf" or (engine == "auto" and not llama_shaped(lm)):
+        return HFStep(lm)
+    if not llama_shaped(lm):
+        raise ValueError(f"{type(_base_lm(lm)).__name__} is not Llama-shaped: use engine='hf'")
+    return LlamaStep(lm)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_completions(lm: nn.Module, embeds: Tensor, mask: Tensor, *, num_samples: int,
+                       max_new_tokens: int, eos_token_id: int | None, pad_token_id: int,
+                       do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0,
+                       generator: torch.Generator | None = None, return_logits: bool = False,
+                       choose: Callable[[Tensor], Tensor] | None = None, engine: str = "auto"
+                       ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Prefill ``embeds [B, P, H]`` (LEFT-padded, ``mask [B, P]``) once, repeat its KV cache
+    ``num_samples`` (G) times, then decode one token for all ``N = B * G`` rows per step.
+
+    ``choose(logits [N, V]) -> tokens [N]`` replaces sampling when given (a stateful
+    controller such as ``reason.guided.GuidedDecoder``; called once per step, in order).
+    ``engine`` picks the step (:func:`make_step`).
+
+    Returns ``(ids [N, T], mask [N, T], step_logits)`` with ``T <= max_new_tokens`` (decoding
+    stops once every row has produced EOS); rows after their EOS hold ``pad_token_id``.
+    ``step_logits`` holds the raw ``[N, V]`` logits of each step when ``return_logits``.
+    """
+    step = make_step(lm, engine)
+    logits = step.prefill(embeds, mask, num_samples, max_new_tokens)
+    n = logits.shape[0]
+    ids = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=embeds.device)
+    done = torch.zeros(n, dtype=torch.bool, device=embeds.device)
+    kept: list[Tensor] = []
+    t = 0
+    while t < max_new_tokens:
+        if return_logits:
+            kept.append(logits.float().clone())
+        tok = (choose(logits) if choose is not None
+               else next_tokens(logits, do_sample, temperature, top_p, generator))
+        tok = tok.masked_fill(done, pad_token_id)
+        ids[:, t] = tok
+        t += 1
+        if eos_token_id is not None:
+            done |= tok == eos_token_id
+        if t == max_new_tokens or bool(done.all()):
+            break
+        logits = step(tok)
+    ids = ids[:, :t]
+    return ids, completion_mask_from_eos(ids, eos_token_id), kept
