@@ -8,13 +8,14 @@ cache bookkeeping per token. :class:`LlamaStep` reads the weights of a Llama-sha
 (Llama, Qwen2; LoRA adapters included) once per call and then runs one token for every row as a
 dozen tensor ops per layer over a static KV cache:
 
-* q, k, their rotate-half images (so rotary is two products and a sum) and v are one matrix;
-  gate and up are one matrix; RMSNorm weights are folded into the matrix that follows them;
-  the residual adds ride on ``addmm``;
-* the KV cache is ``[layers, N, kv_heads, P + T, head_dim]``, filled from the HF prefill of the
-  B prompts (copied G times for a GRPO group: the prompt is prefilled once per study) and
-  written in place at slot ``P + t``; left-padding is an additive mask over the slots;
-* grouped-query attention is plain SDPA with a kv-head's q-heads as its "queries".
+* q, k and v are one matrix, gate and up another; RMSNorm weights are folded into the matrix
+  that follows them; the residual adds ride on ``addmm``;
+* the prompt is prefilled once per study by the HF model (also for the G samples of a GRPO
+  group) and its keys/values are read once per step for the whole group: a decoding step is
+  memory-bound here (the cache of a 1,550-token prompt is 9.5 MB, the weights 8.6 MB), so G
+  copies of the prompt's cache would cost G times the traffic;
+* the tokens decoded since go to a preallocated static cache, written in place; left padding is
+  an additive mask over the prompt's slots.
 
 Anything else (another architecture behind LoRA, sliding windows, position-dependent RoPE
 scaling) decodes through :class:`HFStep`, the model's own forward with a cache, behind the same
@@ -226,14 +227,6 @@ def _table(mod: nn.Module) -> Tensor:
     return mod(torch.arange(w.shape[0], device=w.device))
 
 
-def _rotate_rows(w: Tensor, heads: int) -> Tensor:
-    """``R @ w`` for rotary's rotate-half map R applied per head: output rows
-    ``[-x2, x1]`` of each head's ``[x1, x2]`` (``w``: ``[heads * hd, ...]``)."""
-    x = w.reshape(heads, -1, *w.shape[1:])
-    half = x.shape[1] // 2
-    return torch.cat([-x[:, half:], x[:, :half]], 1).reshape(w.shape)
-
-
 #: architectures whose decoder layer is exactly Llama's (pre-RMSNorm, rotary, GQA, SwiGLU)
 LLAMA_SHAPED = ("llama", "qwen2")
 #: RoPE variants whose cos/sin depend on the position only (dynamic scaling depends on length)
@@ -257,7 +250,14 @@ def llama_shaped(lm: nn.Module) -> bool:
 
 class LlamaStep:
     """One token for every row of a Llama-shaped HF model, over its own weights (read at
-    construction: build one per decoding call, the weights may have been trained since)."""
+    construction: build one per decoding call, the weights may have been trained since).
+
+    Rows are ``N = B * G``: B prompts, G samples each (row ``b * G + j``). The prompt's keys and
+    values stay where the HF prefill left them (``[B, kv_heads, P, hd]`` per layer) and each
+    study's G rows read them once, as ``G * r`` queries of one matrix product (r = q-heads per
+    kv-head); the tokens decoded since go to a static cache ``[layers, B, kv_heads, G, T, hd]``
+    of their own. One softmax spans both parts.
+    """
 
     def __init__(self, lm: nn.Module) -> None:
         self.lm = lm
@@ -266,92 +266,88 @@ class LlamaStep:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         attn0 = dec.layers[0].self_attn
         self.hd = getattr(attn0, "head_dim", None) or cfg.hidden_size // self.heads
+        self.scale = self.hd ** -0.5
         self.eps = dec.layers[0].input_layernorm.variance_epsilon
         self.rotary = dec.rotary_emb
-        q, kv = self.heads * self.hd, self.kv_heads * self.hd
-        self.split = (q + kv, q + kv, kv)  # [q, k] | R[q, k] | v
-        self.qkv, self.qkv_b, self.o, self.o_b, self.gu, self.down, self.down_b = ([] for _ in
-                                                                                   range(7))
+        self.layers = []
         for layer in dec.layers:
             a, m = layer.self_attn, layer.mlp
             (wq, bq), (wk, bk), (wv, bv) = _affine(a.q_proj), _affine(a.k_proj), _affine(a.v_proj)
-            qk = torch.cat([wq, wk])
-            rot = torch.cat([_rotate_rows(wq, self.heads), _rotate_rows(wk, self.kv_heads)])
-            # RMSNorm's weight scales the input columns of the matrix that follows it
-            self.qkv.append(torch.cat([qk, rot, wv]) * layer.input_layernorm.weight)
-            if bq is None and bk is None and bv is None:
-                self.qkv_b.append(None)
-            else:
-                z = [b if b is not None else w.new_zeros(w.shape[0])
-                     for b, w in ((bq, wq), (bk, wk), (bv, wv))]
-                self.qkv_b.append(torch.cat([z[0], z[1], _rotate_rows(z[0], self.heads),
-                                             _rotate_rows(z[1], self.kv_heads), z[2]]))
-            wo, bo = _affine(a.o_proj)
-            self.o.append(wo.t())
-            self.o_b.append(bo)
             (wg, bg), (wu, bu) = _affine(m.gate_proj), _affine(m.up_proj)
-            gu_b = None if bg is None else torch.cat([bg, bu])
-            self.gu.append((torch.cat([wg, wu]) * layer.post_attention_layernorm.weight, gu_b))
-            wd, bd = _affine(m.down_proj)
-            self.down.append(wd.t())
-            self.down_b.append(bd)
-        self.inter = self.gu[0][0].shape[0] // 2
+            (wo, bo), (wd, bd) = _affine(a.o_proj), _affine(m.down_proj)
+            self.layers.append((
+                # RMSNorm's weight scales the input columns of the matrix that follows it
+                torch.cat([wq, wk, wv]) * layer.input_layernorm.weight, _cat_bias(
+                    (bq, wq), (bk, wk), (bv, wv)),
+                wo.t(), bo,  # [in, out]: addmm(x, h, W) adds the residual in the same call
+                torch.cat([wg, wu]) * layer.post_attention_layernorm.weight, _cat_bias(
+                    (bg, wg), (bu, wu)),
+                wd.t(), bd))
+        self.inter = self.layers[0][4].shape[0] // 2
         self.emb = _table(base.get_input_embeddings())
         head_w, self.head_b = _affine(base.get_output_embeddings())
         self.head = head_w * dec.norm.weight
 
     def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
-        """HF prefill of the B prompts, then the static cache for ``N = B * G`` rows."""
+        """HF prefill of the B prompts; returns the first logits ``[B * G, V]``."""
         cache = new_cache()
         out = lm_forward(self.lm, cache=cache, inputs_embeds=embeds, attention_mask=mask,
                          position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1)
         b, p = mask.shape
-        n, s = b * g, p + budget
-        k0 = cache.layers[0].keys
-        self.k = k0.new_empty(len(self.qkv), n, self.kv_heads, s, self.hd)
+        self.b, self.g, self.p, self.t = b, g, p, 0
+        self.kp = [layer.keys for layer in cache.layers]
+        self.vp = [layer.values for layer in cache.layers]
+        k0 = self.kp[0]
+        self.k = k0.new_empty(len(self.layers), b, self.kv_heads, g, budget, self.hd)
         self.v = torch.empty_like(self.k)
-        for i, layer in enumerate(cache.layers):  # row b -> rows b*G .. b*G+G-1
-            self.k[i, :, :, :p].view(b, g, self.kv_heads, p, self.hd).copy_(layer.keys[:, None])
-            self.v[i, :, :, :p].view(b, g, self.kv_heads, p, self.hd).copy_(
-                layer.values[:, None])
-        # additive mask over slots: pads of the left-padded prompt are never attended
-        self.bias = torch.zeros(n, 1, 1, s, dtype=self.k.dtype, device=self.k.device)
-        self.bias[:, 0, 0, :p].masked_fill_(mask.repeat_interleave(g, 0) == 0, float("-inf"))
-        # rotary tables per (step, row): the token fed at step t sits at position len_i + t
+        # pads of the left-padded prompt are never attended
+        self.bias = torch.zeros(b, 1, 1, 1, p, dtype=k0.dtype, device=k0.device).masked_fill_(
+            mask[:, None, None, None, :] == 0, float("-inf"))
+        # rotary tables per (step, row): the token fed at step t sits at position len_i + t;
+        # rotate_half(x) * sin == roll(x, hd/2) * [-sin1, sin2] (one roll instead of a cat)
         start = mask.long().sum(-1).repeat_interleave(g, 0)
         pos = start[None, :] + torch.arange(budget, device=mask.device)[:, None]  # [T, N]
-        cos, sin = self.rotary(self.k, pos)  # [T, N, hd]
+        cos, sin = self.rotary(k0, pos)  # [T, N, hd]
+        half = self.hd // 2
+        sin = torch.cat([-sin[..., :half], sin[..., half:]], -1)
         self.cos, self.sin = cos[:, :, None, :], sin[:, :, None, :]
-        self.slot, self.p = p, p
         return out.logits[:, -1, :].repeat_interleave(g, 0)
 
     def __call__(self, tok: Tensor) -> Tensor:
-        n, s, t = len(tok), self.slot, self.slot - self.p
+        n, t, b, g, p, hd = len(tok), self.t, self.b, self.g, self.p, self.hd
         nq, nk = self.heads, self.kv_heads
+        r = nq // nk
         cos, sin = self.cos[t], self.sin[t]
-        a, b, _ = self.split
         x = F.embedding(tok, self.emb)
-        for i in range(len(self.qkv)):
-            h = F.rms_norm(x, (x.shape[-1],), None, self.eps)
-            y = F.linear(h, self.qkv[i], self.qkv_b[i])
-            qk = (y[:, :a].view(n, nq + nk, self.hd) * cos
-                  + y[:, a:a + b].view(n, nq + nk, self.hd) * sin)
+        for i, (w_qkv, b_qkv, w_o, b_o, w_gu, b_gu, w_d, b_d) in enumerate(self.layers):
+            y = F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), w_qkv, b_qkv)
+            qk = y[:, :(nq + nk) * hd].view(n, nq + nk, hd)
+            qk = qk * cos + qk.roll(hd // 2, -1) * sin
             k, v = self.k[i], self.v[i]
-            k[:, :, s] = qk[:, nq:]
-            v[:, :, s] = y[:, a + b:].view(n, nk, self.hd)
-            q = qk[:, :nq].view(n, nk, nq // nk, self.hd)  # a kv-head's q-heads as queries
-            o = F.scaled_dot_product_attention(q, k[:, :, :s + 1], v[:, :, :s + 1],
-                                               attn_mask=self.bias[..., :s + 1])
-            x = torch.addmm(x, o.reshape(n, nq * self.hd), self.o[i])
-            if self.o_b[i] is not None:
-                x = x + self.o_b[i]
-            h = F.rms_norm(x, (x.shape[-1],), None, self.eps)
-            gu = F.linear(h, *self.gu[i])
-            x = torch.addmm(x, F.silu(gu[:, :self.inter]) * gu[:, self.inter:], self.down[i])
-            if self.down_b[i] is not None:
-                x = x + self.down_b[i]
-        self.slot += 1
+            k[:, :, :, t] = qk[:, nq:].view(b, g, nk, hd).transpose(1, 2)
+            v[:, :, :, t] = y[:, (nq + nk) * hd:].view(b, g, nk, hd).transpose(1, 2)
+            q = (qk[:, :nq] * self.scale).view(b, g, nk, r, hd).transpose(1, 2)  # b,nk,g,r,hd
+            prompt = torch.matmul(q.reshape(b, nk, g * r, hd), self.kp[i].transpose(-1, -2))
+            since = torch.matmul(q, k[:, :, :, :t + 1].transpose(-1, -2))  # [b, nk, g, r, t+1]
+            w = torch.cat([prompt.view(b, nk, g, r, p) + self.bias, since], -1).softmax(-1)
+            o = torch.matmul(w[..., :p].reshape(b, nk, g * r, p), self.vp[i]).view(b, nk, g, r, hd)
+            o = o + torch.matmul(w[..., p:], v[:, :, :, :t + 1])
+            x = torch.addmm(x, o.transpose(1, 2).reshape(n, nq * hd), w_o)
+            if b_o is not None:
+                x = x + b_o
+            gu = F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), w_gu, b_gu)
+            x = torch.addmm(x, F.silu(gu[:, :self.inter]) * gu[:, self.inter:], w_d)
+            if b_d is not None:
+                x = x + b_d
+        self.t += 1
         return F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), self.head, self.head_b)
+
+
+def _cat_bias(*pairs: tuple[Tensor | None, Tensor]) -> Tensor | None:
+    """Biases of stacked ``(bias, weight)`` maps, zeros where one has none; None if none has."""
+    if all(bias is None for bias, _ in pairs):
+        return None
+    return torch.cat([bias if bias is not None else w.new_zeros(w.shape[0]) for bias, w in pairs])
 
 
 def make_step(lm: nn.Module, engine: str = "auto") -> LlamaStep | HFStep:
