@@ -131,7 +131,9 @@ class CacheWriter:
         known = {e["file"] for e in self.entries.values()}
         for p in sorted((self.root / SHARDS).glob("*.safetensors")):
             rel = f"{SHARDS}/{p.name}"
-            if rel not in known and (e := _shard_entry(p)) is not None:
+            if p.name.startswith("."):  # a temporary being (or left half-) written
+                continue
+            if rel not in known and (e := _shard_entry(p)) is not None and e["file"] == rel:
                 self.entries[e["key"]] = e
         self._since_flush = 0
 

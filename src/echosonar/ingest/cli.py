@@ -107,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
             return 2
     skipped: list[tuple[str, str]] = []
     studies = []
+    remove_stale_temps(args.out)  # shards a killed run left half-written
     try:
         writer = CacheWriter(args.out, icfg.cache_dtype, protocol=protocol)
     except CacheError as e:
         print(f"echosonar ingest: {e}", file=sys.stderr)
         return 2
-    remove_stale_temps(args.out)  # shards a killed run left half-written
     with writer:
         if manifest:
             done = () if args.overwrite else set(writer.entries)
