@@ -79,7 +79,8 @@ def test_run_baselines_writes_common_predictions(tmp_path):
     cfg = BaselineConfig(epochs=12, hidden=32, heads=2, batch_size=16, lr=5e-3, threads=1)
     res = run_baselines(ss, tmp_path, cfg, log=lambda s: None)
     methods = res["methods"]
-    assert list(methods) == ["prior", "single_view", "late_fusion", "attention_fusion"]
+    assert list(methods) == ["prior", "single_view", "late_fusion", "attention_fusion",
+                             "attention_fusion_evidence"]
     assert methods["prior"]["macro_bacc"] == pytest.approx(0.5)
     lv, mr = (lambda m, k: m["per_label"][k]["bacc"]), "mitral_regurgitation"
     assert lv(methods["single_view"], "lv_systolic_dysfunction") > 0.8
@@ -91,6 +92,8 @@ def test_run_baselines_writes_common_predictions(tmp_path):
     one = pred["studies"][test_keys[0]]
     assert set(one["labels"]) == set(LABEL_KEYS) == set(one["scores"])
     assert all(v in (0, 1) for v in one["labels"].values())
-    assert (tmp_path / "attention_fusion" / "model" / "model.safetensors").is_file()
+    for m in ("attention_fusion", "attention_fusion_evidence"):
+        assert (tmp_path / m / "model" / "model.safetensors").is_file()
+        assert (tmp_path / m / "predictions_val.json").is_file()
     table = (tmp_path / "results.md").read_text()
-    assert "bicuspid_aortic_valve" in table and "attention_fusion" in table
+    assert "bicuspid_aortic_valve" in table and "| attention_fusion_evidence |" in table

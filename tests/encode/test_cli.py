@@ -33,7 +33,7 @@ def test_train_encode_baselines_cli(tmp_path, capsys):
                  "--set", "encode.baselines.epochs=2", "--set", "encode.baselines.threads=1"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"prior", "single_view", "late_fusion",
-                                       "attention_fusion"}
+                                       "attention_fusion", "attention_fusion_evidence"}
     assert main(["train", "baselines", "--cache", str(cache), "--out", str(tmp_path / "x")]) == 2
     assert "pass --encoder" in capsys.readouterr().err
     assert main(["encode", str(tmp_path / "nope"), "--out", str(feats), "--encoder",

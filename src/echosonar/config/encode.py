@@ -59,9 +59,10 @@ class EncoderTrainConfig:
 
 @dataclass
 class BaselineConfig:
-    """How ``echosonar train baselines`` trains the classifier baselines on frozen clip tokens."""
+    """How ``echosonar train baselines`` trains the classifier baselines on frozen features."""
 
-    methods: list[str] = opt(["prior", "single_view", "late_fusion", "attention_fusion"],
+    methods: list[str] = opt(["prior", "single_view", "late_fusion", "attention_fusion",
+                              "attention_fusion_evidence"],
                              "baselines to train and evaluate, in table order")
     single_view: str = opt("A4C", "the view the single-view baseline reads")
     hidden: int = opt(128, "hidden width of the baseline heads")
@@ -74,6 +75,14 @@ class BaselineConfig:
     weight_decay: float = opt(0.01, "AdamW weight decay")
     dropout: float = opt(0.2, "dropout in the baseline heads")
     token_dropout: float = opt(0.1, "fusion: probability of hiding a whole view while training")
+    evidence_structures: bool = opt(True, "attention_fusion_evidence: read the detector's "
+                                    "structure tokens and scores of every clip (false: ablate)")
+    evidence_measurements: bool = opt(True, "attention_fusion_evidence: read the detector's "
+                                      "measurements as standardised numbers, the slots the VLM's "
+                                      "measurement head reads (false: ablate)")
+    measure_lr: float = opt(3e-2, "attention_fusion_evidence: AdamW learning rate of its linear "
+                            "measurement term (a cut-off needs large weights on z-scores; at "
+                            "'lr' it underfits before the clip path overfits)")
     seed: int = opt(0, "random seed")
     threads: int = opt(1, "torch CPU threads (1 is fastest on a busy 2-core host)")
 

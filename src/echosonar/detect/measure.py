@@ -15,14 +15,22 @@ read it either.
 Features (cm use ``cm_per_px`` of the clip's frames; ratios are unit-free):
 ``w``/``h`` box width/height; ``area_ratio:X`` = box area / area of structure X's box in the
 same frame; ``h_ratio:X`` = box height / X's box height.
+
+The measurement *vector* a classifier reads (:func:`measurement_slots`, :func:`raw_values`,
+:func:`slot_statistics`, :func:`standardised_measurements`) lives here too, because the VLM's
+measurement head (``reason.measure_head``) and the evidence baseline (``encode.baselines``) must
+read the detector's numbers the same way and ``encode`` may not import from ``reason``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 from echosonar.taxonomy import FINDING_BY_KEY, STRUCTURE_INDEX
 
@@ -197,3 +205,83 @@ def study_measurements(per_clip: list[dict[str, float]]) -> dict[str, float]:
         for k, v in m.items():
             acc.setdefault(k, []).append(v)
     return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurement vector: one slot per (view, quantity), standardised, with presence bits
+# ---------------------------------------------------------------------------------------------
+
+#: standardised values are clipped to +-Z_CLIP (a wild detector reading must not dominate)
+Z_CLIP = 6.0
+
+
+def numeric_measurements(measurements: dict) -> list[tuple[str, float]]:
+    """``[(key, value)]`` of the finite numbers among a view's measurements, sorted by key
+    (the detector also stores strings and flags there).
+
+    >>> numeric_measurements({"b": 1.5, "a": float("nan"), "c": True, "d": "x", "e": 2})
+    [('b', 1.5), ('e', 2)]
+    """
+    return [(k, x) for k, x in sorted(measurements.items())
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
+
+
+def raw_values(sf: Any, slots: Sequence[tuple[str, str]]) -> list[float]:
+    """A study's finite measurement per slot (NaN where the view or value is missing).
+
+    ``sf`` is a ``schema.StudyFeatures`` (anything with ``views``, each with ``view`` and
+    ``measurements``); a view seen twice gives its last clip's value.
+
+    >>> from types import SimpleNamespace as S
+    >>> sf = S(views=[S(view="A4C", measurements={"lvedd_cm": 5.1, "note": "x"})])
+    >>> raw_values(sf, [("A4C", "lvedd_cm"), ("PLAX", "lvedd_cm")])
+    [5.1, nan]
+    """
+    by = {(v.view, k): x for v in sf.views
+          for k, x in numeric_measurements(v.measurements or {})}
+    return [float(by.get(s, math.nan)) for s in slots]
+
+
+def measurement_values(studies: Sequence[Any], slots: Sequence[tuple[str, str]],
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[S, M]`` raw values of ``studies`` (:func:`raw_values` rows; NaN = not measured)."""
+    rows = [raw_values(sf, slots) for sf in studies]
+    return torch.tensor(rows, dtype=dtype).reshape(len(rows), len(slots))
+
+
+def slot_statistics(values: torch.Tensor, mean: torch.Tensor | None = None,
+                    std: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slot ``(mean, std)`` float64 ``[M]`` of raw ``values [S, M]`` (the training split),
+    NaN ignored. Slots measured fewer than twice keep the given ``mean``/``std`` (default 0/1,
+    i.e. "read as missing"); std is floored at 1e-3 so a constant slot cannot blow up.
+
+    >>> m, s = slot_statistics(torch.tensor([[1.0, float("nan")], [3.0, 2.0]]))
+    >>> m.tolist(), [round(x, 4) for x in s.tolist()]
+    ([2.0, 0.0], [1.4142, 1.0])
+    """
+    x = values.to(torch.float64)
+    m = x.new_zeros(x.shape[1]) if mean is None else mean.detach().to("cpu", torch.float64)
+    s = x.new_ones(x.shape[1]) if std is None else std.detach().to("cpu", torch.float64)
+    m, s = m.clone(), s.clone()
+    for j in range(x.shape[1]):
+        col = x[:, j][~torch.isnan(x[:, j])]
+        if len(col) >= 2:
+            m[j] = float(col.mean())
+            s[j] = max(float(col.std()), 1e-3)
+    return m, s
+
+
+def standardised_measurements(values: torch.Tensor, mean: torch.Tensor,
+                              std: torch.Tensor) -> torch.Tensor:
+    """Raw ``values [B, M]`` (NaN = missing) -> ``[B, 2M]``: per slot the z-score with the
+    training ``mean``/``std [M]``, clipped to +-:data:`Z_CLIP`, then the presence bits; a
+    missing value reads 0 with presence 0.
+
+    >>> standardised_measurements(torch.tensor([[4.0, float("nan")]]), torch.tensor([2.0, 0.0]),
+    ...                           torch.tensor([1.0, 1.0])).tolist()
+    [[2.0, 0.0, 1.0, 0.0]]
+    """
+    present = ~torch.isnan(values)
+    z = ((values - mean) / std).clamp(-Z_CLIP, Z_CLIP)
+    z = torch.where(present, z, torch.zeros_like(z))
+    return torch.cat([z, present.to(z.dtype)], -1)

@@ -1,4 +1,4 @@
-"""The four classifier baselines the paper beats, trained and evaluated on one split protocol.
+"""The classifier baselines the paper beats, trained and evaluated on one split protocol.
 
 1. ``prior`` — training-set prevalence as the score of every study (majority vote at 0.5;
    thresholds from validation cannot beat chance, so its BAcc is 50% by construction).
@@ -39,14 +39,17 @@ from echosonar.encode.baseline_models import (
     VIEW_ID,
     BaselineModelConfig,
     ClipClassifier,
+    EvidenceFusionClassifier,
     FusionClassifier,
     StudySet,
+    slot_names,
 )
 from echosonar.encode.metrics import choose_thresholds, evaluate_scores
 from echosonar.io.atomic import atomic_write_json, atomic_write_text
 from echosonar.taxonomy import LABEL_KEYS
 
-METHODS = ("prior", "single_view", "late_fusion", "attention_fusion")
+METHODS = ("prior", "single_view", "late_fusion", "attention_fusion", "attention_fusion_evidence")
+FUSION_METHODS = ("attention_fusion", "attention_fusion_evidence")
 PRED_FORMAT = "echosonar.predictions/v1"
 
 
@@ -55,13 +58,26 @@ def prevalence(labels: torch.Tensor) -> torch.Tensor:
     return (labels.sum(0) + 0.5) / (labels.shape[0] + 1.0)
 
 
+def _param_groups(model: torch.nn.Module, cfg: BaselineConfig) -> list[dict[str, Any]]:
+    """AdamW groups: everything at ``cfg.lr``, the evidence model's linear measurement term at
+    ``cfg.measure_lr`` (a cut-off on z-scores needs large weights, which at the fusion lr it
+    reaches only after the clip path has overfit noise and the best val epoch has passed)."""
+    meas = getattr(model, "meas", None)
+    if meas is None:
+        return [{"params": list(model.parameters())}]
+    own = {id(p) for p in meas.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) not in own]},
+            {"params": list(meas.parameters()), "lr": cfg.measure_lr}]
+
+
 def _fit(model: torch.nn.Module, n_items: int,
          batch_loss: Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
          val_loss: Callable[[torch.nn.Module], float], cfg: BaselineConfig,
          log: Callable[[str], None]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """AdamW for ``cfg.epochs``; returns the model at its best validation-loss epoch."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     best, best_state, best_epoch = math.inf, copy.deepcopy(model.state_dict()), -1
     for epoch in range(cfg.epochs):
         model.train()
@@ -93,9 +109,27 @@ def _view_clip(ss: StudySet, view: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _clip_config(ss: StudySet, cfg: BaselineConfig, kind: str) -> BaselineModelConfig:
-    return BaselineModelConfig(kind=kind, dim=ss.tokens.shape[-1], hidden=cfg.hidden,
-                               heads=cfg.heads, dropout=cfg.dropout,
-                               mix_layers=cfg.fusion_layers)
+    c = BaselineModelConfig(kind=kind, dim=ss.tokens.shape[-1], hidden=cfg.hidden,
+                            heads=cfg.heads, dropout=cfg.dropout, mix_layers=cfg.fusion_layers)
+    if kind == "fusion_evidence":
+        if cfg.evidence_structures:
+            c.structures, c.struct_dim = ss.structure_tokens.shape[2:]
+        if cfg.evidence_measurements:
+            c.slots = slot_names()
+    return c
+
+
+def _fusion_logits(model: torch.nn.Module, ss: StudySet, rows: torch.Tensor | slice,
+                   present: torch.Tensor) -> torch.Tensor:
+    """Logits ``[B, L]`` of a fusion model on studies ``rows`` of ``ss`` with clip mask
+    ``present [B, C]`` (token dropout hides clips through it)."""
+    if isinstance(model, EvidenceFusionClassifier):
+        if model.config.slots and model.config.slots != slot_names():
+            raise ValueError("the evidence baseline was trained on other measurement slots "
+                             "than detect.measure.measurement_slots() gives now")
+        return model(ss.tokens[rows], ss.views[rows], present, ss.structure_tokens[rows],
+                     ss.structure_scores[rows], ss.measurements[rows])
+    return model(ss.tokens[rows], ss.views[rows], present)
 
 
 def predict(method: str, model: Any, ss: StudySet, prior: torch.Tensor,
@@ -115,8 +149,8 @@ def predict(method: str, model: Any, ss: StudySet, prior: torch.Tensor,
             p = torch.sigmoid(model(ss.tokens.flatten(0, 1))).view(s, c, -1)
             w = ss.present.float()[:, :, None]
             return ((p * w).sum(1) / w.sum(1).clamp(min=1)).numpy()
-        if method == "attention_fusion":
-            return torch.sigmoid(model(ss.tokens, ss.views, ss.present)).numpy()
+        if method in FUSION_METHODS:
+            return torch.sigmoid(_fusion_logits(model, ss, slice(None), ss.present)).numpy()
     raise ValueError(f"unknown baseline {method!r}; choose from {METHODS}")
 
 
@@ -139,8 +173,12 @@ def train_method(method: str, train: StudySet, val: StudySet, cfg: BaselineConfi
         s_idx, c_idx = torch.nonzero(train.present, as_tuple=True)
         x, y = train.tokens[s_idx, c_idx], train.labels[s_idx]
         model = ClipClassifier(_clip_config(train, cfg, "clip"), prior)
-    elif method == "attention_fusion":
-        model = FusionClassifier(_clip_config(train, cfg, "fusion"), prior)
+    elif method in FUSION_METHODS:
+        if method == "attention_fusion":
+            model = FusionClassifier(_clip_config(train, cfg, "fusion"), prior)
+        else:
+            model = EvidenceFusionClassifier(_clip_config(train, cfg, "fusion_evidence"), prior)
+            model.fit_stats(train.measurements)   # training split only; saved as buffers
 
         def fusion_loss(m: torch.nn.Module, b: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             present = train.present[b].clone()
@@ -148,7 +186,7 @@ def train_method(method: str, train: StudySet, val: StudySet, cfg: BaselineConfi
                 drop = torch.rand(present.shape, generator=gen) < cfg.token_dropout
                 keep = present & ~drop
                 present = torch.where(keep.any(1, keepdim=True), keep, present)
-            logits = m(train.tokens[b], train.views[b], present)
+            logits = _fusion_logits(m, train, b, present)
             return F.binary_cross_entropy_with_logits(logits, train.labels[b])
 
         return _fit(model, len(train), fusion_loss,

@@ -1,7 +1,9 @@
-"""``echosonar train baselines --cache FEATURES_OR_CACHE --out DIR``: the four baselines.
+"""``echosonar train baselines --cache FEATURES_OR_CACHE --out DIR``: the classifier baselines.
 
 Trains and evaluates prior, single-view (A4C), late-fusion and view-aware attention-fusion
-classifiers on frozen clip tokens; thresholds per label from ``val``; metrics on ``test``.
+classifiers on frozen clip tokens, and attention fusion that also reads the detector's
+structure tokens and measurements (``attention_fusion_evidence``, the fair comparison for the
+VLM); thresholds per label from ``val``; metrics on ``test``.
 ``--cache`` is a feature cache (``echosonar encode`` output); an ingest cache also works with
 ``--encoder DIR`` (it is encoded first into ``DIR/features``).
 """
@@ -21,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default=None, help="encoder for an ingest --cache")
     parser.add_argument("--methods", default=None,
                         help="comma list (default encode.baselines.methods): "
-                             "prior,single_view,late_fusion,attention_fusion")
+                             "prior,single_view,late_fusion,attention_fusion,"
+                             "attention_fusion_evidence")
     add_config_args(parser)
 
 

@@ -8,7 +8,9 @@ shifted test features, using the encode stage's own ``predict`` and ``prediction
         [--split test] [--set encode.baselines.single_view=A4C ...]
 
 writes ``BASELINES_DIR/<method>/predictions_<split>_shifted.json`` for every method that has a
-``predictions_test.json`` (its thresholds are re-used).
+``predictions_test.json`` (its thresholds are re-used). ``attention_fusion_evidence`` also reads
+the shifted cache's structure tokens and detector measurements; it standardises them with the
+*training* statistics stored in its checkpoint (never refitted on the shifted set).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from typing import Any
 
 
 def _load_model(method_dir: Path) -> Any:
-    from echosonar.encode.baseline_models import ClipClassifier, FusionClassifier
+    from echosonar.encode.baseline_models import (
+        ClipClassifier,
+        EvidenceFusionClassifier,
+        FusionClassifier,
+    )
     from echosonar.io.checkpoint import read_checkpoint_config
 
     kind = read_checkpoint_config(method_dir / "model")["kind"]
-    cls = {ClipClassifier.checkpoint_kind: ClipClassifier,
-           FusionClassifier.checkpoint_kind: FusionClassifier}.get(kind)
+    cls = {c.checkpoint_kind: c
+           for c in (ClipClassifier, FusionClassifier, EvidenceFusionClassifier)}.get(kind)
     if cls is None:
         raise ValueError(f"{method_dir / 'model'}: unknown baseline checkpoint kind {kind!r}")
     return cls.from_pretrained(method_dir / "model").eval()

@@ -11,30 +11,22 @@ exactly where the hidden-state head alone would.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from echosonar.detect.measure import measurement_slots
-from echosonar.reason.prompt import numeric_measurements
+# The measurement vector has one home upstream (the classifier baselines read it too); its
+# names stay importable from here.
+from echosonar.detect.measure import (  # noqa: F401  (Z_CLIP, raw_values: re-exported)
+    Z_CLIP,
+    measurement_slots,
+    measurement_values,
+    raw_values,
+    slot_statistics,
+    standardised_measurements,
+)
 from echosonar.schema import StudyFeatures
-
-#: standardised values are clipped to +-Z_CLIP (a wild detector reading must not dominate)
-Z_CLIP = 6.0
-
-
-def raw_values(sf: StudyFeatures, slots: Sequence[tuple[str, str]]) -> list[float]:
-    """The study's finite measurement per slot (NaN where the view or value is missing).
-
-    >>> from echosonar.reason.synthetic import synthetic_studies
-    >>> sf = synthetic_studies(1, seed=0)[0]
-    >>> len(raw_values(sf, [("A4C", "lvedd_cm"), ("NOPE", "x")]))
-    2
-    """
-    by = {(v.view, k): x for v in sf.views for k, x in numeric_measurements(v.measurements or {})}
-    return [float(by.get(s, math.nan)) for s in slots]
 
 
 class MeasurementHead(nn.Module):
@@ -54,23 +46,18 @@ class MeasurementHead(nn.Module):
 
     @torch.no_grad()
     def fit_stats(self, studies: Sequence[StudyFeatures]) -> None:
-        """Set ``mean``/``std`` per slot from ``studies`` (the training split); slots never
-        measured keep 0/1, and std is floored so a constant slot cannot blow up."""
-        x = torch.tensor([raw_values(sf, self.slots) for sf in studies], dtype=torch.float64)
-        for j in range(x.shape[1]):
-            col = x[:, j][~torch.isnan(x[:, j])]
-            if len(col) >= 2:
-                self.mean[j] = float(col.mean())
-                self.std[j] = max(float(col.std()), 1e-3)
+        """Set ``mean``/``std`` per slot from ``studies`` (the training split); slots measured
+        fewer than twice keep their values (0/1 on a new head), and std is floored so a
+        constant slot cannot blow up."""
+        mean, std = slot_statistics(measurement_values(studies, self.slots, torch.float64),
+                                    self.mean, self.std)
+        self.mean.copy_(mean)
+        self.std.copy_(std)
 
     def features(self, batch: Sequence[StudyFeatures]) -> Tensor:
         """``[B, 2K]`` float32 inputs on the head's device."""
-        x = torch.tensor([raw_values(sf, self.slots) for sf in batch], dtype=torch.float32,
-                         device=self.mean.device)
-        present = ~torch.isnan(x)
-        z = ((x - self.mean) / self.std).clamp(-Z_CLIP, Z_CLIP)
-        z = torch.where(present, z, torch.zeros_like(z))
-        return torch.cat([z, present.float()], -1)
+        x = measurement_values(batch, self.slots).to(self.mean.device)
+        return standardised_measurements(x, self.mean, self.std)
 
     def forward(self, batch: Sequence[StudyFeatures]) -> Tensor:
         return self.linear(self.features(batch))

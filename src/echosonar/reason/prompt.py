@@ -28,11 +28,13 @@ The completion (SFT target, generation) starts right after the prompt with ``<th
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+# numeric_measurements: the finite-number filter has one home upstream (the measurement vector
+# the label heads and the classifier baselines read); importable from here as before.
+from echosonar.detect.measure import numeric_measurements
 from echosonar.reason.tokenizer import BOS, CLIP, GEN, STRUCT
 from echosonar.schema import StudyFeatures, ViewFeatures
 from echosonar.taxonomy import STRUCTURES, VIEW_NAMES, VIEWS, findings_past_cutoff
@@ -57,17 +59,6 @@ def measurement_text(key: str, value: float, flags: bool = True) -> str:
         text += " (" + "; ".join(f"past the {name} cut-off{' ' + q if q else ''}"
                                  for name, q in past) + ")"
     return text
-
-
-def numeric_measurements(measurements: dict) -> list[tuple[str, float]]:
-    """``[(key, value)]`` of the finite numbers among a view's measurements, sorted by key
-    (the detector also stores strings and flags there).
-
-    >>> numeric_measurements({"b": 1.5, "a": float("nan"), "c": True, "d": "x", "e": 2})
-    [('b', 1.5), ('e', 2)]
-    """
-    return [(k, x) for k, x in sorted(measurements.items())
-            if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
 
 
 def view_text(v: ViewFeatures, use_structure_tokens: bool, flags: bool = False) -> str:
