@@ -28,7 +28,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train", "encoder"), "echosonar.encode.train_cli",
      "pretrain the video encoder with multi-task labels"),
     (("train", "baselines"), "echosonar.encode.baselines_cli",
-     "train and evaluate the classifier baselines (prior, single-view, late/attention fusion)"),
+     "train and evaluate the classifier baselines (prior, single-view, late/attention fusion, "
+     "attention fusion + detector evidence)"),
     (("train", "sft"), "echosonar.reason.sft_cli",
      "supervised fine-tuning of the reasoning VLM"),
     (("train", "head"), "echosonar.reason.head_fit",

@@ -62,6 +62,8 @@ ROWS: tuple[tuple[str, str, str, bool], ...] = (
     ("single_view", "Single-view classifier (A4C)", "baselines_s{s}/single_view", True),
     ("late_fusion", "Multi-view late fusion", "baselines_s{s}/late_fusion", True),
     ("attention_fusion", "Multi-view attention fusion", "baselines_s{s}/attention_fusion", True),
+    ("attention_fusion_evidence", "Attention fusion + detector structures and measurements",
+     "baselines_s{s}/attention_fusion_evidence", True),
     ("sft", "EchoSonar-R SFT", "sft_s{s}/model", True),
     ("grpo", "EchoSonar-R SFT + GRPO", "grpo_s{s}/final", True),
     ("sft_nostruct", "EchoSonar-R SFT, no structure tokens", "sft_nostruct/model", False),
@@ -154,7 +156,8 @@ def plan(out: Path, budget: str, seed: int = 0) -> list[Step]:
         steps.append(Step(f"baselines_s{k}", es + [
             "train", "baselines", "--cache", str(d / "features"), "--out", str(bdir)] + cfg
             + ["--set", f"encode.baselines.seed={k}"], ["encode"],
-            ["prior", "single_view", "late_fusion", "attention_fusion"]))
+            ["prior", "single_view", "late_fusion", "attention_fusion",
+             "attention_fusion_evidence"]))
         for name in ("e2e", "shifted"):
             if name == "shifted" and k:
                 continue

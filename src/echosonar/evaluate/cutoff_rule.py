@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from echosonar.reason.prompt import numeric_measurements
+from echosonar.detect.measure import numeric_measurements
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import FINDING_BY_NAME, HEALTHY, LABEL_KEYS, findings_past_cutoff
 
