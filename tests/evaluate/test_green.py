@@ -1,5 +1,7 @@
-"""GREEN-rule judge: one crafted report pair per error category, the formula, the extractor on
-the simulator's phrase banks, and the LLM judge's prompt and parser on canned responses."""
+"""GREEN-rule judge: one crafted report pair per error category, the formula (only abnormal
+findings match), reading simulator reports, the batch's precision/recall, and the LLM judge's
+prompt and parser on canned responses. Discrimination on simulated sets and accuracy on held-out
+wording: test_green_yardstick.py."""
 
 import numpy as np
 import pytest
@@ -14,28 +16,45 @@ NORMAL = {
     "mitral": "No significant mitral regurgitation.",
     "pericardium": "No pericardial effusion.",
 }
+# Two abnormal findings (LV enlargement, mitral regurgitation), the rest normal.
+SICK = {**NORMAL, "LV": "The left ventricle is moderately dilated (LVIDd 6.4 cm). Normal left "
+                        "ventricular systolic function, LVEF about 60%.",
+        "mitral": "Moderate mitral regurgitation, jet area about 30% of the left atrium."}
 
 
 def _with(**sections):
-    return {**NORMAL, **sections}
+    return {**SICK, **sections}
 
 
-def test_identical_reports_score_one():
-    r = compare_reports(NORMAL, NORMAL)
+def test_identical_reports_score_one_and_only_abnormal_findings_match():
+    r = compare_reports(SICK, SICK)
     assert r.significant == [0] * 6 and r.score == 1.0
-    assert r.matched == 5  # lv size, lv function, ra size, mr absent, effusion absent
+    assert r.matched_findings == ["lv_enlargement", "mitral_regurgitation"]  # normal ones don't
+    both = compare_reports(NORMAL, NORMAL)
+    assert both.both_normal and both.matched == 0 and both.score == 1.0
+
+
+def test_agreeing_normal_statements_earn_nothing_on_a_sick_study():
+    # The healthy report agrees with SICK's three normal statements but misses both findings.
+    r = compare_reports(SICK, NORMAL)
+    assert r.matched == 0 and r.significant == [0, 2, 0, 0, 0, 0] and r.score == 0.0
+
+
+def test_both_normal_needs_a_candidate_that_says_so():
+    assert compare_reports(NORMAL, "Normal study.").score == 1.0
+    assert compare_reports(NORMAL, {"LV": "Text."}).score == 0.0  # says nothing the judge reads
+    assert compare_reports(NORMAL, None).score == 0.0
 
 
 def test_a_false_report():
-    r = compare_reports(NORMAL, _with(pericardium="Small pericardial effusion, depth 0.7 cm."))
+    r = compare_reports(SICK, _with(pericardium="Small pericardial effusion, depth 0.7 cm."))
     assert r.significant == [1, 0, 0, 0, 0, 0]
-    assert r.score == pytest.approx(4 / 5)
+    assert r.score == pytest.approx(2 / 3)
 
 
 def test_b_missing_finding():
-    ref = _with(mitral="Moderate mitral regurgitation, jet area about 30% of the left atrium.")
-    r = compare_reports(ref, NORMAL)
-    assert r.significant == [0, 1, 0, 0, 0, 0]
+    r = compare_reports(SICK, _with(mitral="No significant mitral regurgitation."))
+    assert r.significant == [0, 1, 0, 0, 0, 0] and r.score == pytest.approx(1 / 2)
     assert "(b) mitral_regurgitation" in r.errors[0]
 
 
@@ -44,27 +63,31 @@ def test_c_wrong_location():
     cand = _with(RA="Severe right atrial enlargement, minor axis 5.6 cm.",
                  LA="Normal left atrial size.")
     r = compare_reports(ref, cand)
-    # One (c) instead of an (a) plus a (b); the wrong-side statements also cost the matches.
-    assert r.significant == [0, 0, 1, 0, 0, 0]
-    assert any("(c)" in e for e in r.errors)
+    # One (c) instead of an (a) plus a (b).
+    assert r.significant == [0, 0, 1, 0, 0, 0] and r.score == pytest.approx(2 / 3)
+    assert any("(c) enlargement reported at RA instead of LA" in e for e in r.errors)
 
 
 def test_d_severity():
-    ref = _with(mitral="Moderate mitral regurgitation, jet area about 30% of the left atrium.")
     cand = _with(mitral="There is severe mitral regurgitation with a jet filling 45% of the LA.")
-    r = compare_reports(ref, cand)
-    assert r.significant == [0, 0, 0, 1, 0, 0]
-    assert r.score == pytest.approx(4 / 5)
+    r = compare_reports(SICK, cand)
+    assert r.significant == [0, 0, 0, 1, 0, 0] and r.score == pytest.approx(1 / 2)
+    # Half a grade apart, or a grade on one side only: insignificant, still matched.
+    near = compare_reports(SICK, _with(mitral="Moderate to severe mitral regurgitation."))
+    bare = compare_reports(SICK, _with(mitral="There is mitral regurgitation."))
+    assert near.score == bare.score == 1.0 and near.insignificant[3] == bare.insignificant[3] == 1
+    # Graded below the finding's threshold (mild regurgitation) against an abnormal grade.
+    under = compare_reports(SICK, _with(mitral="Mild mitral regurgitation."))
+    assert under.significant == [0, 0, 0, 1, 0, 0]
 
 
 def test_e_and_f_comparisons():
     cmp = "Moderate mitral regurgitation, unchanged compared with the prior study."
-    plain = "Moderate mitral regurgitation."
-    r_e = compare_reports(_with(mitral=plain), _with(mitral=cmp))
-    r_f = compare_reports(_with(mitral=cmp), _with(mitral=plain))
+    r_e = compare_reports(SICK, _with(mitral=cmp))
+    r_f = compare_reports(_with(mitral=cmp), SICK)
     assert r_e.significant == [0, 0, 0, 0, 1, 0]
     assert r_f.significant == [0, 0, 0, 0, 0, 1]
-    assert r_e.matched == r_f.matched == 5
+    assert r_e.matched == r_f.matched == 2
 
 
 def test_negations_severities_and_sub_threshold_grades():
@@ -77,9 +100,9 @@ def test_negations_severities_and_sub_threshold_grades():
         "RV": "No RV systolic dysfunction.",
         "conclusion": "Severe LV dilatation.",
     })
-    assert not f["mitral_regurgitation"].present
-    assert not f["tricuspid_regurgitation"].present  # trace = sub-threshold = absent
-    assert not f["bicuspid_aortic_valve"].present and not f["aortic_stenosis"].present
+    assert f["mitral_regurgitation"].status == "normal"
+    assert f["tricuspid_regurgitation"].status == "subthreshold"  # trace: not a finding
+    assert f["bicuspid_aortic_valve"].status == f["aortic_stenosis"].status == "normal"
     ar = f["aortic_regurgitation"]
     assert ar.present and ar.severity == "moderate" and (ar.structure, ar.side) == ("AV", "left")
     lv = f["lv_enlargement"]
@@ -111,10 +134,21 @@ def test_simulator_reports_round_trip():
         assert compare_reports(rep, rep).score == 1.0
 
 
-def test_batch_and_malformed_candidate():
+def test_batch_keys_precision_recall_and_malformed_candidate():
     out = green_rule_batch([NORMAL, NORMAL], [NORMAL, None])
     assert out["per_study"] == [1.0, 0.0] and out["green_rule"] == 0.5
     assert out["insignificant_errors"]["b"] == 5  # the empty report omits 5 normal statements
+    assert out["n_both_normal"] == 2 and out["error_types"]["c"].startswith("Misidentification")
+    missed_mr = _with(mitral="No significant mitral regurgitation.")
+    out = green_rule_batch([SICK, SICK, NORMAL], [SICK, missed_mr, SICK])
+    # abnormal findings: 4 in the references, 5 in the candidates, 3 in both
+    assert out["abnormal_precision"] == pytest.approx(3 / 5)
+    assert out["abnormal_recall"] == pytest.approx(3 / 4)
+    assert out["abnormal_f1"] == pytest.approx(2 * 3 / (4 + 5))
+    mr = out["per_finding"]["mitral_regurgitation"]
+    assert (mr["n_reference"], mr["n_candidate"], mr["recall"]) == (2, 2, 0.5)
+    assert np.isnan(out["per_finding"]["aortic_stenosis"]["precision"])
+    assert out["per_study"] == [1.0, 0.5, 0.0]
     with pytest.raises(ValueError):
         green_rule_batch([NORMAL], [])
 

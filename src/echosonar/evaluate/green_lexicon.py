@@ -1,59 +1,118 @@
-"""Echo report lexicon for the rule-based GREEN judge: finding patterns, severity words,
-negation cues and comparison cues.
+"""The GREEN-rule judge's own echo vocabulary: how clinical report wording names each finding,
+its severity, its negation and its normality.
 
-Three sources, merged:
+Written for the judge alone, from echo reporting conventions (ASE-style phrasing, common
+abbreviations, synonyms), and deliberately **not** from the simulator's phrase banks
+(``echosonar.phrases``, ``simulate/text.py``): a judge that reads the writer's own templates
+scores text from those templates 1.0 by construction and says nothing about other wording. Its
+accuracy on wording the simulator never writes is measured on a held-out, hand-written set
+(``tests/evaluate/data/green_paraphrases.json``).
 
-1. built-in patterns for every ``taxonomy.FINDINGS`` entry (clinical phrasing: "dilated left
-   ventricle", "LV systolic dysfunction", "no significant mitral regurgitation", "trileaflet
-   aortic valve" ...), each with a polarity (``True`` = the phrase asserts the finding,
-   ``False`` = it asserts its absence, e.g. "normal LV size");
-2. section-resolved bare terms: "regurgitation" in the *Mitral valve* section means mitral
-   regurgitation, "dilated" in the *Right atrium* section means RA enlargement;
-3. the simulator's phrase banks (:mod:`echosonar.phrases`: ``FINDING_PHRASES``,
-   ``SEVERITY_WORDS``, ``NEGATION_CUES``) when that module exists, so every sentence the
-   report writer can produce is recognised with the polarity it was written with.
+Contents (all lower-case regular expressions):
 
-All matching is on lower-cased text; patterns are plain regular expressions.
+* :data:`TERMS` -- phrases that mention findings, each with a polarity: ``True`` asserts the
+  finding ("dilated left atrium"), ``False`` states it normal ("trileaflet aortic valve");
+  a few name several findings ("biatrial enlargement"); some are valid only inside one report
+  section ("regurgitation" in the Mitral valve section is mitral regurgitation), and
+  *blockers* (finding ``None``) consume phrases that look like a finding but are not one
+  ("RV systolic dysfunction", "aortic root dilated");
+* severity grades (:func:`grade_of`) with their rank, and the rank from which each finding
+  counts as abnormal (:data:`ABNORMAL_FROM`: regurgitation is a finding when moderate or worse,
+  as the taxonomy defines it, so "mild MR" is a sub-threshold mention);
+* negation, normality and hedge cues, clause boundaries, prior-study comparison cues.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from echosonar.taxonomy import FINDINGS
+from echosonar.taxonomy import FINDING_BY_KEY
 
-#: Canonical severity grades and their rank (for "is the severity the same?").
-SEVERITY_RANK: dict[str, float] = {
-    "trace": 0.0, "trivial": 0.0, "minimal": 0.0, "mild": 1.0, "small": 1.0,
-    "mild-to-moderate": 1.5, "moderate": 2.0, "moderate-to-severe": 2.5, "severe": 3.0,
-    "large": 3.0,
+#: Severity grades and their rank (small = mild and large = severe for effusions).
+GRADE_RANK: dict[str, float] = {
+    "trace": 0.0, "mild": 1.0, "small": 1.0, "mild-to-moderate": 1.5, "moderate": 2.0,
+    "moderate-to-severe": 2.5, "severe": 3.0, "large": 3.0,
 }
-_SEV_ALIASES = {"mildly": "mild", "moderately": "moderate", "severely": "severe",
-                "mild to moderate": "mild-to-moderate", "moderate to severe": "moderate-to-severe",
-                "mildly to moderately": "mild-to-moderate",
-                "moderately to severely": "moderate-to-severe"}
-SEVERITY_RE_TEXT = (r"(?:mild(?:ly)?[- ]to[- ]moderate(?:ly)?|moderate(?:ly)?[- ]to[- ]"
-                    r"sever(?:e|ely)|trace|trivial|minimal|mild(?:ly)?|moderate(?:ly)?|"
-                    r"sever(?:e|ely)|small|large)")
-#: Cues that negate (flip) a finding mentioned after them in the same clause.
-NEGATION_CUES: tuple[str, ...] = (
-    "no", "not", "without", "absent", "negative for", "free of", "no evidence of", "none",
-    "neither", "nor", "excluded", "ruled out", "rules out",
+_GRADE_WORDS: tuple[tuple[str, str], ...] = (  # (regex, grade); longest alternatives first
+    (r"(?:mild(?:ly)?|small)(?:[- ]to[- ]|-)moderate(?:ly)?", "mild-to-moderate"),
+    (r"moderate(?:ly)?(?:[- ]to[- ]|-)(?:sever(?:e|ely)|large)|moderately severe",
+     "moderate-to-severe"),
+    (r"trace|trivial|minimal|physiologic(?:al)?", "trace"),
+    (r"mild(?:ly)?|slight(?:ly)?|borderline|minor", "mild"),
+    (r"moderate(?:ly)?", "moderate"),
+    (r"sever(?:e|ely)|marked(?:ly)?|massive|critical|heavi(?:ly)?|heavy|extensive(?:ly)?|gross(?:ly)?",
+     "severe"),
+    (r"small", "small"),
+    (r"large", "large"),
+    (r"(?:grade )?[1-4] ?\+|grade (?:i{1,3}|iv|[1-4])(?:/4)?", "grade"),
 )
-#: Cues that state normality: a finding phrase in their scope is absent (sub-threshold
-#: "trace"/"trivial" regurgitation included, as the simulator's phrase bank defines), but they
-#: do not flip a phrase that already states absence ("normal LV size").
-NORMAL_CUES: tuple[str, ...] = (
-    "normal", "normally", "preserved", "within normal limits", "unremarkable", "trace",
-    "trivial", "physiological", "physiologic", "minimal",
-)
-#: Words that end a negation's scope inside a sentence.
-TERMINATORS: tuple[str, ...] = ("but", "however", "although", "though", "except", "whereas",
-                                "while", "with", "aside from", "apart from", "yet")
+SEVERITY_RE = re.compile(r"\b(?:" + "|".join(rx for rx, _ in _GRADE_WORDS)
+                         + r")(?:[- ]sized)?(?![\w-])")
+_NUMERIC_GRADE = {"1": "mild", "i": "mild", "2": "moderate", "ii": "moderate",
+                  "3": "moderate-to-severe", "iii": "moderate-to-severe", "4": "severe",
+                  "iv": "severe"}
+
+#: Rank from which a stated grade makes a finding abnormal (default 1 = mild).
+ABNORMAL_FROM: dict[str, float] = {"mitral_regurgitation": 2.0,
+                                   "tricuspid_regurgitation": 2.0,
+                                   "aortic_regurgitation": 2.0}
+#: Findings whose grade is not a severity (a valve has two cusps or it has not).
+UNGRADED: frozenset[str] = frozenset({"bicuspid_aortic_valve"})
+
+
+def grade_of(word: str) -> str | None:
+    """Canonical grade of a severity word or phrase (None if it is not one).
+
+    >>> grade_of("Moderately"), grade_of("mild to moderate"), grade_of("3+"), grade_of("big")
+    ('moderate', 'mild-to-moderate', 'moderate-to-severe', None)
+    >>> grade_of("moderate-sized"), grade_of("small to moderate")
+    ('moderate', 'mild-to-moderate')
+    """
+    w = re.sub(r"[- ]sized$", "", word.lower().strip())
+    for rx, grade in _GRADE_WORDS:
+        if re.fullmatch(rx, w):
+            if grade == "grade":
+                return _NUMERIC_GRADE[re.findall(r"iv|i{1,3}|[1-4]", w.replace("grade", ""))[0]]
+            return grade
+    return None
+
+
+#: Cues that negate the findings after them in their clause.
+NEGATION_RE = re.compile(
+    r"\b(?:no|not|without|absent|negative for|free of|none|neither|nor|never|"
+    r"no (?:evidence|echocardiographic evidence|sign|signs) of|rules? out|ruled out)\b")
+#: Cues after a finding that negate it ("... is not seen", "... absent", "... excluded"); hedges
+#: ("cannot be excluded") are not negations.
+POST_NEGATION_RE = re.compile(
+    r"^[\s:,]*(?:(?:is|are|was|were|has been|have been|could|can)\s+)?"
+    r"(?:not\s+(?:be\s+)?(?:seen|present|identified|demonstrated|visuali[sz]ed|noted|detected|"
+    r"assessed|evaluated|assessable|imaged|(?:well\s+)?seen|acquired)|absent|none|excluded|"
+    r"ruled out)\b")
+#: Cues that state normality: the findings they govern are normal (not flipped: a term that
+#: already states normality stays normal).
+NORMAL_RE = re.compile(r"\b(?:normal(?:ly)?|preserved|unremarkable|within normal limits|"
+                       r"hyperdynamic|vigorous)\b")
+#: Words that end a cue's scope inside a sentence; "," and "and" end it only before a new
+#: statement (:data:`NEW_STATEMENT_RE`), so "no effusion, hypertrophy or stenosis" stays one list.
+STRONG_BOUNDARY_RE = re.compile(r"\s*(?:\bbut\b|\bhowever\b|\balthough\b|\bthough\b|"
+                                r"\bwhereas\b|\bwhile\b|\bexcept\b|\bwith\b|\bapart from\b|"
+                                r"\baside from\b|\byet\b|\bconsistent with\b|\bin keeping with\b|"
+                                r"\bsuggest(?:ing|ive of)\b)\s*")
+WEAK_BOUNDARY_RE = re.compile(r"\s*(?:,|\band\b|\bor\b)\s*")
+NEW_STATEMENT_RE = re.compile(r"\b(?:is|are|was|were|appears?|seems?|remains?|looks?|has|have|"
+                              r"there|dilated|enlarged|reduced|impaired|depressed|thickened|"
+                              r"calcified|stenotic)\b|" + SEVERITY_RE.pattern)
+#: A whole sentence that states its section normal ("Left atrium: Normal.").
+SECTION_NORMAL_RE = re.compile(r"^(?:normal(?: size| appearances?| study)?|unremarkable|"
+                               r"within normal limits|no abnormality(?: seen| detected)?)$")
+#: A statement that the whole study is normal.
+STUDY_NORMAL_RE = re.compile(
+    r"\b(?:normal (?:study|(?:transthoracic )?echo(?:cardiogram)?|examination)|"
+    r"structurally normal heart|no significant (?:structural )?(?:abnormality|abnormalities|"
+    r"cardiac abnormality)|no (?:structural )?abnormality (?:seen|detected)|"
+    r"unremarkable (?:study|echo(?:cardiogram)?))\b")
 #: A clause that mentions a prior study (GREEN categories e and f).
 COMPARISON_RE = re.compile(
     r"\b(?:compared (?:with|to)|comparison|prior (?:study|exam|examination|echo\w*)|"
@@ -61,7 +120,7 @@ COMPARISON_RE = re.compile(
     r"no (?:significant )?(?:interval )?change|(?:has|have) (?:worsened|improved|progressed|"
     r"increased|decreased|resolved)|newly|new since|stable (?:since|compared))\b")
 
-# Location of each finding: (structure, side) — the "where" GREEN's category (c) checks.
+# Location of each finding: (structure, side) -- the "where" GREEN's category (c) checks.
 LOCATION: dict[str, tuple[str, str]] = {
     "lv_systolic_dysfunction": ("LV", "left"), "lv_enlargement": ("LV", "left"),
     "lv_hypertrophy": ("LV", "left"), "la_enlargement": ("LA", "left"),
@@ -79,76 +138,98 @@ KIND: dict[str, str] = {
     "aortic_regurgitation": "regurgitation",
 }
 
-_SEV = rf"(?:{SEVERITY_RE_TEXT} )?"
-_IS = r"(?:(?:is|are|was|appears|appear|seems|remains) )?(?:not )?(?:(?:at most|only) )?"
+# ---------------------------------------------------------------------------------------------
+# Terms
+# ---------------------------------------------------------------------------------------------
+
+_ADV = (r"(?:(?:" + "|".join(rx for rx, g in _GRADE_WORDS if g != "grade")
+        + r"|also|now|at most|only|somewhat|not|significantly|globally|diffusely)\s+)*")
+_COP = r"(?:\s+(?:is|are|was|were|appears?|seems?|remains?|looks?))?\s+"
+_BIG = r"(?:enlarged|dilated|increased in size|hypertrophied)"
+_BIGN = r"(?:enlargement|dilatation|dilation)"
 _CH = {
     "lv": r"(?:lv|left ventric(?:le|ular))(?: cavity)?",
-    "la": r"(?:la|left atri(?:um|al))",
-    "ra": r"(?:ra|right atri(?:um|al))",
+    "la": r"(?:la|left atri(?:um|al))(?: cavity)?",
+    "ra": r"(?:ra|right atri(?:um|al))(?: cavity)?",
     "rv": r"(?:rv|right ventric(?:le|ular))(?: cavity)?",
 }
+_SIZE = r"(?:size|dimensions?|diameters?|volumes?|cavity size)"
 
 
 def _chamber(ch: str) -> list[tuple[str, bool]]:
     c = _CH[ch]
     return [
-        (rf"\b{c} (?:size )?(?:enlargement|dilatation|dilation)", True),
-        (rf"\b(?:enlarged|dilated) {c}\b", True),
-        (rf"\b{c} {_IS}{_SEV}(?:enlarged|dilated)", True),
-        (rf"\b{c} {_IS}(?:of )?normal(?: in)? size", False),
-        (rf"\b{c} size {_IS}normal", False),
-        (rf"\b{c} (?:size|dimensions?|cavity size) {_IS}(?:within normal limits|normal)", False),
-        (rf"\bnormal(?:-sized| sized| size)? {c}(?: size)?\b", False),
+        (rf"\b{c}(?: {_SIZE})? {_BIGN}", True),
+        (rf"\b{_ADV}{_BIG} {c}\b", True),
+        (rf"\b{c}(?: {_SIZE})?{_COP}{_ADV}{_BIG}", True),
+        (rf"\b{c} {_SIZE}{_COP}{_ADV}increased", True),
+        (rf"\bnormal(?:[- ]sized| size)? {c}(?: {_SIZE})?", False),
+        (rf"\b{c}(?: {_SIZE})?{_COP}(?:of )?normal(?: in)?(?: size)?", False),
+        (rf"\b{c}(?: {_SIZE})?{_COP}(?:within normal limits|normal)", False),
+        (rf"\b{c} {_SIZE}(?: is)? at the upper limits? of normal", False),
     ]
 
 
-_FN = r"(?:systolic function|ejection fraction|\bef\b|contractility|function)"
-BUILTIN: dict[str, list[tuple[str, bool]]] = {
+_LVQ = r"(?:global )?(?:(?:lv|left ventricular) )?(?:global )?(?:systolic )?"
+_FN = r"(?:systolic function|ejection fraction|lvef|\bef\b|contractility|function)"
+_DOWN = r"(?:reduced|impaired|depressed|decreased|low|poor|diminished|abnormal)"
+#: ``{finding: [(regex, polarity)]}`` valid in every section.
+TERMS: dict[str, list[tuple[str, bool]]] = {
     "lv_systolic_dysfunction": [
-        (r"\b(?:lv|left ventricular) systolic dysfunction", True),
-        (rf"\b(?:reduced|impaired|depressed|decreased|low|poor) (?:lv |left ventricular )?"
-         rf"(?:global )?{_FN}", True),
-        (rf"\b(?:lv |left ventricular )?(?:global )?{_FN} {_IS}{_SEV}(?:reduced|impaired|"
-         r"depressed|decreased)", True),
-        (rf"\b(?:normal|preserved) (?:lv |left ventricular )?(?:global )?{_FN}", False),
-        (rf"\b(?:lv |left ventricular )?(?:global )?{_FN} {_IS}(?:normal|preserved)", False),
-        (r"\b(?:global )?hypokinesis", True),
-        (r"\b(?:ejection fraction|ef)\b[^;]{0,30}?within normal limits", False),
+        (r"\b(?:lv |left ventricular )?systolic (?:dysfunction|impairment|failure)", True),
+        (rf"\b{_ADV}{_DOWN} {_LVQ}{_FN}", True),
+        (rf"\b{_LVQ}{_FN}{_COP}{_ADV}{_DOWN}", True),
+        (r"\bimpairment of (?:lv |left ventricular )?(?:global )?systolic function", True),
+        (r"\b(?:global(?:ly)? )?hypokine(?:sis|tic)(?: (?:lv|left ventricle))?", True),
+        (r"\bpoorly (?:contracting|functioning)", True),
+        (rf"\b(?:normal|preserved) {_LVQ}{_FN}", False),
+        (rf"\b{_LVQ}{_FN}{_COP}(?:normal|preserved|within normal limits)", False),
+        (r"\bhyperdynamic(?: (?:lv|left ventricle))?", False),
     ],
     "lv_enlargement": _chamber("lv"),
     "lv_hypertrophy": [
-        (r"\b(?:lv|left ventricular|concentric|septal|asymmetric) hypertrophy", True),
+        (r"\b(?:(?:lv|left ventricular|concentric|eccentric|septal|asymmetric(?:al)?) )*"
+         r"hypertrophy", True),
         (r"\blvh\b", True),
-        (r"\b(?:increased|thickened) (?:lv |left ventricular )?(?:wall|septal)s?(?: thickness)?",
-         True),
-        (rf"\bwalls? {_IS}{_SEV}thickened", True),
+        (r"\bhypertrophied (?:lv|left ventricle)", True),
+        (r"\b(?:increased|thickened) (?:lv |left ventricular )?(?:wall|septal)s?"
+         r"(?: thickness)?", True),
+        (r"\b(?:lv |left ventricular )?wall thickening", True),
+        (rf"\b(?:(?:lv|left ventricular|septal) )?walls?(?: thickness)?{_COP}{_ADV}"
+         r"(?:thickened|increased)", True),
         (r"\bnormal (?:lv |left ventricular )?wall thickness", False),
-        (rf"\bwall thickness {_IS}(?:within normal limits|normal)", False),
+        (rf"\bwall thickness{_COP}(?:within normal limits|normal)", False),
     ],
     "la_enlargement": _chamber("la"),
     "ra_enlargement": _chamber("ra"),
     "rv_enlargement": _chamber("rv"),
     "aortic_stenosis": [
-        (r"\baortic (?:valve )?stenosis", True),
-        (r"\bstenotic aortic valve", True),
-        (r"\b(?:restricted|reduced) (?:aortic )?(?:cusp|leaflet) (?:opening|excursion|separation)",
-         True),
-        (r"\baortic (?:valve|cusps?) opens? normally", False),
+        (r"\b(?:calcific )?aortic (?:valve )?stenosis", True),
+        (r"\bstenotic aortic valve|\baortic valve (?:is )?stenotic", True),
+        (r"\b(?:" + "|".join(rx for rx, g in _GRADE_WORDS if g != "grade")
+         + r"|no|significant) (?:aortic )?as\b", True),
+        (r"\b(?:valvular )?stenosis|\bstenotic\b", True),
+        (r"\b(?:restricted|reduced|limited) (?:aortic )?(?:cusp |leaflet |valve )?(?:opening|"
+         r"excursion|separation|motion)", True),
+        (r"\baortic (?:valve )?sclerosis", False),
+        (r"\baortic (?:valve|cusps?|leaflets?) opens? (?:normally|well)", False),
         (r"\bnormal (?:aortic )?(?:cusp|leaflet|valve) (?:opening|excursion|separation)", False),
     ],
     "bicuspid_aortic_valve": [
-        (r"\bbicuspid(?: aortic valve)?", True),
+        (r"\b(?:congenitally )?bicuspid(?: aortic valve| valve)?", True),
+        (r"\bbav\b", True),
         (r"\btwo (?:aortic )?(?:cusps|leaflets)", True),
         (r"\bfish-?mouth", True),
         (r"\b(?:trileaflet|tricuspid|three-cusp) aortic valve", False),
         (r"\baortic valve (?:is |appears )?(?:trileaflet|tricuspid)", False),
+        (r"\baortic valve morphology:? (?:is )?(?:trileaflet|tricuspid|normal)", False),
         (r"\bthree (?:aortic )?(?:cusps|leaflets)", False),
     ],
     "mitral_valve_calcification": [
-        (r"\bmitral (?:annular |annulus |valve |leaflet )*calcification", True),
+        (r"\bmitral (?:annular |annulus |valve |leaflet )*(?:calcification|calcium)", True),
         (r"\bcalcified mitral (?:valve|annulus|leaflets?)", True),
-        (r"\bmitral (?:valve|annulus|leaflets?) (?:is |are |appears )?(?:not )?"
-         rf"{_SEV}calcified", True),
+        (r"\bcalcification of the mitral (?:valve|annulus|leaflets?)", True),
+        (rf"\bmitral (?:valve|annulus|leaflets?){_COP}(?:thin and )?{_ADV}calcified", True),
         (r"\bmac\b", True),
         (r"\bnormal mitral (?:valve |leaflet |leaflets )?morphology", False),
     ],
@@ -157,144 +238,102 @@ BUILTIN: dict[str, list[tuple[str, bool]]] = {
     "tricuspid_regurgitation": [(r"\btricuspid (?:valve )?(?:regurgitation|insufficiency)", True),
                                 (r"\btr\b", True)],
     "aortic_regurgitation": [(r"\baortic (?:valve )?(?:regurgitation|insufficiency)", True),
-                             (r"\bar\b", True)],
-    "pericardial_effusion": [(r"\bpericardial effusion", True), (r"\beffusion", True)],
+                             (r"\bar\b|\bai\b", True)],
+    "pericardial_effusion": [(r"\bpericardial (?:effusion|fluid(?: collection)?)", True),
+                             (r"\beffusion", True)],
 }
-
-#: Bare terms resolved by the report section they appear in.
+#: Phrases that name several findings: ``(regex, findings, polarity)``.
+MULTI_TERMS: list[tuple[str, tuple[str, ...], bool]] = [
+    (rf"\bbiatrial {_BIGN}|\bbiatrial (?:{_BIG})|\bboth atria{_COP}{_ADV}{_BIG}",
+     ("la_enlargement", "ra_enlargement"), True),
+    (rf"\bboth atria{_COP}normal(?: in size)?|\bnormal (?:bi)?atrial sizes?",
+     ("la_enlargement", "ra_enlargement"), False),
+    (r"\bnormal (?:lv|left ventricular) size and (?:systolic )?function",
+     ("lv_enlargement", "lv_systolic_dysfunction"), False),
+    (r"\bnormal biventricular size and (?:systolic )?function",
+     ("lv_enlargement", "rv_enlargement", "lv_systolic_dysfunction"), False),
+    (r"\bright heart (?:dilatation|dilation|enlargement)", ("ra_enlargement", "rv_enlargement"),
+     True),
+    (r"\baortic (?:valve )?(?:stenosis|sclerosis) (?:or|and|nor) (?:regurgitation|insufficiency)",
+     ("aortic_stenosis", "aortic_regurgitation"), True),
+]
+# Two chambers named together share the statement: "dilated LA and RA", "LV and LA dilatation".
+MULTI_TERMS += [
+    (rx.format(a=_CH[a], b=_CH[b]), (f"{a}_enlargement", f"{b}_enlargement"), True)
+    for a in _CH for b in _CH if a != b
+    for rx in (rf"\b{_ADV}{_BIG} {{a}}(?:,| and| or) (?:the )?{{b}}\b",
+               rf"\b{{a}}(?:,| and| or) (?:the )?{{b}}(?: {_SIZE})?{_COP}{_ADV}{_BIG}",
+               rf"\b{{a}}(?:,| and| or) (?:the )?{{b}} {_BIGN}")]
+#: Bare terms resolved by the report section they appear in: ``{section: [(regex, finding,
+#: polarity)]}``.
 SECTION_TERMS: dict[str, list[tuple[str, str, bool]]] = {
-    "mitral": [(r"\b(?:regurgitation|insufficiency|regurgitant jet)", "mitral_regurgitation",
+    "mitral": [(r"\b(?:regurgitation|insufficiency|regurgitant jet|leak)", "mitral_regurgitation",
                 True),
                (r"\b(?:calcification|calcified)", "mitral_valve_calcification", True)],
-    "tricuspid": [(r"\b(?:regurgitation|insufficiency|regurgitant jet)",
+    "tricuspid": [(r"\b(?:regurgitation|insufficiency|regurgitant jet|leak)",
                    "tricuspid_regurgitation", True)],
-    "aortic": [(r"\b(?:regurgitation|insufficiency|regurgitant jet)", "aortic_regurgitation",
+    "aortic": [(r"\b(?:regurgitation|insufficiency|regurgitant jet|leak)", "aortic_regurgitation",
                 True),
                (r"\b(?:stenosis|stenotic)", "aortic_stenosis", True),
-               (r"\b(?:cusps? (?:open|opens) normally|opens normally)", "aortic_stenosis",
-                False)],
-    "LV": [(rf"\b{_SEV}(?:enlarged|dilated|enlargement|dilatation)", "lv_enlargement", True),
-           (r"\b(?<!rv )(?<!right ventricular )systolic dysfunction", "lv_systolic_dysfunction",
-            True),
-           (r"\bnormal(?: in)? size", "lv_enlargement", False),
-           (r"\bhypertrophy|thickened", "lv_hypertrophy", True)],
-    "LA": [(rf"\b{_SEV}(?:enlarged|dilated|enlargement|dilatation)", "la_enlargement", True),
-           (r"\bnormal(?: in)? size", "la_enlargement", False)],
-    "RA": [(rf"\b{_SEV}(?:enlarged|dilated|enlargement|dilatation)", "ra_enlargement", True),
-           (r"\bnormal(?: in)? size", "ra_enlargement", False)],
-    "RV": [(rf"\b{_SEV}(?:enlarged|dilated|enlargement|dilatation)", "rv_enlargement", True),
-           (r"\bnormal(?: in)? size", "rv_enlargement", False)],
+               (r"\b(?:cusps? )?opens? (?:normally|well)", "aortic_stenosis", False)],
+    "pericardium": [(r"\b(?:effusion|fluid)", "pericardial_effusion", True)],
+    **{ch.upper(): [(rf"\b{_ADV}(?:{_BIG}|{_BIGN})", f"{ch}_enlargement", True),
+                    (r"\bnormal(?: in)? size|\bsize (?:is )?normal", f"{ch}_enlargement", False)]
+       for ch in ("lv", "la", "ra", "rv")},
 }
+SECTION_TERMS["LV"] += [
+    (r"\bsystolic dysfunction", "lv_systolic_dysfunction", True),
+    (rf"\b(?:systolic )?function{_COP}{_ADV}{_DOWN}", "lv_systolic_dysfunction", True),
+    (rf"\b(?:systolic )?function{_COP}(?:normal|preserved)|\bfunction preserved",
+     "lv_systolic_dysfunction", False),
+    (r"\bcavity size normal", "lv_enlargement", False),
+]
+#: Phrases that look like findings but are none of the taxonomy's (consumed, then ignored).
+BLOCKERS: tuple[str, ...] = (
+    r"\b(?:rv|right ventricular) (?:systolic )?(?:dysfunction|function|impairment|hypertrophy|"
+    r"wall thickness|free wall)",
+    r"\b(?:tapse|ivc|inferior vena cava|aortic root|ascending aorta|sinus(?:es)? of valsalva|"
+    r"pulmonary arter(?:y|ies))\b",
+    r"\bpleural effusion", r"\bregional wall motion", r"\bdiastolic (?:dysfunction|function)",
+    r"\b(?:mitral|tricuspid|pulmonary|pulmonic|subaortic) (?:valve )?(?:stenosis|prolapse)",
+    r"\bpulmonary (?:valve )?(?:regurgitation|insufficiency)",
+)
 
 
 @dataclass(frozen=True)
-class Pattern:
-    finding: str
+class Term:
+    """One compiled phrase: the findings it names (empty for a blocker), its polarity, and the
+    report section it is valid in (None = any)."""
+
+    findings: tuple[str, ...]
     regex: re.Pattern[str]
-    present: bool
-    section: str | None  # None = valid in every section
-
-
-def normalize_severity(word: str) -> str | None:
-    """Canonical grade of a severity word, or None.
-
-    >>> normalize_severity("Moderately"), normalize_severity("mild to moderate")
-    ('moderate', 'mild-to-moderate')
-    """
-    w = word.lower().strip().replace("-", " ")
-    w = _SEV_ALIASES.get(w, w).replace(" to ", "-to-")
-    w = {"severly": "severe"}.get(w, w)
-    return w if w in SEVERITY_RANK else None
-
-
-def _phrase_bank() -> tuple[dict[str, list[tuple[str, bool]]], list[str], list[str]]:
-    """Patterns, severity words and negation cues from :mod:`echosonar.phrases`, if present.
-
-    Accepts ``FINDING_PHRASES`` as ``{finding_key: [phrase, ...]}``, ``{finding_key:
-    {anything: [phrase, ...] | phrase}}`` or nested lists; phrases may contain ``{...}``
-    placeholders (matched as any short text) and are taken as asserting the finding, unless they
-    sit under a key that names absence ("normal", "absent", "negative", "no").
-    """
-    try:
-        from echosonar import phrases  # type: ignore[attr-defined]
-    except ImportError:
-        return {}, [], []
-    pats: dict[str, list[tuple[str, bool]]] = {}
-    for key, bank in dict(getattr(phrases, "FINDING_PHRASES", {}) or {}).items():
-        if key not in LOCATION:
-            continue
-        for text, present in _flatten(bank, True):
-            rx = _phrase_regex(text)
-            if rx:
-                pats.setdefault(key, []).append((rx, present))
-    sev = [str(w) for w in _flatten_words(getattr(phrases, "SEVERITY_WORDS", []))]
-    neg = [str(w) for w in _flatten_words(getattr(phrases, "NEGATION_CUES", []))]
-    return pats, sev, neg
-
-
-_ABSENT_KEYS = ("normal", "absent", "negative", "no", "none", "neg")
-
-
-def _flatten(bank: Any, present: bool) -> Iterable[tuple[str, bool]]:
-    if isinstance(bank, str):
-        yield bank, present
-    elif isinstance(bank, dict):
-        for k, v in bank.items():
-            is_abs = str(k).lower() in _ABSENT_KEYS or str(k).lower() in ("false", "0")
-            yield from _flatten(v, present and not is_abs)
-    elif isinstance(bank, (list, tuple, set, frozenset)):
-        for v in bank:
-            yield from _flatten(v, present)
-
-
-def _flatten_words(x: Any) -> Iterable[str]:
-    if isinstance(x, str):
-        yield x
-    elif isinstance(x, dict):
-        for k, v in x.items():
-            yield str(k)
-            yield from (w for w in _flatten_words(v) if not w.replace(".", "").isdigit())
-    elif isinstance(x, (list, tuple, set, frozenset)):
-        for v in x:
-            yield from _flatten_words(v)
-
-
-def _phrase_regex(text: str) -> str | None:
-    """A literal phrase (with ``{slot}`` placeholders) -> regex; None if too generic."""
-    text = text.lower().strip().rstrip(".")
-    parts = re.split(r"\{[^}]*\}", text)
-    words = "".join(parts).strip()
-    if len(words) < 6:
-        return None
-    esc = [re.escape(p.strip()) for p in parts]
-    body = r"(?:\s*[\w.%/-]+(?:\s+[\w.%/-]+){0,3}\s*)".join(esc)
-    body = re.sub(r"(\\ )+", r"\\s+", body)
-    return rf"\b{body}" if body[:1].isalnum() else body
+    polarity: bool
+    section: str | None
 
 
 @functools.lru_cache(maxsize=1)
-def patterns() -> tuple[tuple[Pattern, ...], re.Pattern[str], re.Pattern[str], re.Pattern[str],
-                        re.Pattern[str]]:
-    """``(finding patterns, severity, negation-cue, normality-cue, terminator regexes)``.
+def terms() -> tuple[Term, ...]:
+    """Every compiled term (global, multi-finding, section-resolved, blockers)."""
+    out = [Term((key,), re.compile(rx), pol, None) for key, pats in TERMS.items()
+           for rx, pol in pats]
+    out += [Term(keys, re.compile(rx), pol, None) for rx, keys, pol in MULTI_TERMS]
+    out += [Term((key,), re.compile(rx), pol, sec) for sec, pats in SECTION_TERMS.items()
+            for rx, key, pol in pats]
+    out += [Term((), re.compile(rx), False, None) for rx in BLOCKERS]
+    return tuple(out)
 
-    Cues from the phrase bank's ``NEGATION_CUES`` that state normality ("normal", "trace"...)
-    are sorted into the normality class; the rest negate.
+
+#: An ejection fraction with its number ("LVEF 35%", "ejection fraction of about 25 percent").
+EF_VALUE_RE = re.compile(r"\b(?:lvef|ef|ejection fraction)\b[^.;%]{0,30}?(\d{1,2})"
+                         r"(?:\s*(?:-|to)\s*(\d{1,2}))?\s*(?:%|percent)")
+
+
+def ef_grade(ef: float) -> str | None:
+    """Grade of LV systolic dysfunction from an ejection fraction, by the taxonomy's cut-offs
+    (None when the fraction is normal).
+
+    >>> ef_grade(62), ef_grade(45), ef_grade(35), ef_grade(20)
+    (None, 'mild', 'moderate', 'severe')
     """
-    bank, sev_words, neg_words = _phrase_bank()
-    out: list[Pattern] = []
-    for key in [f.key for f in FINDINGS]:
-        for rx, present in bank.get(key, []) + BUILTIN.get(key, []):
-            out.append(Pattern(key, re.compile(rx), present, None))
-    for sec, terms in SECTION_TERMS.items():
-        for rx, key, present in terms:
-            out.append(Pattern(key, re.compile(rx), present, sec))
-    extra_sev = [re.escape(w.lower()) for w in sev_words if normalize_severity(w)]
-    sev = re.compile(r"\b(?:" + "|".join([SEVERITY_RE_TEXT, *extra_sev]) + r")\b")
-    normal = {*NORMAL_CUES}
-    negators = {*NEGATION_CUES, *(w.lower().strip() for w in neg_words if w.strip())} - normal
-    return tuple(out), sev, _words_re(negators), _words_re(normal), _words_re(TERMINATORS)
-
-
-def _words_re(words: Iterable[str]) -> re.Pattern[str]:
-    alts = sorted(set(words), key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in alts) + r")\b")
+    f = FINDING_BY_KEY["lv_systolic_dysfunction"]
+    return f.severity({"ef_pct": ef}) if f.positive({"ef_pct": ef}) else None
