@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             model = ViewClassifier.from_pretrained(model_dir)
-        except (OSError, ValueError) as e:  # CheckpointError is a ValueError
+        except (OSError, ValueError, RuntimeError) as e:  # CheckpointError: RuntimeError
             print(f"echosonar ingest: cannot load the view classifier {model_dir}: {e}",
                   file=sys.stderr)
             return 2
