@@ -166,3 +166,36 @@ def test_not_llama_shaped_falls_back_to_the_model_forward():
 def test_sliding_window_qwen2_is_not_llama_shaped():
     lm = tiny("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=0)
     assert not llama_shaped(lm)
+
+
+@pytest.mark.parametrize("engine", ["lean", "hf"])
+def test_forced_runs_in_one_step_equal_token_by_token(engine):
+    lm = tiny(num_key_value_heads=2)
+    emb, mask = prompts(lm)
+    script = torch.randint(1, 97, (3, 14), generator=torch.Generator().manual_seed(5))
+    eos = int(script[2, 8])
+    script[2, 8] = eos  # row 2 ends inside the second run; its later tokens become padding
+
+    def controller(sizes):
+        seen, pos = [], [0]
+
+        def choose(logits):
+            seen.append(logits.clone())
+            k = sizes[len(seen) - 1]
+            out = script[:, pos[0]:pos[0] + k]
+            pos[0] += k
+            return out
+        return choose, seen
+
+    runs, seen_runs = controller([1, 4, 6, 1, 2])
+    ones, seen_ones = controller([1] * 14)
+    a, ma, _ = sample_completions(lm, emb, mask, num_samples=1, max_new_tokens=14,
+                                  eos_token_id=eos, pad_token_id=PAD, choose=runs, engine=engine)
+    b, mb, _ = sample_completions(lm, emb, mask, num_samples=1, max_new_tokens=14,
+                                  eos_token_id=eos, pad_token_id=PAD, choose=ones, engine="hf")
+    assert torch.equal(a, b) and torch.equal(ma, mb)
+    first = int((script[2] == eos).int().argmax())
+    assert (a[2, first + 1:] == PAD).all() and a[2, first] == eos
+    # the logits after each run are those after its last token, fed one at a time
+    for i, j in enumerate([0, 1, 5, 11, 12]):
+        torch.testing.assert_close(seen_runs[i], seen_ones[j], rtol=0, atol=1e-4)

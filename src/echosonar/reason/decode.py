@@ -198,10 +198,13 @@ class HFStep:
         return out.logits[:, -1, :].repeat_interleave(g, 0)
 
     def __call__(self, tok: Tensor) -> Tensor:
-        self.attn = torch.cat([self.attn, self.attn.new_ones(len(tok), 1)], dim=1)
-        out = lm_forward(self.lm, cache=self.cache, input_ids=tok[:, None],
-                         attention_mask=self.attn, position_ids=self.pos, use_cache=True)
-        self.pos = self.pos + 1
+        """``tok [N, k]`` (k >= 1 tokens per row) -> logits after the last one ``[N, V]``."""
+        n, k = tok.shape
+        self.attn = torch.cat([self.attn, self.attn.new_ones(n, k)], dim=1)
+        pos = self.pos + torch.arange(k, device=tok.device)
+        out = lm_forward(self.lm, cache=self.cache, input_ids=tok, attention_mask=self.attn,
+                         position_ids=pos, use_cache=True, logits_to_keep=1)
+        self.pos = self.pos + k
         return out.logits[:, -1, :]
 
 
@@ -314,33 +317,51 @@ class LlamaStep:
         return out.logits[:, -1, :].repeat_interleave(g, 0)
 
     def __call__(self, tok: Tensor) -> Tensor:
-        n, t, b, g, p, hd = len(tok), self.t, self.b, self.g, self.p, self.hd
+        """``tok [N, k]`` (k >= 1 tokens per row: k > 1 feeds a forced run in one step) ->
+        logits after the last one ``[N, V]``."""
+        (n, kk), t, b, g, p, hd = tok.shape, self.t, self.b, self.g, self.p, self.hd
         nq, nk = self.heads, self.kv_heads
-        r = nq // nk
-        cos, sin = self.cos[t], self.sin[t]
-        x = F.embedding(tok, self.emb)
+        r = nq // nk  # q-heads per kv-head
+        cos, sin = self.cos[t:t + kk].transpose(0, 1), self.sin[t:t + kk].transpose(0, 1)
+        # a study's queries (its G rows x k tokens x r heads) against each kv-head, in a row
+        m = g * kk * r
+        causal = self._causal(kk, r, t) if kk > 1 else None
+        x = F.embedding(tok.reshape(-1), self.emb)  # [N * k, H]
         for i, (w_qkv, b_qkv, w_o, b_o, w_gu, b_gu, w_d, b_d) in enumerate(self.layers):
             y = F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), w_qkv, b_qkv)
-            qk = y[:, :(nq + nk) * hd].view(n, nq + nk, hd)
+            qk = y[:, :(nq + nk) * hd].view(n, kk, nq + nk, hd)
             qk = qk * cos + qk.roll(hd // 2, -1) * sin
             k, v = self.k[i], self.v[i]
-            k[:, :, :, t] = qk[:, nq:].view(b, g, nk, hd).transpose(1, 2)
-            v[:, :, :, t] = y[:, (nq + nk) * hd:].view(b, g, nk, hd).transpose(1, 2)
-            q = (qk[:, :nq] * self.scale).view(b, g, nk, r, hd).transpose(1, 2)  # b,nk,g,r,hd
-            prompt = torch.matmul(q.reshape(b, nk, g * r, hd), self.kp[i].transpose(-1, -2))
-            since = torch.matmul(q, k[:, :, :, :t + 1].transpose(-1, -2))  # [b, nk, g, r, t+1]
-            w = torch.cat([prompt.view(b, nk, g, r, p) + self.bias, since], -1).softmax(-1)
-            o = torch.matmul(w[..., :p].reshape(b, nk, g * r, p), self.vp[i]).view(b, nk, g, r, hd)
-            o = o + torch.matmul(w[..., p:], v[:, :, :, :t + 1])
-            x = torch.addmm(x, o.transpose(1, 2).reshape(n, nq * hd), w_o)
+            k[:, :, :, t:t + kk] = qk[:, :, nq:].view(b, g, kk, nk, hd).permute(0, 3, 1, 2, 4)
+            v[:, :, :, t:t + kk] = y[:, (nq + nk) * hd:].view(b, g, kk, nk, hd).permute(
+                0, 3, 1, 2, 4)
+            q = (qk[:, :, :nq] * self.scale).view(b, g, kk, nk, r, hd).permute(
+                0, 3, 1, 2, 4, 5).reshape(b, nk, g, kk * r, hd)
+            prompt = torch.matmul(q.reshape(b, nk, m, hd), self.kp[i].transpose(-1, -2))
+            since = torch.matmul(q, k[:, :, :, :t + kk].transpose(-1, -2))  # b,nk,g,k*r,t+k
+            if causal is not None:
+                since = since + causal
+            w = torch.cat([prompt.view(b, nk, g, kk * r, p) + self.bias, since], -1).softmax(-1)
+            o = torch.matmul(w[..., :p].reshape(b, nk, m, p), self.vp[i]).view(
+                b, nk, g, kk * r, hd) + torch.matmul(w[..., p:], v[:, :, :, :t + kk])
+            o = o.view(b, nk, g, kk, r, hd).permute(0, 2, 3, 1, 4, 5).reshape(n * kk, nq * hd)
+            x = torch.addmm(x, o, w_o)
             if b_o is not None:
                 x = x + b_o
             gu = F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), w_gu, b_gu)
             x = torch.addmm(x, F.silu(gu[:, :self.inter]) * gu[:, self.inter:], w_d)
             if b_d is not None:
                 x = x + b_d
-        self.t += 1
+        self.t += kk
+        x = x.view(n, kk, -1)[:, -1]
         return F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), self.head, self.head_b)
+
+    def _causal(self, kk: int, r: int, t: int) -> Tensor:
+        """``[k * r, t + k]`` additive mask: the j-th fed token sees decoded slots ``<= t + j``."""
+        j = torch.arange(kk, device=self.k.device).repeat_interleave(r)[:, None]
+        slot = torch.arange(t + kk, device=self.k.device)[None, :]
+        return torch.zeros(slot.shape[1], dtype=self.k.dtype, device=self.k.device).expand(
+            kk * r, -1).masked_fill(slot > t + j, float("-inf"))
 
 
 def _cat_bias(*pairs: tuple[Tensor | None, Tensor]) -> Tensor | None:
@@ -377,8 +398,9 @@ def sample_completions(lm: nn.Module, embeds: Tensor, mask: Tensor, *, num_sampl
     """Prefill ``embeds [B, P, H]`` (LEFT-padded, ``mask [B, P]``) once, repeat its KV cache
     ``num_samples`` (G) times, then decode one token for all ``N = B * G`` rows per step.
 
-    ``choose(logits [N, V]) -> tokens [N]`` replaces sampling when given (a stateful
-    controller such as ``reason.guided.GuidedDecoder``; called once per step, in order).
+    ``choose(logits [N, V]) -> tokens [N] or [N, k]`` replaces sampling when given (a stateful
+    controller such as ``reason.guided.GuidedDecoder``; called once per step, in order); k > 1
+    tokens (a run the controller forces on every row) are fed to the model in one step.
     ``engine`` picks the step (:func:`make_step`).
 
     Returns ``(ids [N, T], mask [N, T], step_logits)`` with ``T <= max_new_tokens`` (decoding
@@ -397,11 +419,16 @@ def sample_completions(lm: nn.Module, embeds: Tensor, mask: Tensor, *, num_sampl
             kept.append(logits.float().clone())
         tok = (choose(logits) if choose is not None
                else next_tokens(logits, do_sample, temperature, top_p, generator))
-        tok = tok.masked_fill(done, pad_token_id)
-        ids[:, t] = tok
-        t += 1
+        tok = tok.view(n, -1)[:, :max_new_tokens - t].masked_fill(done[:, None], pad_token_id)
+        if tok.shape[1] > 1 and return_logits:
+            raise ValueError("return_logits needs one token per step")
         if eos_token_id is not None:
-            done |= tok == eos_token_id
+            hit = (tok == eos_token_id).cumsum(1) > 0
+            if tok.shape[1] > 1:  # a row's tokens after its EOS inside a forced run: padding
+                tok = tok.masked_fill(F.pad(hit[:, :-1], (1, 0)), pad_token_id)
+            done |= hit[:, -1]
+        ids[:, t:t + tok.shape[1]] = tok
+        t += tok.shape[1]
         if t == max_new_tokens or bool(done.all()):
             break
         logits = step(tok)

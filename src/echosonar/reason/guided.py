@@ -128,18 +128,26 @@ class _Row:
 class GuidedDecoder:
     """A ``choose(logits) -> tokens`` controller for ``decode.sample_completions``.
 
+    Per step, the rows that need the LM (in a free segment, nothing queued) get their token from
+    one masked argmax over all of them; the rest is bookkeeping on Python ints. When every row
+    still has forced tokens queued, the common run is returned at once (``[B, k]``) and the
+    model reads it in one step: the skeleton, citations and findings lists cost one step each,
+    not one per token.
+
     Args:
         tokenizer: the model's HF tokenizer (``encode``, ``decode``, eos/pad ids).
         acquired: per study, the acquired views.
         called: per study, the finding keys the head calls (:func:`decisions`).
         boxes: per study, ``{view: {structure: [x0, y0, x1, y1] in 0..1}}`` (the detector's
             ``ViewFeatures.boxes``); missing -> ``structures none``.
+        runs: return forced runs as one ``[B, k]`` block (False: one token per step).
     """
 
     def __init__(self, tokenizer: Any, acquired: Sequence[Sequence[str]],
                  called: Sequence[Sequence[str]],
-                 boxes: Sequence[Mapping[str, Mapping[str, Sequence[float]]]] | None = None):
-        self.tok = tokenizer
+                 boxes: Sequence[Mapping[str, Mapping[str, Sequence[float]]]] | None = None,
+                 runs: bool = True):
+        self.tok, self.runs = tokenizer, runs
         self.eos, self.pad = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.text = _token_texts(tokenizer)
         n = len(self.text)
@@ -148,13 +156,18 @@ class GuidedDecoder:
             tokenizer.convert_tokens_to_ids(t) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN,
                                                          ANSWER_CLOSE)}
         ban[[i for i in specials if i is not None and 0 <= i < n]] = True
+        # the parser splits lines at every str.splitlines() boundary ("\r", "\x1d", "\u2028"
+        # ...): only "\n" may end a line, as the skeleton's line break; byte fragments of a
+        # character (decoded alone as U+FFFD) could spell such a boundary together
+        ban |= torch.tensor([len(("." + t.replace("\n", "") + ".").splitlines()) > 1
+                             or "\ufffd" in t for t in self.text])
         newline = torch.tensor(["\n" in t for t in self.text])
         word = torch.tensor([t.startswith(" ") and bool(t.strip()) for t in self.text])
-        self.ban_free = ban  # tags, EOS and other special tokens never come from the LM
-        self.ban_line = ban | newline  # ... nor a line break where the line must go on
         findings = torch.tensor(["findings" in t for t in self.text])
-        # ... and a segment starts with " word" (not with the end of the evidence)
-        self.ban_first = ban | newline | ~word | findings
+        # what the LM may not write, by kind of step: tags, EOS and other special tokens never
+        # (FREE); nor a line break where the line must go on (LINE); a segment starts with
+        # " word", not with the end of the evidence (FIRST)
+        self.bans = torch.stack([ban, ban | newline, ban | newline | ~word | findings])
         boxes = boxes if boxes is not None else [{} for _ in acquired]
         self.rows = [_Row(list(a), list(c), views=deque(VIEWS), boxes=dict(b))
                      for a, c, b in zip(acquired, called, boxes, strict=True)]
@@ -187,27 +200,53 @@ class GuidedDecoder:
         return ids[0]
 
     # ----------------------------------------------------------------- one step
+    def needs_lm(self, i: int) -> bool:
+        """Whether row ``i``'s next token is the LM's (a free segment, nothing queued)."""
+        r = self.rows[i]
+        return not r.queue and r.mode in ("evidence", "implication", "report")
+
     def __call__(self, logits: Tensor) -> Tensor:
-        """``logits [B, V]`` of this step -> chosen tokens ``[B]``."""
+        """``logits [B, V]`` of this step -> chosen tokens ``[B]``, or ``[B, k]`` when every
+        unfinished row has a forced run of at least k tokens."""
+        need = [i for i in range(len(self.rows)) if self.needs_lm(i)]
+        free: dict[int, int] = {}
+        if need:  # one masked argmax for every row the LM speaks for
+            kind = [2 if self.rows[i].n_free == 0 else 1 if self.rows[i].mode == "evidence"
+                    else 0 for i in need]
+            bans = self._bans(logits.shape[-1], logits.device)[torch.tensor(kind)]
+            sub = logits[need] if len(need) < len(self.rows) else logits
+            picks = sub.float().masked_fill(bans, float("-inf")).argmax(-1).tolist()
+            free = dict(zip(need, picks, strict=True))
         out = []
         for i, r in enumerate(self.rows):
-            t = self._step(r, logits[i])
-            out.append(t)
+            t = self._step(r, free.get(i))
             self._advance(r, t)
-        return torch.tensor(out, dtype=torch.long, device=logits.device)
+            out.append([t])
+        live = [r for r in self.rows if r.mode != "done"]
+        k = min((len(r.queue) for r in live), default=0) if self.runs else 0
+        for r, row in zip(self.rows, out, strict=True):
+            for _ in range(k if r.mode != "done" else 0):
+                t = r.queue.popleft()
+                self._advance(r, t)
+                row.append(t)
+            row.extend([self.pad] * (k + 1 - len(row)))
+        return torch.tensor(out, dtype=torch.long, device=logits.device).squeeze(1)
 
-    def _step(self, r: _Row, logits: Tensor) -> int:
+    def _bans(self, width: int, device: torch.device) -> Tensor:
+        """The ban table padded to the logits' width (ids past the tokenizer: banned)."""
+        if self.bans.shape[1] != width or self.bans.device != device:
+            pad = torch.ones(3, max(0, width - self.bans.shape[1]), dtype=torch.bool)
+            self.bans = torch.cat([self.bans[:, :width], pad], 1).to(device)
+        return self.bans
+
+    def _step(self, r: _Row, t: int | None) -> int:
+        """Row ``r``'s token this step; ``t`` is the LM's (masked) choice when it needs one."""
         if r.mode == "start":
             return self._force(r, THINK_OPEN + "\n" + self._next_view(r))
         if r.queue:
             return r.queue.popleft()
-        if r.mode == "done":
+        if r.mode == "done" or t is None:
             return self.pad
-        if r.n_free == 0:  # a free segment opens with a word after ': ', as in the targets
-            ban = self.ban_first
-        else:
-            ban = self.ban_line if r.mode == "evidence" else self.ban_free
-        t = int(logits.float().masked_fill(ban.to(logits.device), float("-inf")).argmax())
         txt = self.text[t]
         r.n_free += 1
         if r.mode == "evidence":
@@ -258,10 +297,12 @@ def _token_texts(tokenizer: Any) -> list[str]:
 
 
 def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, float],
-                    max_new_tokens: int) -> tuple[list[str], list[list[str]]]:
+                    max_new_tokens: int, engine: str = "auto", runs: bool = True
+                    ) -> tuple[list[str], list[list[str]]]:
     """Guided greedy generations for ``batch`` (``StudyFeatures``): ``(texts, called)`` where
     ``called`` are the head's assessable finding keys per study. ``model`` is an
-    ``EchoSonarR``."""
+    ``EchoSonarR``; ``engine`` picks the decode step (``decode.make_step``), ``runs`` feeds
+    forced runs in one step (:class:`GuidedDecoder`)."""
     from echosonar.reason.decode import sample_completions
 
     batch = list(batch)
@@ -272,14 +313,15 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
         called = [[k for k in decisions(s, thresholds) if assessable(k, tuple(a))]
                   for s, a in zip(scores, acquired, strict=True)]
         boxes = [{v.view: dict(v.boxes) for v in sf.views} for sf in batch]
-        dec = GuidedDecoder(model.tokenizer, acquired, called, boxes)
+        dec = GuidedDecoder(model.tokenizer, acquired, called, boxes, runs=runs)
         embeds, mask = model.prompt_embeds(batch)
         budget = min(max_new_tokens, model.config.max_len - embeds.shape[1])
         if budget <= 0:
             return [""] * len(batch), called
         ids, keep, _ = sample_completions(
             model.lm, embeds, mask, num_samples=1, max_new_tokens=budget,
-            eos_token_id=model.eos_id, pad_token_id=model.pad_id, do_sample=False, choose=dec)
+            eos_token_id=model.eos_id, pad_token_id=model.pad_id, do_sample=False, choose=dec,
+            engine=engine)
     texts = [model.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
              for row, m in zip(ids.cpu(), keep.cpu(), strict=True)]
     return texts, called
