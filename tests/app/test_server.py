@@ -213,3 +213,26 @@ def test_two_concurrent_studies_do_not_mix(make_client, tmp_path):
         assert all(results[name]["study_key"] in s["text"]
                    for s in results[name]["report"]["sections"])
     assert not any(work.iterdir())
+
+
+def test_finished_results_expire_without_any_request(make_client, tmp_path):
+    """Patient data does not outlive ``job_ttl_s`` on an idle server: the reaper drops it."""
+    client, _ = make_client(job_ttl_s=1.0)
+    r = client.post("/api/jobs", files=[("files", ("a.dcm", _dcm(tmp_path, "A4C")))])
+    job_id = _wait(client, r.json()["job_id"])["job_id"]
+    store = client.app.state.jobs
+    store.jobs[job_id].finished -= 5.0  # as if it ended 5 s ago (no sleeping through the TTL)
+    t0 = time.time()
+    while job_id in store.jobs:  # no request is made meanwhile
+        assert time.time() - t0 < 30, "the reaper never ran"
+        time.sleep(0.05)
+    assert client.get(f"/api/jobs/{job_id}").status_code == 404
+    store.close()
+
+
+def test_expired_result_is_gone_at_the_next_read(make_client, tmp_path):
+    client, _ = make_client()  # default TTL: the reaper sleeps, the read itself expires it
+    r = client.post("/api/jobs", files=[("files", ("a.dcm", _dcm(tmp_path, "A4C")))])
+    job_id = _wait(client, r.json()["job_id"])["job_id"]
+    client.app.state.jobs.jobs[job_id].finished -= 2 * 3600
+    assert client.get(f"/api/jobs/{job_id}/result").status_code == 404

@@ -14,7 +14,8 @@ Routes (OpenAPI schema at ``/openapi.json``)::
 Each upload gets its own temporary folder; files are stored under sequential names (a client's
 file name is never a path), zips are checked before extraction (:mod:`echosonar.app.uploads`),
 and the folder is deleted when the job ends, success or not. Only the result and the report page
-stay, in memory, for ``job_ttl_s`` seconds (and at most ``max_jobs`` of them). Jobs run on a
+stay, in memory, for ``job_ttl_s`` seconds (and at most ``max_jobs`` of them; a reaper thread
+drops expired ones even when no request comes). Jobs run on a
 thread pool of ``workers`` threads; each job owns its folder and its result, so concurrent
 uploads cannot mix studies.
 """
@@ -132,16 +133,33 @@ class JobStatus(BaseModel):
 
 
 class JobStore:
-    """Jobs by id, a thread pool to run them, and expiry of old results."""
+    """Jobs by id, a thread pool to run them, and expiry of old results.
+
+    A finished job's result and report (patient data) are dropped ``job_ttl_s`` after it ended:
+    at the next request, or by a daemon reaper that wakes every ``min(60, job_ttl_s / 4)`` s, so
+    an idle server does not keep them either."""
 
     def __init__(self, analyze: AnalyzeFn, cfg: AppConfig) -> None:
         self.analyze, self.cfg = analyze, cfg
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max(1, cfg.workers), thread_name_prefix="echosonar-job")
+        self._stop = threading.Event()
+        threading.Thread(target=self._reap, name="echosonar-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        period = max(0.05, min(60.0, self.cfg.job_ttl_s / 4))
+        while not self._stop.wait(period):
+            with self.lock:
+                self._expire()
+
+    def close(self) -> None:
+        """Stop the reaper (the server's shutdown; tests that build many apps)."""
+        self._stop.set()
 
     def get(self, job_id: str) -> Job:
         with self.lock:
+            self._expire()
             job = self.jobs.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r} (unknown or expired)")
@@ -194,6 +212,7 @@ def create_app(analyze: AnalyzeFn, cfg: AppConfig | None = None, model_name: str
                   description="Echocardiography study analysis (research use only — not for "
                               "diagnosis). Upload a study, poll the job, fetch the result.")
     app.state.jobs = store
+    app.router.on_shutdown.append(store.close)
     app.add_middleware(BodyLimit, limit=int(cfg.max_upload_mb * 2**20))
 
     async def receive_upload(request: Request) -> Job:
