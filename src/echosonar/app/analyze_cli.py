@@ -220,15 +220,14 @@ def run_batch(studies: list[Path], bundle: Any, cfg: Any, out: Path, html: bool,
     rows: list[dict[str, Any]] = []
     for i, study in enumerate(studies, 1):
         t0 = time.perf_counter()
-        fp = input_fingerprint(study, settings, salt)
-        row: dict[str, Any] | None = _done_row(out, i, fp)
-        if row is not None:
-            print(f"[{i}/{len(studies)}] input {i}: done earlier -> {out / row['folder']}",
-                  file=sys.stderr)
-            rows.append(row)
-            continue
-        row = {"input": i}
+        row: dict[str, Any] = {"input": i}
         try:
+            fp = input_fingerprint(study, settings, salt)
+            if (done := _done_row(out, i, fp)) is not None:
+                print(f"[{i}/{len(studies)}] input {i}: done earlier -> {out / done['folder']}",
+                      file=sys.stderr)
+                rows.append(done)
+                continue
             analysis = analyze([study], bundle, cfg)
             r = analysis.result
             key = r["study_key"]
@@ -243,9 +242,10 @@ def run_batch(studies: list[Path], bundle: Any, cfg: Any, out: Path, html: bool,
                 atomic_write_json(tmp / BATCH_ROW, row)
             print(f"[{i}/{len(studies)}] input {i}: ok -> {out / folder}", file=sys.stderr)
         except Exception as e:  # noqa: BLE001 - one bad study must not stop the batch
-            row = {"input": i, "status": "failed", "error": f"{type(e).__name__}: {e}",
+            msg = _without_path(f"{type(e).__name__}: {e}", study, f"input {i}")
+            row = {"input": i, "status": "failed", "error": msg,
                    "seconds": round(time.perf_counter() - t0, 2)}
-            print(f"[{i}/{len(studies)}] input {i}: FAILED: {e}", file=sys.stderr)
+            print(f"[{i}/{len(studies)}] input {i}: FAILED: {msg}", file=sys.stderr)
         rows.append(row)
     _mark_shared_studies(rows)
     n_ok = sum(r["status"] == "ok" for r in rows)
@@ -262,6 +262,15 @@ def run_batch(studies: list[Path], bundle: Any, cfg: Any, out: Path, html: bool,
     print(f"batch: {n_ok}/{len(rows)} studies analysed; summary in {out / 'summary.md'}",
           file=sys.stderr)
     return 0 if n_ok == len(rows) else 1
+
+
+def _without_path(message: str, path: Path, name: str) -> str:
+    """``message`` with the input's path (often a patient's name) replaced by ``name``: an
+    unexpected error (an ``OSError`` quotes its file) must not carry it into the summary."""
+    for p in sorted({str(path.resolve()), str(path.absolute()), str(path)}, key=len,
+                    reverse=True):
+        message = message.replace(p, name)
+    return message
 
 
 def _mark_shared_studies(rows: list[dict[str, Any]]) -> None:
