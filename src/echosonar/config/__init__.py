@@ -23,6 +23,7 @@ from echosonar.config.base import (
     section,
     to_dict,
 )
+from echosonar.config.dataset import DatasetConfig
 from echosonar.config.detect import DetectConfig
 from echosonar.config.encode import EncodeConfig
 from echosonar.config.evaluate import EvalConfig
@@ -32,8 +33,8 @@ from echosonar.config.reason import HeadFitConfig, LMConfig, SFTConfig
 from echosonar.config.sim import SimConfig
 
 __all__ = [
-    "AppConfig", "ConfigError", "DetectConfig", "EchoSonarConfig", "EncodeConfig", "EvalConfig",
-    "GRPOConfig", "HeadFitConfig", "IngestConfig", "LMConfig", "SFTConfig", "SimConfig",
+    "AppConfig", "ConfigError", "DatasetConfig", "DetectConfig", "EchoSonarConfig",
+    "EncodeConfig", "EvalConfig", "GRPOConfig", "HeadFitConfig", "IngestConfig", "LMConfig", "SFTConfig", "SimConfig",
     "add_config_args", "apply_overrides", "config_from_args",
     "describe", "from_dict", "load_config", "load_yaml", "opt", "save_yaml", "section", "to_dict",
 ]
@@ -45,6 +46,8 @@ class EchoSonarConfig:
 
     sim: SimConfig = section(SimConfig, "study simulator")
     ingest: IngestConfig = section(IngestConfig, "DICOM/video ingest and preprocessing")
+    dataset: DatasetConfig = section(DatasetConfig, "your own studies + labels -> a training "
+                                                    "dataset (dataset build)")
     detect: DetectConfig = section(DetectConfig, "structure detector")
     encode: EncodeConfig = section(EncodeConfig, "spatiotemporal video encoder and baselines")
     lm: LMConfig = section(LMConfig, "language model")
