@@ -199,3 +199,15 @@ def test_forced_runs_in_one_step_equal_token_by_token(engine):
     # the logits after each run are those after its last token, fed one at a time
     for i, j in enumerate([0, 1, 5, 11, 12]):
         torch.testing.assert_close(seen_runs[i], seen_ones[j], rtol=0, atol=1e-4)
+
+
+def test_int8_option_decodes_close_to_fp32():
+    lm = tiny(num_key_value_heads=2, hidden_size=64, intermediate_size=128)
+    emb, mask = prompts(lm)
+    out = {e: sample_completions(lm, emb, mask, num_samples=2, max_new_tokens=6,
+                                 eos_token_id=None, pad_token_id=PAD, do_sample=False,
+                                 return_logits=True, engine=e) for e in ("lean", "int8")}
+    assert out["int8"][0].shape == out["lean"][0].shape
+    a, b = out["lean"][2][1], out["int8"][2][1]  # the first logits from the decode step
+    assert not torch.equal(a, b)  # int8 matrices really are used ...
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99  # ... closely

@@ -155,6 +155,15 @@ def test_forced_runs_and_engines_give_the_same_text(setup):
     assert all(parse_generation(t).well_formed for t in out["lean", True])
 
 
+def test_int8_guided_outputs_parse(setup):
+    studies, _, model = setup
+    thr = {k: 0.5 for k in LABEL_KEYS}
+    model.eval()
+    texts = guided.guided_generate(model, studies[:2], thr, 4000, engine="int8")[0]
+    for t in texts:
+        assert parse_generation(t).well_formed, parse_generation(t).errors
+
+
 def test_real_model_generate_guided(setup):
     studies, _, model = setup
     with torch.no_grad():

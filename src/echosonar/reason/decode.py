@@ -260,9 +260,13 @@ class LlamaStep:
     study's G rows read them once, as ``G * r`` queries of one matrix product (r = q-heads per
     kv-head); the tokens decoded since go to a static cache ``[layers, B, kv_heads, G, T, hd]``
     of their own. One softmax spans both parts.
+
+    ``int8``: the matrices (not the cache, norms or embeddings) are quantized per output channel
+    (``torch.ao.quantization.quantize_dynamic``); activations are quantized per step. A quarter of
+    the weight traffic, at int8 precision: greedy outputs may differ from the fp32 model's.
     """
 
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, lm: nn.Module, int8: bool = False) -> None:
         self.lm = lm
         base = _base_lm(lm)
         cfg, dec = base.config, base.model
@@ -272,24 +276,25 @@ class LlamaStep:
         self.scale = self.hd ** -0.5
         self.eps = dec.layers[0].input_layernorm.variance_epsilon
         self.rotary = dec.rotary_emb
-        self.layers = []
+        mats: list[tuple[Tensor, Tensor | None]] = []  # [out, in] + bias, in layer order
         for layer in dec.layers:
             a, m = layer.self_attn, layer.mlp
             (wq, bq), (wk, bk), (wv, bv) = _affine(a.q_proj), _affine(a.k_proj), _affine(a.v_proj)
             (wg, bg), (wu, bu) = _affine(m.gate_proj), _affine(m.up_proj)
-            (wo, bo), (wd, bd) = _affine(a.o_proj), _affine(m.down_proj)
-            self.layers.append((
-                # RMSNorm's weight scales the input columns of the matrix that follows it
-                torch.cat([wq, wk, wv]) * layer.input_layernorm.weight, _cat_bias(
-                    (bq, wq), (bk, wk), (bv, wv)),
-                wo.t(), bo,  # [in, out]: addmm(x, h, W) adds the residual in the same call
-                torch.cat([wg, wu]) * layer.post_attention_layernorm.weight, _cat_bias(
-                    (bg, wg), (bu, wu)),
-                wd.t(), bd))
-        self.inter = self.layers[0][4].shape[0] // 2
+            mats += [  # RMSNorm's weight scales the input columns of the matrix after it
+                (torch.cat([wq, wk, wv]) * layer.input_layernorm.weight,
+                 _cat_bias((bq, wq), (bk, wk), (bv, wv))),
+                _affine(a.o_proj),
+                (torch.cat([wg, wu]) * layer.post_attention_layernorm.weight,
+                 _cat_bias((bg, wg), (bu, wu))),
+                _affine(m.down_proj)]
+        head_w, head_b = _affine(base.get_output_embeddings())
+        mats.append((head_w * dec.norm.weight, head_b))
+        proj = _int8(mats) if int8 else [(w.t().contiguous(), b) for w, b in mats]
+        self.layers = [proj[i:i + 4] for i in range(0, len(proj) - 1, 4)]
+        self.head = proj[-1]
+        self.inter = mats[2][0].shape[0] // 2
         self.emb = _table(base.get_input_embeddings())
-        head_w, self.head_b = _affine(base.get_output_embeddings())
-        self.head = head_w * dec.norm.weight
 
     def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
         """HF prefill of the B prompts; returns the first logits ``[B * G, V]``."""
@@ -327,8 +332,8 @@ class LlamaStep:
         m = g * kk * r
         causal = self._causal(kk, r, t) if kk > 1 else None
         x = F.embedding(tok.reshape(-1), self.emb)  # [N * k, H]
-        for i, (w_qkv, b_qkv, w_o, b_o, w_gu, b_gu, w_d, b_d) in enumerate(self.layers):
-            y = F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), w_qkv, b_qkv)
+        for i, (qkv, o_proj, gate_up, down) in enumerate(self.layers):
+            y = _mm(F.rms_norm(x, (x.shape[-1],), None, self.eps), *qkv)
             qk = y[:, :(nq + nk) * hd].view(n, kk, nq + nk, hd)
             qk = qk * cos + qk.roll(hd // 2, -1) * sin
             k, v = self.k[i], self.v[i]
@@ -345,16 +350,12 @@ class LlamaStep:
             o = torch.matmul(w[..., :p].reshape(b, nk, m, p), self.vp[i]).view(
                 b, nk, g, kk * r, hd) + torch.matmul(w[..., p:], v[:, :, :, :t + kk])
             o = o.view(b, nk, g, kk, r, hd).permute(0, 2, 3, 1, 4, 5).reshape(n * kk, nq * hd)
-            x = torch.addmm(x, o, w_o)
-            if b_o is not None:
-                x = x + b_o
-            gu = F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), w_gu, b_gu)
-            x = torch.addmm(x, F.silu(gu[:, :self.inter]) * gu[:, self.inter:], w_d)
-            if b_d is not None:
-                x = x + b_d
+            x = _mm(o, *o_proj, add_to=x)
+            gu = _mm(F.rms_norm(x, (x.shape[-1],), None, self.eps), *gate_up)
+            x = _mm(F.silu(gu[:, :self.inter]) * gu[:, self.inter:], *down, add_to=x)
         self.t += kk
         x = x.view(n, kk, -1)[:, -1]
-        return F.linear(F.rms_norm(x, (x.shape[-1],), None, self.eps), self.head, self.head_b)
+        return _mm(F.rms_norm(x, (x.shape[-1],), None, self.eps), *self.head)
 
     def _causal(self, kk: int, r: int, t: int) -> Tensor:
         """``[k * r, t + k]`` additive mask: the j-th fed token sees decoded slots ``<= t + j``."""
@@ -364,6 +365,38 @@ class LlamaStep:
             kk * r, -1).masked_fill(slot > t + j, float("-inf"))
 
 
+def _mm(h: Tensor, w: Any, b: Tensor | None, add_to: Tensor | None = None) -> Tensor:
+    """``add_to + h @ w + b``: ``w`` is ``[in, out]`` (contiguous: MKL's fast layout for one
+    row) or an int8-packed matrix (its bias packed with it)."""
+    if not isinstance(w, Tensor):
+        y = torch.ops.quantized.linear_dynamic(h, w, True)
+        return y if add_to is None else add_to + y
+    if add_to is not None:
+        y = torch.addmm(add_to, h, w)  # the residual add rides on the product
+        return y if b is None else y + b
+    return torch.mm(h, w) if b is None else torch.addmm(b, h, w)
+
+
+def _int8(mats: list[tuple[Tensor, Tensor | None]]) -> list[tuple[Any, None]]:
+    """``quantize_dynamic`` (int8, per output channel) of ``[out, in]`` matrices + biases ->
+    packed matrices for ``torch.ops.quantized.linear_dynamic``."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    lins = nn.ModuleList()
+    for w, b in mats:
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+        lin.weight.data.copy_(w)
+        if b is not None:
+            lin.bias.data.copy_(b)
+        lins.append(lin)
+    with warnings.catch_warnings():  # torch.ao's quantized tensors warn of their future
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(lins, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    return [(lin._packed_params._packed_params, None) for lin in q]
+
+
 def _cat_bias(*pairs: tuple[Tensor | None, Tensor]) -> Tensor | None:
     """Biases of stacked ``(bias, weight)`` maps, zeros where one has none; None if none has."""
     if all(bias is None for bias, _ in pairs):
@@ -371,16 +404,21 @@ def _cat_bias(*pairs: tuple[Tensor | None, Tensor]) -> Tensor | None:
     return torch.cat([bias if bias is not None else w.new_zeros(w.shape[0]) for bias, w in pairs])
 
 
-def make_step(lm: nn.Module, engine: str = "auto") -> LlamaStep | HFStep:
+def make_step(lm: nn.Module, engine: str | Callable[[nn.Module], Any] = "auto"
+              ) -> LlamaStep | HFStep | Any:
     """The decode step for ``lm``: ``"auto"`` = :class:`LlamaStep` when ``lm`` is
-    Llama-shaped, else :class:`HFStep`; ``"hf"`` / ``"lean"`` force one."""
-    if engine not in ("auto", "hf", "lean"):
-        raise ValueError(f"engine must be auto, hf or lean, got {engine!r}")
+    Llama-shaped, else :class:`HFStep`; ``"hf"`` / ``"lean"`` force one; ``"int8"`` is
+    :class:`LlamaStep` over int8 matrices; a callable ``engine(lm)`` builds any object with the
+    same ``prefill`` / ``__call__``."""
+    if callable(engine):
+        return engine(lm)
+    if engine not in ("auto", "hf", "lean", "int8"):
+        raise ValueError(f"engine must be auto, hf, lean, int8 or a callable, got {engine!r}")
     if engine == "hf" or (engine == "auto" and not llama_shaped(lm)):
         return HFStep(lm)
     if not llama_shaped(lm):
         raise ValueError(f"{type(_base_lm(lm)).__name__} is not Llama-shaped: use engine='hf'")
-    return LlamaStep(lm)
+    return LlamaStep(lm, int8=engine == "int8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +431,8 @@ def sample_completions(lm: nn.Module, embeds: Tensor, mask: Tensor, *, num_sampl
                        max_new_tokens: int, eos_token_id: int | None, pad_token_id: int,
                        do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0,
                        generator: torch.Generator | None = None, return_logits: bool = False,
-                       choose: Callable[[Tensor], Tensor] | None = None, engine: str = "auto"
+                       choose: Callable[[Tensor], Tensor] | None = None,
+                       engine: str | Callable[[nn.Module], Any] = "auto"
                        ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Prefill ``embeds [B, P, H]`` (LEFT-padded, ``mask [B, P]``) once, repeat its KV cache
     ``num_samples`` (G) times, then decode one token for all ``N = B * G`` rows per step.

@@ -290,13 +290,18 @@ class EchoSonarR(nn.Module):
     def generate(self, batch: list[StudyFeatures], max_new_tokens: int = 512,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  num_samples: int = 1, generator: torch.Generator | None = None,
-                 return_ids: bool = False, thresholds: dict[str, float] | None = None) -> Any:
+                 return_ids: bool = False, thresholds: dict[str, float] | None = None,
+                 engine: str = "auto") -> Any:
         """Decode with a KV cache: the prompt is prefilled once and its cache repeated for the
         ``num_samples`` completions of each study. Greedy unless ``do_sample``.
 
         With ``thresholds`` (per-label, e.g. chosen on val) decoding is *guided*
         (:mod:`echosonar.reason.guided`): the skeleton of the format is forced and every
         ``findings:`` list is the label head's calls; greedy, one completion per study.
+
+        ``engine`` picks the decode step (:func:`echosonar.reason.decode.make_step`: ``"auto"``
+        the hand-written Llama step where it applies, ``"int8"`` the same over int8 matrices,
+        ``"hf"`` the model's own forward).
 
         Returns ``[[text] * num_samples for each study]`` (text up to the first eos, special
         tokens removed, tags kept). With ``return_ids`` also ``(ids [B*G, T], mask [B*G, T])``
@@ -313,9 +318,9 @@ class EchoSonarR(nn.Module):
                     from echosonar.reason.guided import guided_generate
 
                     return [[t] for t in guided_generate(self, batch, thresholds,
-                                                         max_new_tokens)[0]]
+                                                         max_new_tokens, engine)[0]]
                 ids, mask = self._decode(batch, max_new_tokens, do_sample, temperature, top_p,
-                                         num_samples, generator)
+                                         num_samples, generator, engine)
         finally:
             self.train(was_training)
         texts = [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
@@ -323,7 +328,8 @@ class EchoSonarR(nn.Module):
         out = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(batch))]
         return (out, ids, mask) if return_ids else out
 
-    def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator):
+    def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
+                engine="auto"):
         # the one decoding loop of evaluation, analyze and GRPO (reason.decode)
         embeds, mask = self.prompt_embeds(batch)
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
@@ -333,7 +339,7 @@ class EchoSonarR(nn.Module):
         ids, keep, _ = sample_completions(
             self.lm, embeds, mask, num_samples=g, max_new_tokens=budget,
             eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, generator=generator)
+            temperature=temperature, top_p=top_p, generator=generator, engine=engine)
         return ids, keep
 
     # ------------------------------------------------------------------ checkpoints
