@@ -281,6 +281,8 @@ class LlamaStep:
             a, m = layer.self_attn, layer.mlp
             (wq, bq), (wk, bk), (wv, bv) = _affine(a.q_proj), _affine(a.k_proj), _affine(a.v_proj)
             (wg, bg), (wu, bu) = _affine(m.gate_proj), _affine(m.up_proj)
+            # attention's 1/sqrt(hd) rides on q's rows (rotary is linear, so it commutes)
+            wq, bq = wq * self.scale, None if bq is None else bq * self.scale
             mats += [  # RMSNorm's weight scales the input columns of the matrix after it
                 (torch.cat([wq, wk, wv]) * layer.input_layernorm.weight,
                  _cat_bias((bq, wq), (bk, wk), (bv, wv))),
@@ -308,8 +310,9 @@ class LlamaStep:
         k0 = self.kp[0]
         self.k = k0.new_empty(len(self.layers), b, self.kv_heads, g, budget, self.hd)
         self.v = torch.empty_like(self.k)
-        # pads of the left-padded prompt are never attended
-        self.bias = torch.zeros(b, 1, 1, 1, p, dtype=k0.dtype, device=k0.device).masked_fill_(
+        # pads of the left-padded prompt are never attended (no pads: nothing to add)
+        self.bias = None if bool(mask.all()) else torch.zeros(
+            b, 1, 1, 1, p, dtype=k0.dtype, device=k0.device).masked_fill_(
             mask[:, None, None, None, :] == 0, float("-inf"))
         # rotary tables per (step, row): the token fed at step t sits at position len_i + t;
         # rotate_half(x) * sin == roll(x, hd/2) * [-sin1, sin2] (one roll instead of a cat)
@@ -340,13 +343,16 @@ class LlamaStep:
             k[:, :, :, t:t + kk] = qk[:, :, nq:].view(b, g, kk, nk, hd).permute(0, 3, 1, 2, 4)
             v[:, :, :, t:t + kk] = y[:, (nq + nk) * hd:].view(b, g, kk, nk, hd).permute(
                 0, 3, 1, 2, 4)
-            q = (qk[:, :, :nq] * self.scale).view(b, g, kk, nk, r, hd).permute(
+            q = qk[:, :, :nq].view(b, g, kk, nk, r, hd).permute(
                 0, 3, 1, 2, 4, 5).reshape(b, nk, g, kk * r, hd)
             prompt = torch.matmul(q.reshape(b, nk, m, hd), self.kp[i].transpose(-1, -2))
             since = torch.matmul(q, k[:, :, :, :t + kk].transpose(-1, -2))  # b,nk,g,k*r,t+k
             if causal is not None:
                 since = since + causal
-            w = torch.cat([prompt.view(b, nk, g, kk * r, p) + self.bias, since], -1).softmax(-1)
+            prompt = prompt.view(b, nk, g, kk * r, p)
+            if self.bias is not None:
+                prompt = prompt + self.bias
+            w = torch.cat([prompt, since], -1).softmax(-1)
             o = torch.matmul(w[..., :p].reshape(b, nk, m, p), self.vp[i]).view(
                 b, nk, g, kk * r, hd) + torch.matmul(w[..., p:], v[:, :, :, :t + kk])
             o = o.view(b, nk, g, kk, r, hd).permute(0, 2, 3, 1, 4, 5).reshape(n * kk, nq * hd)
