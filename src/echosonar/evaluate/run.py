@@ -331,8 +331,7 @@ def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
              "| metric | value |", "|---|---|",
              f"| macro BAcc (%) | {_pct(c['macro_balanced_accuracy'])} "
              f"[{_pct(ci[0])}, {_pct(ci[1])}] |",
-             f"| macro BAcc, two-class labels only (%) | "
-             f"{_pct(c['macro_balanced_accuracy_two_class'])} |",
+
              f"| macro F1 (%) | {_pct(c['macro_f1'])} |",
              f"| macro AUROC (%) | {_pct(c['macro_auroc'])} |"]
     if "label_head_val_thresholds" in m:
@@ -382,8 +381,8 @@ def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
             lines.append(f"| {cname} | " + " | ".join(
                 _num(vals.get(n)) if vals.get(n) is not None else "–" for n in names) + " |")
     if c.get("one_class_labels"):
-        lines += ["", "Labels with one class in this split (BAcc = specificity or sensitivity, "
-                  "AUROC undefined): " + ", ".join(c["one_class_labels"]) + "."]
+        lines += ["", "Labels with one class in this split (no balanced accuracy or AUROC; left "
+                  "out of the macro means): " + ", ".join(c["one_class_labels"]) + "."]
     lines += ["", "| label | pos | neg | sens | spec | BAcc | F1 | AUROC |",
               "|---|---|---|---|---|---|---|---|"]
     for k, v in c["per_label"].items():
