@@ -93,6 +93,9 @@ def print_summary(s: dict, where: Path, quiet: bool = False, limit: int = 40) ->
     print(f"dataset: {s['studies']} studies, {s['clips']} clips (train {sp['train']}, val "
           f"{sp['val']}, test {sp['test']}); {s['errors']} error(s), {s['warnings']} "
           f"warning(s) -> {where}")
+    if not s["studies"]:
+        print("nothing usable: no study has both a labels row and a clip of a known view "
+              f"(problems in {where})", file=sys.stderr)
     if quiet:
         return
     vs = s["view_source"]
@@ -106,6 +109,3 @@ def print_summary(s: dict, where: Path, quiet: bool = False, limit: int = 40) ->
         print(f"  {p['level']}: {p['where']}: {p['reason']}")
     if len(s["problems"]) > limit:
         print(f"  ... {len(s['problems']) - limit} more in {where}")
-    if not s["studies"]:
-        print("nothing usable: no study has both a labels row and a clip of a known view",
-              file=sys.stderr)
