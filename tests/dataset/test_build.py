@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.dataset.example import build_example
 
 from echosonar.cli import main
 from echosonar.dataset.build import split_of
@@ -16,7 +17,6 @@ from echosonar.ingest import iter_cache, read_index
 from echosonar.ingest.raw import salted_hash
 from echosonar.io.manifest import read_manifest
 from echosonar.taxonomy import COLOR_VIEWS
-from tests.dataset.example import build_example
 
 SALT = "echosonar-default-salt"
 

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.dataset.example import build_example
 
 from echosonar.app.train_all import NO_A4C_METHODS, TrainAll, TrainAllError, inspect, plan
 from echosonar.cli import main
-from tests.dataset.example import build_example
 
 #: the quickstart's "tiny" budget: every stage runs, nothing is really trained
 TINY = """\
