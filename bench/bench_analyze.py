@@ -3,7 +3,7 @@
 
     python bench/bench_analyze.py --bundle runs/quickstart [--views 1 2 4 6] [--frames 16 32]
         [--repeats 3] [--profile] [--quickstart runs/quickstart/quickstart.json]
-        [--out docs/bench/app.md]
+        [--decoding guided free] [--engine auto hf int8] [--out docs/bench/app.md]
 
 One study per clip length is simulated (all six views, ``sim.frames`` = the length, fresh
 seed) into a temporary folder; for each view count the first N views (taxonomy order) are
@@ -14,6 +14,9 @@ preprocess (``preprocess``) by timing those two calls on the same files. Peak me
 process's resident high-water mark during one analysis (``VmHWM`` after a reset). ``--profile``
 runs cProfile over one 6-view analysis and lists the top functions by cumulative time.
 ``--quickstart`` adds the wall time and per-step peak memory recorded in a quickstart summary.
+``--engine`` times the generation with each decode step of ``reason.decode.make_step`` (one row
+each, interleaved per view count): ``auto`` (the hand-written Llama step), ``hf`` (the model's
+own forward through the same loop: the decoding of earlier commits), ``int8``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ from pathlib import Path
 from echosonar.taxonomy import VIEWS
 
 STAGES = ("decode", "preprocess", "view", "detect", "encode", "generate")
+
+
+def use_engine(engine: str) -> None:
+    """Make ``EchoSonarR.generate`` (what ``analyze`` calls) decode with ``engine``."""
+    from echosonar.reason.model import EchoSonarR
+
+    orig = getattr(EchoSonarR.generate, "_orig", EchoSonarR.generate)
+
+    def generate(self, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        return orig(self, *args, **{"engine": engine, **kw})
+
+    generate._orig = orig
+    EchoSonarR.generate = generate
 
 
 def simulate(out: Path, frames: int, seed: int) -> list[Path]:
@@ -122,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quickstart", type=Path, help="quickstart.json to summarise as well")
     ap.add_argument("--decoding", nargs="+", default=["guided"], choices=["guided", "free"],
                     help="app.decoding modes to time (several: one row each, interleaved)")
+    ap.add_argument("--engine", nargs="+", default=["auto"], choices=["auto", "hf", "int8"],
+                    help="decode steps to time (several: one row each, interleaved)")
     ap.add_argument("--out", default="docs/bench/app.md")
     args = ap.parse_args(argv)
 
@@ -133,19 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = load_config()
     bundle = load_bundle(args.bundle)
-    results: dict[tuple[int, int, str], dict[str, float]] = {}
+    results: dict[tuple[int, int, str, str], dict[str, float]] = {}
     prof_text = ""
     with tempfile.TemporaryDirectory() as tmp:
         for i, frames in enumerate(args.frames):
             files = simulate(Path(tmp) / f"f{frames}", frames, seed=100 + i)
             for n in args.views:
                 for mode in args.decoding:
-                    cfg.app.decoding = mode
-                    results[(frames, n, mode)] = r = run_case(files[:n], bundle, cfg,
-                                                              args.repeats)
-                    print(f"frames={frames} views={n} decoding={mode}: " + ", ".join(
-                        f"{k}={v:.3f}" for k, v in r.items()), flush=True)
+                    for engine in args.engine:
+                        cfg.app.decoding = mode
+                        use_engine(engine)
+                        results[(frames, n, mode, engine)] = r = run_case(
+                            files[:n], bundle, cfg, args.repeats)
+                        print(f"frames={frames} views={n} decoding={mode} engine={engine}: "
+                              + ", ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
             cfg.app.decoding = args.decoding[0]
+            use_engine(args.engine[0])
             if args.profile and i == 0:
                 prof_text = profile(files, bundle, cfg)
 
@@ -159,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python bench/bench_analyze.py --bundle {args.bundle} --views "
         f"{' '.join(map(str, args.views))} --frames {' '.join(map(str, args.frames))} "
         f"--repeats {args.repeats}{' --profile' if args.profile else ''} --decoding "
-        f"{' '.join(args.decoding)}`  ",
+        f"{' '.join(args.decoding)} --engine {' '.join(args.engine)}`  ",
         f"Host: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} threads; 1-min load average at the end {load:.1f}.  ",
         f"Bundle: `{args.bundle}` (language model {n_params:.2f} M parameters, generation "
@@ -169,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} runs after a warm-up; decode/preprocess split by timing `read_file` "
         "and `preprocess` on the same files. `gen tokens` = length of the generated reasoning "
         "(tokens), which drives the generate time.", "",
-        "| frames/clip | views | decoding | " + " | ".join(STAGES)
+        "| frames/clip | views | decoding | engine | " + " | ".join(STAGES)
         + " | total | gen tokens | peak MiB |",
-        "|" + "---|" * (len(STAGES) + 6),
+        "|" + "---|" * (len(STAGES) + 7),
     ]
-    for (frames, n, mode), r in results.items():
-        lines.append(f"| {frames} | {n} | {mode} | "
+    for (frames, n, mode, engine), r in results.items():
+        lines.append(f"| {frames} | {n} | {mode} | {engine} | "
                      + " | ".join(f"{r.get(k, 0.0):.3f}" for k in STAGES)
                      + f" | {r['total']:.3f} | {r['gen_tokens']:.0f} | {r['peak_mb']:.0f} |")
     lines.append("")

@@ -21,8 +21,10 @@ prompt given as ``inputs_embeds``; ``--rows`` left-padded prompts decode togethe
 Decode time per token excludes the prefill (timed on its own in every rep, the same HF forward
 for every path). The greedy tokens of (a), (b) and (c) are checked to be identical. Then GRPO
 rollouts: G = ``--group`` samples (top-p 1, temperature 1) of ``--grpo-new`` tokens from one
-prompt given as token ids: ours (prefill once, cache repeated) vs ``generate(input_ids,
-num_return_sequences=G)``.
+prompt given as token ids: ours (prefill once, the prompt's cache read once per step for the
+group) vs ``generate(input_ids, num_return_sequences=G)``. Last, guided generation (what
+``analyze`` runs) of an untrained default-size EchoSonar-R on a synthetic six-view study with a
+``--guided-prompt``-token prompt: ours vs the model's own forward one token per step.
 """
 
 from __future__ import annotations
@@ -208,7 +210,51 @@ def bench_grpo(lm, p: int, new: int, g: int, reps: int) -> dict:
     return {"prompt": p, "new": new, "G": g, "ours_s": a, "hf_s": b, "speedup": b / a}
 
 
-def render(args, results, grpo, n_params) -> str:
+def guided_setup(prompt: int):
+    """An untrained EchoSonar-R at the default LMConfig and one synthetic six-view study whose
+    prompt is about ``prompt`` tokens (clip tokens per view chosen to fit)."""
+    from echosonar.config.reason import LMConfig
+    from echosonar.reason.model import build_model
+    from echosonar.reason.prompt import feature_dims
+    from echosonar.reason.synthetic import synthetic_studies
+    from echosonar.reason.tokenizer import corpus_from_studies, train_tokenizer
+
+    def study(n_tokens):
+        return synthetic_studies(1, seed=3, d_enc=128, d_det=64, n_tokens=n_tokens,
+                                 min_views=6, max_views=6)[0]
+
+    tok = train_tokenizer(corpus_from_studies(synthetic_studies(64, seed=0)), vocab_size=2048)
+    torch.manual_seed(0)
+    model = build_model(LMConfig(max_len=4096), tok, feature_dims(study(1))).eval()
+    base = len(model.prompt_ids([study(0)])[0])
+    sf = study(max(0, round((prompt - base) / 6)))
+    return model, sf, len(model.prompt_ids([sf])[0])
+
+
+def bench_guided(prompt: int, budget: int, reps: int) -> dict:
+    """Guided generation (what ``analyze`` runs) of the untrained model: this loop (forced runs
+    in one step) vs the model's own forward, one token per step (the decoding before)."""
+    from echosonar.reason.guided import guided_generate
+    from echosonar.taxonomy import LABEL_KEYS
+
+    model, sf, plen = guided_setup(prompt)
+    thr = {k: 0.5 for k in LABEL_KEYS}
+    paths = {"ours": ("auto", True), "hf-token-by-token": ("hf", False)}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    texts = {}
+    with torch.no_grad():
+        for _ in range(reps):
+            for k, (engine, runs) in paths.items():
+                t0 = time.perf_counter()
+                texts[k] = guided_generate(model, [sf], thr, budget, engine, runs)[0][0]
+                times[k].append(time.perf_counter() - t0)
+    n_tok = len(model.tokenizer(texts["ours"], add_special_tokens=False)["input_ids"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"prompt": plen, "tokens": n_tok, "same": texts["ours"] == texts["hf-token-by-token"],
+            "med": med, "speedup": med["hf-token-by-token"] / med["ours"]}
+
+
+def render(args, results, grpo, n_params, guided=()) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     load = os.getloadavg()[0]
@@ -243,6 +289,22 @@ def render(args, results, grpo, n_params) -> str:
             lines.append(f"| {thr} | {r['prompt']} | {r['new']} | {r['G']} | {r['ours_s']:.2f} "
                          f"| {r['hf_s']:.2f} | **{r['speedup']:.2f}x** |")
         lines.append("")
+    if guided:
+        lines += ["## Guided generation of EchoSonar-R (what `analyze` runs)", "",
+                  "An untrained EchoSonar-R at the default LMConfig, one synthetic six-view study "
+                  "(prompt length below), thresholds 0.5, budget "
+                  f"{args.guided_budget} tokens: an untrained LM's free segments run to their "
+                  "caps, so it writes more tokens than a trained one. `before` = the model's "
+                  "own forward, one token per step (the decoding of earlier commits); `ours` = "
+                  "the Llama step, forced runs fed in one step.", "",
+                  "| threads | prompt | tokens | ours (s) | before (s) | ours ms/token | "
+                  "speed-up | same text |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for thr, r in guided:
+            lines.append(f"| {thr} | {r['prompt']} | {r['tokens']} | {r['med']['ours']:.2f} | "
+                         f"{r['med']['hf-token-by-token']:.2f} | "
+                         f"{1e3 * r['med']['ours'] / r['tokens']:.2f} | "
+                         f"**{r['speedup']:.2f}x** | {'yes' if r['same'] else 'NO'} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -257,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grpo-prompt", type=int, default=1550)
     ap.add_argument("--grpo-new", type=int, default=128)
     ap.add_argument("--grpo-reps", type=int, default=3)
+    ap.add_argument("--guided-prompt", type=int, default=1550,
+                    help="prompt tokens of the guided-generation section (0 = skip it)")
+    ap.add_argument("--guided-budget", type=int, default=1600)
     ap.add_argument("--compile", action="store_true",
                     help="also time LlamaStep compiled with torch.compile")
     ap.add_argument("--out", default="docs/bench/decode.md")
@@ -264,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lm = default_lm()
     n_params = sum(p.numel() for p in lm.parameters()) / 1e6
-    results, grpo = [], []
+    results, grpo, guided = [], [], []
     for thr in args.threads:
         torch.set_num_threads(thr)
         for rows in args.rows:
@@ -276,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             grpo.append((thr, bench_grpo(lm, args.grpo_prompt, args.grpo_new, args.group,
                                          args.grpo_reps)))
             print(grpo[-1], flush=True)
-    md = render(args, results, grpo, n_params)
+        if args.guided_prompt:
+            guided.append((thr, bench_guided(args.guided_prompt, args.guided_budget,
+                                             args.grpo_reps)))
+            print(guided[-1], flush=True)
+    md = render(args, results, grpo, n_params, guided)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(md + "\n")
     print(md)

@@ -5,10 +5,10 @@ training log-probs vs full sequences, and a GRPO step's time breakdown.
                                     [--reps 2] [--step-steps 2] [--out docs/bench/grpo.md]
 
 1. Rollout tokens/s on the same model and prompt: a Llama decoder at the default ``LMConfig``
-   (hidden 256, 4 layers, vocab 2048), one study with a ``--prompt``-token prompt given as
-   ``inputs_embeds``, G = ``--group`` samples of exactly ``--new`` tokens (EOS disabled so both
-   paths decode the same number of tokens). Ours: ``rollout.sample_completions`` (prompt
-   prefilled once, KV cache repeated G times). Reference: HF ``generate(inputs_embeds=...,
+   (vocab 2048), one study with a ``--prompt``-token prompt given as ``inputs_embeds``, G =
+   ``--group`` samples of exactly ``--new`` tokens (EOS disabled so both paths decode the same
+   number of tokens). Ours: ``decode.sample_completions`` (prompt prefilled once, its keys and
+   values read once per step for the group). Reference: HF ``generate(inputs_embeds=...,
    num_return_sequences=G, do_sample=True)`` (the prompt is expanded G times and prefilled G
    times). Runs are interleaved and the best of ``--reps`` is kept (the host is shared).
 2. Training log-probs (forward + backward) of the G completions: prompt run once with its cache
@@ -57,7 +57,7 @@ def default_lm(vocab: int = 2048):
 def bench_rollout(p: int, new: int, g: int, reps: int) -> dict:
     import torch
 
-    from echosonar.reason.rollout import sample_completions
+    from echosonar.reason.decode import sample_completions
 
     lm = default_lm()
     emb = torch.randn(1, p, lm.config.hidden_size) * 0.02
@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 def render(args, rows, lp, step, rw, trl_res=None) -> str:
     import torch
 
+    from echosonar.config.reason import LMConfig
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# GRPO benchmark", "",
@@ -316,8 +318,10 @@ def render(args, rows, lp, step, rw, trl_res=None) -> str:
         f"Host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
         f"(shared; 1-min load average at the end {load:.1f}), torch {torch.__version__}, "
         f"{args.threads} threads, fp32, CPU.", "",
-        "## 1. Rollouts: prefill once + repeat the KV cache vs `generate(num_return_sequences)`",
-        "", f"Llama decoder at the default LMConfig (hidden 256, 4 layers, vocab 2048); one study; "
+        "## 1. Rollouts: prefill once, the prompt's cache shared by the group, vs "
+        "`generate(num_return_sequences)`",
+        "", "Llama decoder at the default LMConfig (hidden "
+        f"{LMConfig().hidden_size}, {LMConfig().layers} layers, vocab 2048); one study; "
         f"G = {args.group} samples of exactly {args.new} new tokens; best of {args.reps} "
         "interleaved runs.", "",
         "| prompt tokens | ours (s) | HF generate (s) | ours tok/s | HF tok/s | speed-up |",
