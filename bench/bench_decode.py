@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grpo-reps", type=int, default=3)
     ap.add_argument("--guided-prompt", type=int, default=1550,
                     help="prompt tokens of the guided-generation section (0 = skip it)")
-    ap.add_argument("--guided-budget", type=int, default=1600)
+    ap.add_argument("--guided-budget", type=int, default=749,
+                    help="tokens of the guided section (749: a trained six-view analysis)")
     ap.add_argument("--compile", action="store_true",
                     help="also time LlamaStep compiled with torch.compile")
     ap.add_argument("--out", default="docs/bench/decode.md")
