@@ -224,3 +224,14 @@ def test_real_dicom_cine_goes_in_with_the_views_file_override(tmp_path):
     (study,) = iter_cache(out)
     assert study.split == "test" and study.labels["healthy"] == 1
     assert study.clips[0].view == "A4C" and study.clips[0].frames.shape[0] == 16
+
+
+def test_rebuilding_into_the_same_folder_drops_studies_no_longer_built(example, tmp_path):
+    out = tmp_path / "ds"
+    assert _build(example, out, "--views", str(example["views"])) == 0
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(example["labels"].read_text().splitlines(True)[:4]))
+    assert _build(example, out, "--views", str(example["views"]), labels=labels) == 0
+    entries = read_index(out)["studies"]
+    assert len(entries) == 3 and len(list((out / "studies").glob("*.safetensors"))) == 3
+    assert json.loads((out / "dataset.json").read_text())["studies"] == 3

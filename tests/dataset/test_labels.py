@@ -137,3 +137,34 @@ def test_views_file_problems(tmp_path):
     assert "unknown view 'A5C'" in reasons["views row 3"]
     assert "the same file as views row 2" in reasons["views row 4"]
     assert "empty identifier" in reasons["views row 5"]
+
+
+@pytest.mark.parametrize("text,name,where,words", [
+    ('{"study": "A", "report": "Normal."}\n{"study": "A", "report": "x"}\n', "r.jsonl",
+     "reports line 2", ["a second report", "reports line 1"]),
+    ("study,report\nA,\n", "r.csv", "reports row 2", ["empty identifier or report"]),
+    ("study,text\nA,x\n", "r.csv", "reports", ["no 'report' column"]),
+    ('{"study": "A"\n{"study": "B", "report": "x"}\n', "r.jsonl", "reports line 1",
+     ["not valid JSON"]),
+])
+def test_reports_file_problems(tmp_path, text, name, where, words):
+    from echosonar.dataset.reports import read_reports
+
+    p = tmp_path / name
+    p.write_text(text)
+    probs = Problems()
+    got = read_reports(p, "", probs)
+    assert "A" not in got
+    hit = [e for e in probs.errors if e.where == where]
+    assert hit and all(w in hit[0].reason for w in words), probs.to_list()
+
+
+def test_reports_by_section_columns(tmp_path):
+    from echosonar.dataset.reports import read_reports
+
+    p = tmp_path / "r.csv"
+    p.write_text("study,Left ventricle,Conclusion\nA,Dilated,Abnormal study\n")
+    probs = Problems()
+    assert read_reports(p, "", probs) == {"A": ("reports row 2", {"left_ventricle": "Dilated",
+                                                                    "conclusion":
+                                                                    "Abnormal study"})}

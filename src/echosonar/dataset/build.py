@@ -27,7 +27,7 @@ from typing import Any
 
 from echosonar.dataset.labels import LabelRow, read_labels
 from echosonar.dataset.problems import Problems
-from echosonar.dataset.reports import report_target
+from echosonar.dataset.reports import read_reports, report_target
 from echosonar.dataset.study_views import assign_views
 from echosonar.schema import Study
 
@@ -152,51 +152,6 @@ def _finish(study: Study, found: _Found, row: LabelRow, report: Any, cfg: Any,
     return study
 
 
-def _reports(path: Path | None, cfg: Any, problems: Problems) -> dict[str, Any]:
-    """``{study_id: (where, report text or {section: text})}`` from a CSV/JSONL reports file."""
-    from echosonar.dataset.labels import find_id_column, read_table, row_where
-    from echosonar.dataset.reports import SECTION_NAMES
-
-    if path is None:
-        return {}
-    table = read_table(path, "reports", problems)
-    if table is None:
-        return {}
-    jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
-    idc = find_id_column(table, cfg.dataset.id_column, "reports", problems)
-    if idc is None:
-        return {}
-    sec_cols = [h for h in table.headers if h in SECTION_NAMES]
-    if "report" not in table.headers and not sec_cols:
-        problems.error("reports", "no 'report' column and no section columns (LV, mitral, "
-                       "conclusion, ... or their titles)")
-        return {}
-    out: dict[str, Any] = {}
-    first: dict[str, str] = {}
-    for i, cells in enumerate(table.rows):
-        where = row_where("reports", i, jsonl)
-        if not cells:
-            continue
-        if "__bad__" in cells:
-            problems.error(where, str(cells["__bad__"]))
-            continue
-        sid = str(cells.get(idc, "") or "").strip()
-        rep = cells.get("report")
-        if rep is None or rep == "":
-            rep = {h: cells[h] for h in sec_cols if str(cells.get(h) or "").strip()} or None
-        if not sid or rep is None or (isinstance(rep, str) and not rep.strip()):
-            problems.error(where, "empty identifier or report")
-        elif sid in first:
-            problems.error(where, f"a second report for the study of {first[sid]}; both are "
-                           "left out (the report is written from the labels)")
-            out[sid] = None
-        elif not isinstance(rep, (str, dict)):
-            problems.error(where, "report must be text or an object of sections")
-        else:
-            first[sid], out[sid] = where, (where, rep)
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def _check_out(inp: BuildInputs) -> None:
     if inp.key_map is not None:
         km, out = inp.key_map.resolve(), inp.out.resolve()
@@ -274,7 +229,7 @@ def build_dataset(inp: BuildInputs, cfg: Any) -> dict[str, Any]:
                           problems)
     by_key = {salted_hash(sid, salt): r for sid, r in rows.items()}
     reports = {salted_hash(sid, salt): wr for sid, wr in
-               _reports(inp.reports, cfg, problems).items()}
+               read_reports(inp.reports, cfg.dataset.id_column, problems).items()}
     views_rows = {salted_hash(sid, salt): v for sid, v in
                   (read_views_file(inp.views, cfg.dataset.id_column, problems)
                    if inp.views else {}).items()}

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from echosonar.dataset.labels import norm
+from echosonar.dataset.labels import find_id_column, norm, read_table, row_where
+from echosonar.dataset.problems import Problems
 from echosonar.phrases import FINDING_PHRASES, split_sentences
 from echosonar.taxonomy import FINDINGS, REPORT_SECTION_TITLES, REPORT_SECTIONS
 
@@ -146,3 +148,45 @@ def report_target(user: str | Mapping[str, Any] | None, labels: Mapping[str, int
     got, unknown = split_report(user)
     filled = [s for s in REPORT_SECTIONS if s not in got]
     return {s: got.get(s) or fallback[s] for s in REPORT_SECTIONS}, filled, unknown
+
+
+def read_reports(path: Path | None, id_column: str, problems: Problems) -> dict[str, Any]:
+    """``{study_id: (where, report text or {section: text})}`` from a CSV/JSONL reports file."""
+    if path is None:
+        return {}
+    table = read_table(path, "reports", problems)
+    if table is None:
+        return {}
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
+    idc = find_id_column(table, id_column, "reports", problems)
+    if idc is None:
+        return {}
+    sec_cols = [h for h in table.headers if h in SECTION_NAMES]
+    if "report" not in table.headers and not sec_cols:
+        problems.error("reports", "no 'report' column and no section columns (LV, mitral, "
+                       "conclusion, ... or their titles)")
+        return {}
+    out: dict[str, Any] = {}
+    first: dict[str, str] = {}
+    for i, cells in enumerate(table.rows):
+        where = row_where("reports", i, jsonl)
+        if not cells:
+            continue
+        if "__bad__" in cells:
+            problems.error(where, str(cells["__bad__"]))
+            continue
+        sid = str(cells.get(idc, "") or "").strip()
+        rep = cells.get("report")
+        if rep is None or rep == "":
+            rep = {h: cells[h] for h in sec_cols if str(cells.get(h) or "").strip()} or None
+        if not sid or rep is None or (isinstance(rep, str) and not rep.strip()):
+            problems.error(where, "empty identifier or report")
+        elif sid in first:
+            problems.error(where, f"a second report for the study of {first[sid]}; both are "
+                           "left out (the report is written from the labels)")
+            out[sid] = None
+        elif not isinstance(rep, (str, dict)):
+            problems.error(where, "report must be text or an object of sections")
+        else:
+            first[sid], out[sid] = where, (where, rep)
+    return {k: v for k, v in out.items() if v is not None}
