@@ -161,3 +161,21 @@ def test_an_unfinished_step_restarts_from_an_empty_out_folder_inside_the_run_onl
     # the run's own sft folder was emptied; a folder outside the run and the run itself were not
     assert seen == [[], ["checkpoint"], []]
     assert (outside / "checkpoint").is_file() and run.is_dir()
+
+
+def test_one_resolved_config_budget_then_file_then_set(tmp_path):
+    import yaml
+
+    from echosonar.app.train_all_cli import resolve_config
+
+    user = tmp_path / "my.yaml"
+    user.write_text("sft: {steps: 7}\nlm: {layers: 3}\n")
+    path = resolve_config(tmp_path / "run", "tiny", str(user), ["lm.layers=4"])
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["sft"]["steps"] == 7          # the file beats the budget (tiny: 20)
+    assert cfg["sft"]["batch_size"] == 4     # the budget beats the default (8)
+    assert cfg["lm"]["layers"] == 4          # --set beats the file
+    assert cfg["encode"]["baselines"]["epochs"] == 5 and cfg["dataset"]["id_from"] == "folder"
+    mtime = path.stat().st_mtime_ns
+    resolve_config(tmp_path / "run", "tiny", str(user), ["lm.layers=4"])
+    assert path.stat().st_mtime_ns == mtime  # unchanged settings: the file is left alone

@@ -70,19 +70,48 @@ def run_in_process(step, log_path: Path) -> None:  # noqa: ANN001 - a benchmark 
         raise RuntimeError(f"exit code {rc}: " + " | ".join(tail))
 
 
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, section by section (nested mappings merged, values replaced)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def resolve_config(out: Path, budget: str | None, config: str | None,
                    overrides: list[str]) -> Path:
-    """Write ``RUN/config.yaml``: defaults, the budget's settings, ``--config``, ``--set``."""
+    """Write ``RUN/config.yaml``: defaults, then the budget's settings, then ``--config``, then
+    ``--set`` (each later one wins)."""
+    import yaml
+
     from echosonar.app.train_all import CONFIG
-    from echosonar.config import load_config, save_yaml
+    from echosonar.config import ConfigError, load_config, save_yaml
+    from echosonar.config.base import _parse_scalar
     from echosonar.evaluate.benchmark import BUDGETS
 
-    sets = [*(BUDGETS[budget]["set"] if budget else []), *overrides]
+    tree: dict = {}
+    for item in (BUDGETS[budget]["set"] if budget else []):
+        path, raw = item.split("=", 1)
+        *parents, leaf = path.strip().split(".")
+        node = tree
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = _parse_scalar(raw)
     if config:
-        cfg = load_config(config, sets)
-    else:
-        cfg = load_config(None, sets)
+        try:
+            user = yaml.safe_load(Path(config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"--config {config}: {e}") from e
+        if not isinstance(user, dict):
+            raise ConfigError(f"--config {config}: not a mapping of config sections")
+        tree = _merge(tree, user)
     out.mkdir(parents=True, exist_ok=True)
+    layered = out / ".config.layers.yaml"
+    layered.write_text(yaml.safe_dump(tree, sort_keys=True))
+    try:
+        cfg = load_config(layered, overrides)
+    finally:
+        layered.unlink()
     path = out / CONFIG
     tmp = out / ".config.new.yaml"
     save_yaml(cfg, tmp)
