@@ -45,12 +45,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from echosonar.reason.decode import (  # noqa: E402
-    LlamaStep,
-    new_cache,
-    prompt_positions,
-    sample_completions,
-)
+from echosonar.reason.decode import new_cache, prompt_positions, sample_completions  # noqa: E402
+from echosonar.reason.llama_step import LlamaStep  # noqa: E402
 
 
 def default_lm(vocab: int = 2048):

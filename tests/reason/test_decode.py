@@ -5,13 +5,8 @@ falls back to the model's own forward through the same loop."""
 import pytest
 import torch
 
-from echosonar.reason.decode import (
-    HFStep,
-    LlamaStep,
-    llama_shaped,
-    make_step,
-    sample_completions,
-)
+from echosonar.reason.decode import HFStep, make_step, sample_completions
+from echosonar.reason.llama_step import LlamaStep, llama_shaped
 
 PAD = 0
 
