@@ -38,8 +38,13 @@ def _affine(mod: nn.Module) -> tuple[Tensor, Tensor | None]:
         return mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
     w = mod.weight  # [out, in]: wrappers forward .weight (PEFT: the base's or the merged one)
     eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
-    b = mod(torch.zeros_like(eye[:1]))
-    return (mod(eye) - b).t(), (b[0] if bool(b.any()) else None)
+    was_training = mod.training
+    mod.eval()  # (LoRA dropout would make the probe random)
+    try:
+        b = mod(torch.zeros_like(eye[:1]))
+        return (mod(eye) - b).t(), (b[0] if bool(b.any()) else None)
+    finally:
+        mod.train(was_training)
 
 
 def _table(mod: nn.Module) -> Tensor:
@@ -47,8 +52,12 @@ def _table(mod: nn.Module) -> Tensor:
     tokens: read by looking every id up)."""
     if type(mod) is nn.Embedding:
         return mod.weight.detach()
-    w = mod.weight
-    return mod(torch.arange(w.shape[0], device=w.device))
+    w, was_training = mod.weight, mod.training
+    mod.eval()
+    try:
+        return mod(torch.arange(w.shape[0], device=w.device))
+    finally:
+        mod.train(was_training)
 
 
 #: architectures whose decoder layer is exactly Llama's (pre-RMSNorm, rotary, GQA, SwiGLU)
