@@ -213,7 +213,8 @@ class GuidedDecoder:
         if need:  # one masked argmax for every row the LM speaks for
             kind = [2 if self.rows[i].n_free == 0 else 1 if self.rows[i].mode == "evidence"
                     else 0 for i in need]
-            bans = self._bans(logits.shape[-1], logits.device)[torch.tensor(kind)]
+            table = self._bans(logits.shape[-1], logits.device)
+            bans = table[kind[0]] if len(kind) == 1 else table[torch.tensor(kind)]
             sub = logits[need] if len(need) < len(self.rows) else logits
             picks = sub.float().masked_fill(bans, float("-inf")).argmax(-1).tolist()
             free = dict(zip(need, picks, strict=True))
