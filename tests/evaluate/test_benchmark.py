@@ -100,10 +100,11 @@ def test_results_headline_needs_seeds_end_to_end_and_no_forcing(tmp_path, capsys
     assert len(rows[("sft", "end-to-end", None)].metrics) == 3
     md = render(tmp_path / "eval", min_seeds=3)
     head, rest = md.split("## Reference rows")
-    assert "| sft | 3 | 70.0 ± 10.0 | [50.0, 70.0] |" in head and "| prior | 3 |" in head
-    for explo in ("GUIDED decoding", "ORACLE protocol", "| grpo | 1 |"):
+    assert "| EchoSonar-R SFT | 3 | 70.0 ± 10.0 | [50.0, 70.0] |" in head
+    assert "| Prior baseline | 3 |" in head
+    for explo in ("GUIDED decoding", "ORACLE protocol", "| EchoSonar-R SFT + GRPO | 1 |"):
         assert explo not in head and explo in rest
-    assert "| sft (GUIDED decoding: findings forced) | 1 | 90.0 |" in rest
+    assert "| EchoSonar-R SFT (GUIDED decoding: findings forced) | 1 | 90.0 |" in rest
     assert "forced" in rest.split("GUIDED decoding")[1].split("\n")[0]
     assert "detector cut-off rule (no learning) | 70.0 [60.0, 80.0]" in rest
     assert "control: constant_report | 50.0 | 0.200" in rest
