@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.dataset.example import build_example
+from tests.dataset.example import build_example, position_splits
 
 from echosonar.cli import main
 from echosonar.dataset.build import split_of
@@ -28,8 +28,11 @@ def example(tmp_path_factory) -> dict[str, Path]:
 
 
 def _truth(example: dict[str, Path]) -> dict[str, object]:
-    """Manifest record per salted key (the test knows the truth; the dataset must not need it)."""
+    """Manifest record per salted key (the test knows the truth; the dataset must not need it),
+    with the split the example's labels file gives."""
     _, records = read_manifest(example["studies"].parent.parent / "sim")
+    for r, split in zip(records, position_splits(len(records)), strict=True):
+        r.split = split
     return {salted_hash(f"ECHO-{i + 1:04d}", SALT): r for i, r in enumerate(records)}
 
 

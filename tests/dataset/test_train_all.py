@@ -3,7 +3,6 @@ example (in process), resumed and partly redone."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -32,11 +31,6 @@ def dataset(tmp_path_factory) -> Path:
     """The five-study example as a dataset: splits 3 train, 1 val, 1 test; views from views.csv."""
     root = tmp_path_factory.mktemp("train_all")
     ex = build_example(root, studies=5, image_size=48, views=True)
-    rows = list(csv.reader(ex["labels"].open()))
-    for r, split in zip(rows[1:], ["train", "train", "train", "val", "test"], strict=True):
-        r[-1] = split
-    with ex["labels"].open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
     out = root / "ds"
     assert main(["dataset", "build", str(ex["studies"]), "--labels", str(ex["labels"]),
                  "--views", str(ex["views"]), "--out", str(out), "--quiet", "--set",
@@ -101,9 +95,9 @@ def test_not_a_dataset_and_missing_splits(dataset, detector, tmp_path):
         for c in e["clips"]:
             c["view"] = "A2C" if c["view"] == "A4C" else c["view"]
     (bad / "index.json").write_text(json.dumps(index))
-    with pytest.raises(TrainAllError, match="0 test studies"):
+    with pytest.raises(TrainAllError, match="5 train, 0 val and 0 test studies"):
         inspect(TrainAll(bad, tmp_path / "run", detector=detector))
-    index["studies"][-1]["split"] = "test"
+    index["studies"][-1]["split"], index["studies"][-2]["split"] = "test", "val"
     (bad / "index.json").write_text(json.dumps(index))
     steps = {s.name: s for s in plan(inspect(TrainAll(bad, tmp_path / "run", detector=detector)))}
     assert NO_A4C_METHODS in steps["baselines"].argv  # single-view needs A4C clips

@@ -79,10 +79,11 @@ def inspect(t: TrainAll) -> TrainAll:
               "a4c_train": any(c["view"] == "A4C" for e in index["studies"]
                                if e.get("split") == "train" for c in e["clips"]),
               "given_views": int(vs.get("views_file", 0)) + int(vs.get("dicom_header", 0))}
-    if not splits["train"] or not splits["test"]:
-        raise TrainAllError(f"{d} has {splits['train']} train and {splits['test']} test "
-                            "studies; training needs a train split and evaluation a test split "
-                            "(give a split column or other dataset.split_fractions)")
+    if not all(splits.values()):
+        raise TrainAllError(f"{d} has {splits['train']} train, {splits['val']} val and "
+                            f"{splits['test']} test studies; training needs a train split, the "
+                            "baselines and the bundle's thresholds a val split, evaluation a "
+                            "test split (give a split column or other dataset.split_fractions)")
     if t.detector is None and not t.info["boxes"]:
         raise TrainAllError(f"{d} has no ground-truth boxes to train a detector on; pass "
                             "--detector DIR (a trained detector, e.g. a bundle's detector/)")
