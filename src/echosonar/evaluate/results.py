@@ -70,8 +70,11 @@ def load_rows(eval_dir: str | Path) -> list[Row]:
         row = rows.setdefault(key, Row(*key))
         row.metrics[seed] = m
         row.folders[seed] = p.parent.name
+    from echosonar.evaluate.benchmark import ROWS
+
+    order = {row: i for i, (row, *_) in enumerate(ROWS)}  # the results table's row order
     return sorted(rows.values(), key=lambda r: (r.preset != "default", r.protocol != "end-to-end",
-                                                r.forced, r.name))
+                                                r.forced, order.get(r.name, len(order)), r.name))
 
 
 def _pct(v: Any, d: int = 1) -> str:
@@ -226,6 +229,8 @@ def _notes(rare: list[str]) -> list[str]:
             "Not comparable with LLM-judged GREEN values.",
             "* well-formed / agreement: under free decoding only; a guided row's are forced by "
             "construction and shown as `forced`.",
+            "* macro AUROC: from per-label scores -- the baselines' probabilities, EchoSonar-R's "
+            "label head (so for a VLM row it is the head's, not the generated answer's).",
             "* label head @ val thr: the model's label head at thresholds chosen on val "
             "(not the generated answer).", ""]
 
