@@ -158,6 +158,21 @@ def row_where(what: str, i: int, jsonl: bool) -> str:
     return f"{what} line {i + 1}" if jsonl else f"{what} row {i + 2}"
 
 
+def table_rows(rows: list[dict[str, Any]], what: str, jsonl: bool, idc: str,
+               problems: Problems):
+    """``(index, where, study id, cells)`` for every usable row of a labels/views/reports
+    table: empty rows are skipped, unreadable ones (``__bad__``) reported, and the study id
+    (column ``idc``) stripped -- the one row loop the three readers share."""
+    for i, cells in enumerate(rows):
+        where = row_where(what, i, jsonl)
+        if not cells:
+            continue
+        if "__bad__" in cells:
+            problems.error(where, str(cells["__bad__"]))
+            continue
+        yield i, where, str(cells.get(idc, "") or "").strip(), cells
+
+
 def _binary(value: str) -> int | None:
     v = value.strip()
     return {"0": 0, "1": 1, "0.0": 0, "1.0": 1}.get(v)
@@ -240,14 +255,7 @@ def read_labels(path: str | Path, id_column: str = "", sep: str = ";",
     rows: dict[str, LabelRow] = {}
     first_row: dict[str, int] = {}
     dups: set[str] = set()
-    for i, cells in enumerate(table.rows):
-        where = row_where(what, i, jsonl)
-        if not cells:
-            continue
-        if "__bad__" in cells:
-            problems.error(where, str(cells["__bad__"]))
-            continue
-        sid = str(cells.get(idc, "") or "").strip()
+    for i, where, sid, cells in table_rows(table.rows, what, jsonl, idc, problems):
         if not sid:
             problems.error(where, f"empty identifier ({idc})")
             continue

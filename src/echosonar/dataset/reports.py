@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from echosonar.dataset.labels import find_id_column, norm, read_table, row_where
+from echosonar.dataset.labels import find_id_column, norm, read_table, table_rows
 from echosonar.dataset.problems import Problems
 from echosonar.phrases import FINDING_PHRASES, split_sentences
 from echosonar.taxonomy import FINDINGS, REPORT_SECTION_TITLES, REPORT_SECTIONS
@@ -168,14 +168,7 @@ def read_reports(path: Path | None, id_column: str, problems: Problems) -> dict[
         return {}
     out: dict[str, Any] = {}
     first: dict[str, str] = {}
-    for i, cells in enumerate(table.rows):
-        where = row_where("reports", i, jsonl)
-        if not cells:
-            continue
-        if "__bad__" in cells:
-            problems.error(where, str(cells["__bad__"]))
-            continue
-        sid = str(cells.get(idc, "") or "").strip()
+    for _i, where, sid, cells in table_rows(table.rows, "reports", jsonl, idc, problems):
         rep = cells.get("report")
         if rep is None or rep == "":
             rep = {h: cells[h] for h in sec_cols if str(cells.get(h) or "").strip()} or None

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from echosonar.dataset.labels import find_id_column, norm, read_table, row_where
+from echosonar.dataset.labels import find_id_column, norm, read_table, table_rows
 from echosonar.dataset.problems import Problems, quoted
 from echosonar.taxonomy import CLASSIFIER_VIEWS, COLOR_VIEWS, OTHER_VIEW
 
@@ -109,14 +109,7 @@ def read_views_file(path: str | Path, id_column: str,
             return {}
     out: dict[str, dict[str, tuple[str, str]]] = {}
     upper = {v.upper(): v for v in CLASSIFIER_VIEWS}
-    for i, cells in enumerate(table.rows):
-        where = row_where(what, i, jsonl)
-        if not cells:
-            continue
-        if "__bad__" in cells:
-            problems.error(where, str(cells["__bad__"]))
-            continue
-        sid = str(cells.get(idc, "") or "").strip()
+    for _i, where, sid, cells in table_rows(table.rows, what, jsonl, idc, problems):
         file = str(cells.get("file", "") or "").strip().replace("\\", "/")
         view = upper.get(str(cells.get("view", "") or "").strip().upper())
         if not sid or not file:
