@@ -135,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from echosonar.app.train_all import plan as make_plan
     from echosonar.config import ConfigError
-    from echosonar.evaluate.benchmark import _run_subprocess, execute
+    from echosonar.evaluate.benchmark import (
+        _run_subprocess,
+        execute,
+        forget_for_redo,
+        print_plan,
+    )
     from echosonar.io.atomic import atomic_write_json
 
     out = Path(args.out)
@@ -152,20 +157,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"echosonar train all: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        for st in steps:
-            deps = f"   # after {', '.join(st.deps)}" if st.deps else ""
-            print(f"{st.name}: {st.command}{deps}")
+        print_plan(steps)
         return 0
-    redo = {s for s in args.redo.split(",") if s}
-    unknown = redo - {st.name for st in steps}
-    if unknown:
-        print(f"echosonar train all: unknown step(s) {sorted(unknown)}; steps: "
-              f"{', '.join(st.name for st in steps)}", file=sys.stderr)
+    try:
+        forget_for_redo(steps, out, args.redo)
+    except ValueError as e:
+        print(f"echosonar train all: {e}", file=sys.stderr)
         return 2
-    for st in steps:  # in dependency order: one pass closes over dependents
-        if st.name in redo or redo & set(st.deps):
-            redo.add(st.name)
-            (out / "steps" / f"{st.name}.json").unlink(missing_ok=True)
     t0 = time.time()
     status = execute(steps, out, log=lambda s: print(s, flush=True),
                      runner=clearing(run_in_process if args.in_process else _run_subprocess,

@@ -210,6 +210,27 @@ def plan(out: Path, budget: str, seed: int = 0) -> list[Step]:
     return steps
 
 
+def print_plan(steps: Sequence[Step]) -> None:
+    """``--dry-run``: every step's command and what it waits for."""
+    for st in steps:
+        deps = f"   # after {', '.join(st.deps)}" if st.deps else ""
+        print(f"{st.name}: {st.command}{deps}")
+
+
+def forget_for_redo(steps: Sequence[Step], out: Path, redo_arg: str) -> None:
+    """``--redo a,b``: drop the step records of ``a``, ``b`` and every step that depends on
+    them, so :func:`execute` runs them again. Raises ``ValueError`` naming unknown steps."""
+    redo = {s for s in redo_arg.split(",") if s}
+    unknown = redo - {st.name for st in steps}
+    if unknown:
+        raise ValueError(f"unknown step(s) {sorted(unknown)}; steps: "
+                         f"{', '.join(st.name for st in steps)}")
+    for st in steps:  # steps are in dependency order, so one pass closes over dependents
+        if st.name in redo or redo & set(st.deps):
+            redo.add(st.name)
+            (out / "steps" / f"{st.name}.json").unlink(missing_ok=True)
+
+
 def _run_subprocess(step: Step, log_path: Path) -> None:
     # Run with this interpreter, so the benchmark works without the venv on PATH.
     argv = list(step.argv)

@@ -37,7 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from echosonar.config import ConfigError
-    from echosonar.evaluate.benchmark import BUDGETS, execute, plan, write_config
+    from echosonar.evaluate.benchmark import (
+        BUDGETS,
+        execute,
+        forget_for_redo,
+        plan,
+        print_plan,
+        write_config,
+    )
     from echosonar.evaluate.results import render
     from echosonar.io.atomic import atomic_write_json, atomic_write_text
 
@@ -52,19 +59,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         sets = [*BUDGETS[args.budget]["set"], *args.overrides]
         print(f"# {out}/config.yaml = defaults + " + " ".join(f"--set {s}" for s in sets))
-        for st in steps:
-            deps = f"   # after {', '.join(st.deps)}" if st.deps else ""
-            print(f"{st.name}: {st.command}{deps}")
+        print_plan(steps)
         return 0
-    redo = {s for s in args.redo.split(",") if s}
-    unknown = redo - {st.name for st in steps}
-    if unknown:
-        print(f"echosonar benchmark: unknown step(s) {sorted(unknown)}", file=sys.stderr)
+    try:
+        forget_for_redo(steps, out, args.redo)
+    except ValueError as e:
+        print(f"echosonar benchmark: {e}", file=sys.stderr)
         return 2
-    for st in steps:  # steps are in dependency order, so one pass closes over dependents
-        if st.name in redo or redo & set(st.deps):
-            redo.add(st.name)
-            (out / "steps" / f"{st.name}.json").unlink(missing_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     status = execute(steps, out, log=lambda s: print(s, flush=True),
                      only=[s for s in args.only.split(",") if s])
