@@ -480,7 +480,8 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         studies = [load_study_features(features, e) for e in truth]
         # the evaluated cache's own val split (an end-to-end cache has one), else the val split
         # of the reference cache (--train-features), e.g. for a test-only shifted cache
-        thr = decoding_thresholds(model, features if _has_val(features) else
+        own_val = _has_val(features)
+        thr = decoding_thresholds(model, features if own_val else
                                   (train_features or features), cfg, log)
         preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log, thr)
         name = name or base.name
@@ -505,7 +506,7 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         metrics["forced_by_guided_decoding"] = forced
     if kind == "checkpoint" and cfg.split != "val":
         head = label_head_at_val_thresholds(model, features, preds, truth, cfg.batch_size,
-                                            thr if _has_val(features) else None)
+                                            thr if own_val else None)
         if head is not None:
             metrics["label_head_val_thresholds"] = _finite(head)
     metrics["cutoff_rule"] = _finite(cutoff_rule_row(features, truth, cfg.bootstrap))
