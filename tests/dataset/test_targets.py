@@ -134,3 +134,56 @@ def test_fill_targets_writes_missing_reasoning_that_sft_reads(tmp_path):
     for sf in load_split(tmp_path, "train"):
         assert parse_generation(sft_target(sf)).well_formed
     assert set(after["studies"][1]["labels"]) == set(LABEL_KEYS)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("flags", [False, True])
+def test_every_citation_of_the_evidence_and_copy_targets_equals_the_prompts(seed, flags):
+    """Property: the grounding scorer finds every box and number of these targets verbatim in
+    the prompt the model reads (with or without reference-range flags)."""
+    from echosonar.reason.data import sft_target
+    from echosonar.reason.grounding import fidelity_summary
+    from echosonar.reason.prompt import build_prompt, measurement_text
+
+    rng = np.random.default_rng(100 + seed)
+    views = [str(v) for v in rng.choice(VIEWS, size=int(rng.integers(1, 6)), replace=False)]
+    vfs = [_view(v, rng) for v in views]
+    for v in vfs:
+        v.measurements["tr_jet_ratio"] = float(rng.random() * 0.5)
+    pos = tuple(f.key for f in FINDINGS if rng.random() < 0.25)
+    sf = StudyFeatures(f"s{seed}", vfs, labels=_labels(*pos),
+                       report=report_from_labels(_labels(*pos)))
+    prompt = build_prompt(sf, measurement_flags=flags).text
+    for writer in ("evidence", "copy"):
+        text = sft_target(sf, writer, flags)
+        f = fidelity_summary([text], [sf])
+        assert f["citations"] > 0 and f["citation_exact_rate"] == 1.0, (writer, f)
+        for v in vfs:  # the evidence is the prompt's measurement text, flags and all
+            for k in ("lvedd_cm", "tr_jet_ratio"):
+                shown = measurement_text(k, v.measurements[k], flags)
+                assert shown in prompt and shown in text, (writer, shown)
+
+
+def test_implication_names_where_label_and_measurement_disagree():
+    rng = np.random.default_rng(0)
+    v = _view("A4C_COLOR", rng)
+    v.measurements = {"tr_jet_ratio": 0.45, "mr_jet_ratio": 0.02}
+    sick = StudyFeatures("a", [v], labels=_labels("tricuspid_regurgitation"))
+    assert "consistent with tricuspid regurgitation" in evidence_reasoning(sick)
+    well = StudyFeatures("b", [v], labels=_labels())
+    assert "tricuspid regurgitation cut-off crossed but not called" in evidence_reasoning(well)
+    v.measurements = {"tr_jet_ratio": 0.05}
+    assert ("tricuspid regurgitation from the images, no measurement past its cut-off"
+            in evidence_reasoning(sick))
+
+
+def test_copy_probe_target_decides_nothing():
+    from echosonar.reason.data import sft_target
+
+    rng = np.random.default_rng(1)
+    sf = StudyFeatures("k", [_view("A4C", rng)], labels=_labels("rv_enlargement"))
+    text = sft_target(sf, "copy")
+    assert "findings: none" in text and "RV enlargement." not in text
+    assert text.startswith("<think>") and text.endswith("</think>") and "<answer>" not in text
+    with pytest.raises(ValueError, match="unknown SFT target writer"):
+        sft_target(sf, "mystery")

@@ -194,3 +194,36 @@ def test_compute_rewards_with_custom_function():
     total, per = compute_rewards(["ab", "abc"], {"format": 0.0, "size": 0.5}, "sum",
                                  funcs={"size": lambda cs, **k: [float(len(c)) for c in cs]})
     assert total == [1.0, 1.5] and set(per) == {"size"}
+
+
+def test_default_rewards_cannot_be_paid_for_healthy():
+    """On a study with a rare finding: the correct call > a constant 'healthy' > a wrong call;
+    on a healthy study 'healthy' beats any finding. Default weights, paper mode, training
+    prevalences with a rare label."""
+    w = GRPOConfig().reward_weights
+    prev = {k: 0.15 for k in LABEL_KEYS} | {"bicuspid_aortic_valve": 0.03, "healthy": 0.35}
+    sick = {k: 0 for k in LABEL_KEYS} | {"bicuspid_aortic_valve": 1}
+    healthy = {k: 0 for k in LABEL_KEYS} | {"healthy": 1}
+
+    def total(findings, truth):
+        c = gen(findings=findings, reasoned=[f for f in findings if f != "healthy"])
+        t, _ = compute_rewards([c], w, "paper", **cols(1, labels=[truth]),
+                               label_prevalence=[prev])
+        return t[0]
+
+    right = total(["bicuspid aortic valve"], sick)
+    const_healthy = total([], sick)
+    wrong = total(["LA enlargement", "mitral regurgitation"], sick)
+    assert right > const_healthy > wrong
+    assert right - const_healthy > 0.5  # the rare miss costs much more than a rounding error
+    assert total([], healthy) > total(["LA enlargement"], healthy)
+
+
+def test_citation_reward_checks_numbers_and_boxes_against_the_prompt():
+    from echosonar.reason.rewards import citation_reward
+
+    shown = {"A4C": {"boxes": {"LV": "(31,10,63,57)", "LA": "(36,58,62,86)"},
+                     "numbers": {"lvedd_cm": "4.78"}}}
+    exact = gen()  # cites LV and LA boxes exactly, no numbers ("big atrium")
+    wrong_box = gen(boxes={"LV": [0.30, 0.10, 0.63, 0.57]})
+    assert citation_reward([exact, wrong_box, "junk"], citations=[shown] * 3) == [1.0, 0.0, 0.0]

@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from echosonar.config.base import opt
 
 #: Default reward weights; names are keys of ``echosonar.reason.rewards.REWARDS``.
+#: Classification is the class-balanced per-label reward alone: the paper's set IoU counts
+#: ``healthy`` as a finding and pays a constant "healthy" on the common healthy studies, which is
+#: how 30 steps collapsed an SFT model toward it (docs/notes/grpo.md); a correct rare positive
+#: earns as much as the common negatives under the balanced weights. ``citation`` checks every
+#: cited box and number against the prompt verbatim.
 DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
     "format": 1.0,
-    "classification_iou": 1.0,
-    "classification_balanced": 1.0,
+    "classification_balanced": 2.0,
     "report": 1.0,
     "box_grounding": 0.25,
+    "citation": 0.5,
     "agreement": 0.5,
     "length": 0.5,
 }

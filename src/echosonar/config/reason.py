@@ -73,6 +73,11 @@ class SFTConfig:
     finding_weight: float = opt(1.0, "loss weight of target tokens that state a finding (a "
                                      "reasoning line's evidence onwards when its findings are "
                                      "not 'none', the answer's findings line unless healthy)")
+    target: str = opt("evidence", "who writes the reasoning lines of the targets: 'evidence' "
+                                  "(cite the prompt's detector boxes and measurements, "
+                                  "reason.evidence_targets), 'reference' (the cache's reasoning, "
+                                  "written by the simulator from its ground truth) or 'copy' "
+                                  "(the copy probe: repeat the prompt's evidence, decide nothing)")
     refit_heads: bool = opt(True, "after the last step, refit the label heads on the frozen LM "
                                   "(reason.head_fit, settings in 'head') before writing "
                                   "RUN/model; the checkpoint keeps the jointly trained heads")

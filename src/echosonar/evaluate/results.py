@@ -113,6 +113,7 @@ def _cells(row: Row, rare: list[str]) -> list[str]:
         for m in ms]
     well = [_get(m, "well_formed_rate") for m in ms]
     agree = [_get(m, "reasoning", "agreement_rate") for m in ms]
+    cites = [_get(m, "citations", "citation_exact_rate") for m in ms]
     return [
         _mean_sd([_get(m, "classification", "macro_balanced_accuracy") for m in ms]),
         f"[{_pct(lo)}, {_pct(hi)}]",
@@ -125,13 +126,15 @@ def _cells(row: Row, rare: list[str]) -> list[str]:
         _mean_sd([_get(m, "text", "rougeL") for m in ms], pct=False),
         "forced" if row.forced else _mean_sd(well),
         "forced" if row.forced else _mean_sd(agree),
+        "forced" if row.forced else _mean_sd(cites),
         _mean_sd([_get(m, "label_head_val_thresholds", "macro_bacc") for m in ms]),
     ]
 
 
 HEAD = ["row", "seeds", "macro BAcc %", "95% CI (first seed)", "macro F1 %", "macro AUROC %",
         "rare-4 BAcc %", "GREEN-rule", "abnormal-finding F1", "BLEU-4", "ROUGE-L",
-        "well-formed %", "reasoning–answer agreement %", "label head @ val thr %"]
+        "well-formed %", "reasoning–answer agreement %", "citations exact %",
+        "label head @ val thr %"]
 
 
 def _table(rows: Sequence[Row], rare: list[str]) -> list[str]:
@@ -229,6 +232,9 @@ def _notes(rare: list[str]) -> list[str]:
             "Not comparable with LLM-judged GREEN values.",
             "* well-formed / agreement: under free decoding only; a guided row's are forced by "
             "construction and shown as `forced`.",
+            "* citations exact: of the boxes and numbers the reasoning cites, the share equal "
+            "to the prompt's detector evidence verbatim (`echosonar.reason.grounding`; invented "
+            "ones count as wrong); `–` for outputs measured before the column existed.",
             "* macro AUROC: from per-label scores -- the baselines' probabilities, EchoSonar-R's "
             "label head (so for a VLM row it is the head's, not the generated answer's).",
             "* label head @ val thr: the model's label head at thresholds chosen on val "

@@ -286,6 +286,11 @@ def evaluate_predictions(preds: Mapping[str, StudyPrediction], truth: Sequence[d
         out["reasoning"] = {k: v for k, v in rc.items() if k != "per_study"}
         out["reasoning_failures"] = {k: v["problems"] for k, v in rc["per_study"].items()
                                      if not v["all_pass"]}
+        if all("views" in e for e in truth):  # citation fidelity against the prompt's evidence
+            from echosonar.reason.grounding import fidelity_summary, light_study
+
+            out["citations"] = fidelity_summary([g or "" for g in gens],
+                                                [light_study(e) for e in truth])
     elif any(preds[k].well_formed is not None for k in keys):
         out["well_formed_rate"] = float(np.mean([bool(preds[k].well_formed) for k in keys]))
 

@@ -27,11 +27,31 @@ from echosonar.taxonomy import HEALTHY, LABEL_KEYS
 from echosonar.textformat import target_text
 
 
-def sft_target(sf: StudyFeatures) -> str:
-    """The SFT target text of a study (EOS is appended by the model's target encoder)."""
-    if sf.reasoning is None or sf.labels is None or sf.report is None:
+#: ``sft.target`` choices: who writes the reasoning lines of an SFT target.
+TARGET_WRITERS: tuple[str, ...] = ("evidence", "reference", "copy")
+
+
+def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False) -> str:
+    """The SFT target text of a study (EOS is appended by the model's target encoder).
+
+    ``writer``: ``evidence`` -- reasoning lines citing the prompt's own detector evidence
+    (:func:`echosonar.reason.evidence_targets.evidence_reasoning`; ``flags`` when the prompt
+    prints reference-range flags); ``reference`` -- the reasoning stored in the cache (the
+    simulator's, written from its ground truth; also the reference text of report metrics);
+    ``copy`` -- the copy probe (:func:`~echosonar.reason.evidence_targets.copy_probe_target`).
+    The answer and report come from the study's labels and report in every case but ``copy``.
+    """
+    from echosonar.reason.evidence_targets import copy_probe_target, evidence_reasoning
+
+    if writer not in TARGET_WRITERS:
+        raise ValueError(f"unknown SFT target writer {writer!r}; choose from "
+                         f"{', '.join(TARGET_WRITERS)}")
+    if writer == "copy":
+        return copy_probe_target(sf, flags)
+    if sf.labels is None or sf.report is None or (writer == "reference" and not sf.reasoning):
         raise ValueError(f"study {sf.key} has no reasoning/labels/report target")
-    return target_text(sf.reasoning, sf.labels, sf.report)
+    reasoning = evidence_reasoning(sf, flags) if writer == "evidence" else sf.reasoning
+    return target_text(reasoning, sf.labels, sf.report)
 
 
 def load_split(features: str | Path, split: str, require_targets: bool = True,

@@ -9,9 +9,16 @@ model can read off its input rather than invent:
 * an acquired view cites the detector's boxes **verbatim** (``reason.guided.citations``: the
   same text guided decoding forces; with several clips of one view, the last one, as guided
   decoding takes it), gives as evidence the detector's measurements **as the prompt prints
-  them** (``reason.prompt.measurement_text`` without flags), and concludes the study's
-  positive labels **that this view can show** (``taxonomy`` visibility,
-  ``reason.guided.view_findings_text``);
+  them** (``reason.prompt.measurement_text``, with the reference-range flags exactly when the
+  prompt has them), and concludes the study's positive labels **that this view can show**
+  (``taxonomy`` visibility, ``reason.guided.view_findings_text``);
+* the implication is the careful reader's account of the findings against the measurements.
+  The rule where they disagree: **the label decides** (it is the study's reference standard,
+  and the images show more than the detector measures), the measurement is still cited as
+  measured, and the implication names the disagreement -- a finding called with no
+  measurement past its cut-off is "from the images", a cut-off crossed by a finding that is not
+  called is a "borderline measurement". So the target never changes a number to fit the label
+  nor a label to fit a number;
 * a view not acquired says which findings it alone could have shown
   (``reason.guided.not_acquired_line``, the simulator's rule);
 * the answer (positive labels) and the report come from the study, as for every target
@@ -28,16 +35,17 @@ from echosonar.detect.measure import numeric_measurements
 from echosonar.reason.guided import not_acquired_line, view_findings_text
 from echosonar.reason.prompt import measurement_text
 from echosonar.schema import StudyFeatures, ViewFeatures
-from echosonar.taxonomy import FINDINGS, STRUCTURES, VIEWS
-from echosonar.textformat import NONE, render_view_line
+from echosonar.taxonomy import FINDINGS, STRUCTURES, VIEWS, findings_past_cutoff
+from echosonar.textformat import NONE, THINK_CLOSE, THINK_OPEN, render_view_line
 
 WRITER = "echosonar.reason.evidence_targets"
 NO_MEASUREMENTS = "no detector measurements"
 NORMAL_VIEW = "no abnormality called in this view"
 
 
-def evidence_text(v: ViewFeatures) -> str:
-    """The evidence of one view: its detector measurements as the prompt prints them.
+def evidence_text(v: ViewFeatures, flags: bool = False) -> str:
+    """The evidence of one view: its detector measurements exactly as the prompt prints them
+    (with the reference-range flags when the prompt has them, ``LMConfig.measurement_flags``).
 
     >>> import numpy as np
     >>> v = ViewFeatures("A4C", np.zeros((1, 2)), np.zeros((12, 2)), np.zeros(12),
@@ -45,60 +53,108 @@ def evidence_text(v: ViewFeatures) -> str:
     >>> evidence_text(v)
     'lvedd_cm 5.12'
     """
-    parts = [measurement_text(k, x, flags=False) for k, x in numeric_measurements(v.measurements)]
+    parts = [measurement_text(k, x, flags) for k, x in numeric_measurements(v.measurements)]
     return ", ".join(parts) or NO_MEASUREMENTS
 
 
-def implication_text(positives: Iterable[str]) -> str:
-    """The implication of one view: what its called findings are, or that it looks normal."""
-    names = list(positives)
-    return ("consistent with " + " and ".join(names)) if names else NORMAL_VIEW
+def flagged_findings(v: ViewFeatures) -> list[str]:
+    """Names of the findings this view can show whose guideline cut-off one of its detector
+    measurements crosses (``taxonomy.findings_past_cutoff``, either sex), in taxonomy order.
+
+    >>> import numpy as np
+    >>> v = ViewFeatures("A4C_COLOR", np.zeros((1, 2)), np.zeros((12, 2)), np.zeros(12),
+    ...                  measurements={"tr_jet_ratio": 0.45, "mr_jet_ratio": 0.02})
+    >>> flagged_findings(v)
+    ['tricuspid regurgitation']
+    """
+    crossed = {name for k, x in numeric_measurements(v.measurements)
+               for name, _ in findings_past_cutoff(k, x)}
+    return [f.name for f in FINDINGS if f.name in crossed and v.view in f.views]
 
 
-def view_line(v: ViewFeatures, positives: list[str]) -> str:
+def implication_text(called: Iterable[str], flagged: Iterable[str] = ()) -> str:
+    """The implication of one view: the careful reader's account of its called findings
+    against its measurements (the rule in the module docstring).
+
+    >>> implication_text([])
+    'no abnormality called in this view'
+    >>> implication_text(["RV enlargement"], ["RV enlargement"])
+    'consistent with RV enlargement'
+    >>> implication_text(["aortic stenosis"], [])
+    'aortic stenosis from the images, no measurement past its cut-off'
+    >>> implication_text([], ["LA enlargement"])
+    'LA enlargement cut-off crossed but not called: borderline measurement'
+    """
+    called, flagged = list(called), list(flagged)
+    parts = []
+    if sup := [n for n in called if n in flagged]:
+        parts.append("consistent with " + " and ".join(sup))
+    if img := [n for n in called if n not in flagged]:
+        parts.append(" and ".join(img) + " from the images, no measurement past its cut-off")
+    if disc := [n for n in flagged if n not in called]:
+        parts.append(" and ".join(disc) + " cut-off crossed but not called: borderline "
+                     "measurement")
+    return "; ".join(parts) or NORMAL_VIEW
+
+
+def view_line(v: ViewFeatures, positives: list[str], flags: bool = False) -> str:
     """One acquired view's reasoning line (``positives``: the study's positive finding keys)."""
     boxes = {s: list(v.boxes[s]) for s in STRUCTURES if s in (v.boxes or {})}
     called = view_findings_text(v.view, positives)
     names = [] if called == NONE else called.split(", ")
-    return render_view_line(v.view, boxes, evidence_text(v), names, implication_text(names))
+    return render_view_line(v.view, boxes, evidence_text(v, flags), names,
+                            implication_text(names, flagged_findings(v)))
 
 
-def evidence_reasoning(sf: StudyFeatures) -> str:
+def _prompt_views(sf: StudyFeatures) -> dict[str, ViewFeatures]:
+    last = {v.view: v for v in sf.views if v.view in VIEWS}  # as guided decoding cites them
+    if not last:
+        raise ValueError(f"study {sf.key}: no view of {', '.join(VIEWS)} to reason about")
+    return last
+
+
+def evidence_reasoning(sf: StudyFeatures, flags: bool = False) -> str:
     """The reasoning target (lines, no tags) of a study from its features and labels.
 
     Raises ``ValueError`` naming the study when it has no labels or no view the prompt shows.
     """
     if sf.labels is None:
         raise ValueError(f"study {sf.key} has no labels to write a reasoning target from")
-    last = {v.view: v for v in sf.views if v.view in VIEWS}  # as guided decoding cites them
-    if not last:
-        raise ValueError(f"study {sf.key}: no view of {', '.join(VIEWS)} to reason about")
+    last = _prompt_views(sf)
     positives = [f.key for f in FINDINGS if sf.labels.get(f.key)]
     acquired = tuple(last)
-    return "\n".join(view_line(last[v], positives) if v in last else
+    return "\n".join(view_line(last[v], positives, flags) if v in last else
                      not_acquired_line(v, acquired) for v in VIEWS)
+
+
+def copy_probe_target(sf: StudyFeatures, flags: bool = False) -> str:
+    """The copy probe's target: a think block whose acquired-view lines only repeat the
+    prompt's boxes and measurements (findings ``none``, a fixed implication), nothing to
+    decide. Training on it measures whether the LM can read its prompt at all
+    (:mod:`echosonar.reason.grounding` scores the copies)."""
+    last = _prompt_views(sf)
+    acquired = tuple(last)
+    lines = []
+    for v in VIEWS:
+        if v not in last:
+            lines.append(not_acquired_line(v, acquired))
+            continue
+        w = last[v]
+        boxes = {s: list(w.boxes[s]) for s in STRUCTURES if s in (w.boxes or {})}
+        lines.append(render_view_line(v, boxes, evidence_text(w, flags), [], "copied"))
+    return "\n".join([THINK_OPEN, *lines, THINK_CLOSE])
 
 
 # ---------------------------------------------------------------------------------------------
 # ``echosonar dataset targets FEATURES``: fill a feature cache's reasoning targets
 # ---------------------------------------------------------------------------------------------
 
-def _light_view(d: dict) -> ViewFeatures:
-    """A view as the writer needs it (view, boxes, measurements) from a feature-index entry,
-    without loading its tensors."""
-    import numpy as np
-
-    z = np.zeros((0, 0), np.float32)
-    return ViewFeatures(d["view"], z, z, np.zeros(0, np.float32), boxes=d.get("boxes") or {},
-                        measurements=d.get("measurements") or {},
-                        view_conf=float(d.get("view_conf", 1.0)))
-
-
 def fill_targets(features: str, overwrite: bool = False) -> dict[str, int]:
     """Write the reasoning target of every study of a feature cache that has none (all with
     ``overwrite``) into its index, atomically. Returns counts; raises ``FeatureCacheError`` /
     ``ValueError`` naming the study that cannot get one."""
     from echosonar.io.features import read_index, write_index
+    from echosonar.reason.grounding import light_study
 
     index = read_index(features)
     entries = index.pop("studies")
@@ -106,8 +162,7 @@ def fill_targets(features: str, overwrite: bool = False) -> dict[str, int]:
     for e in entries:
         if e.get("reasoning") and not overwrite:
             continue
-        sf = StudyFeatures(e["key"], [_light_view(v) for v in e.get("views", [])],
-                           labels=e.get("labels"))
+        sf = light_study(e)
         e["reasoning"] = evidence_reasoning(sf)
         n += 1
     if n:

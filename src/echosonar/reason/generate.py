@@ -58,7 +58,8 @@ def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures],
     ``parse_rate``: fraction well-formed. ``macro_bacc_generated``: the project's macro BAcc
     (:func:`echosonar.utils.metrics.macro_balanced_accuracy`) of the generated answer (a
     malformed answer counts as its parsed findings, usually none). ``macro_bacc_head@0.5`` /
-    ``macro_auroc_head``: the auxiliary head; with ``thresholds`` (:func:`tune_thresholds` on val) also
+    ``macro_auroc_head``: the auxiliary head; ``citations``: citation fidelity of the reasoning
+    (:func:`echosonar.reason.grounding.fidelity_summary`); with ``thresholds`` (:func:`tune_thresholds` on val) also
     ``macro_bacc_head@val_thr``. ``bleu4`` (sacrebleu, corpus, 0..1) / ``rougeL`` (mean F) over
     the report sections joined in order. Labels with a single class in ``studies`` are left out
     of a macro mean (``n_labels_scored`` labels remain, the others are in ``one_class_labels``).
@@ -87,6 +88,11 @@ def score_predictions(preds: list[dict[str, Any]], studies: list[StudyFeatures],
         "per_label_bacc_generated": {k: v for k, v in gen_bacc["per_label"].items()
                                      if v is not None},
     }
+    from echosonar.reason.grounding import fidelity_summary
+
+    if all("text" in p for p in preds):
+        out["citations"] = fidelity_summary([p["text"] for p in preds],
+                                            [truth[k] for k in keys])
     if thresholds:
         thr = np.array([thresholds[k] for k in LABEL_KEYS])
         out["macro_bacc_head@val_thr"] = macro_balanced_accuracy(y, sc >= thr)["macro_bacc"]

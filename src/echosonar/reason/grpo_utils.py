@@ -34,11 +34,17 @@ class Group:
 
 
 def study_columns(studies: Sequence[StudyFeatures], g: int) -> dict[str, list[Any]]:
-    """Reward columns (``labels``, ``report``, ``boxes``, ``key``), each repeated G times."""
-    cols: dict[str, list[Any]] = {"key": [], "labels": [], "report": [], "boxes": []}
+    """Reward columns (``labels``, ``report``, ``boxes``, ``citations`` (what the prompt shows,
+    ``reason.grounding.prompt_citations``), ``key``), each repeated G times."""
+    from echosonar.reason.grounding import prompt_citations
+
+    cols: dict[str, list[Any]] = {"key": [], "labels": [], "report": [], "boxes": [],
+                                  "citations": []}
     for sf in studies:
         boxes = {v.view: dict(v.boxes) for v in sf.views}
+        shown = prompt_citations(sf)
         for _ in range(g):
+            cols["citations"].append(shown)
             cols["key"].append(sf.key)
             cols["labels"].append(sf.labels)
             cols["report"].append(sf.report)

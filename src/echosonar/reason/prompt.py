@@ -41,8 +41,14 @@ from echosonar.taxonomy import STRUCTURES, VIEW_NAMES, VIEWS, findings_past_cuto
 from echosonar.textformat import box_to_text
 
 
-def _fmt(v: float) -> str:
-    return f"{float(v):.3g}"
+def fmt_measurement(value: float) -> str:
+    """A measurement as the prompt prints it (3 significant digits); the targets and
+    :mod:`echosonar.reason.grounding` cite it in exactly this form.
+
+    >>> fmt_measurement(4.7812), fmt_measurement(0.0), fmt_measurement(67.54)
+    ('4.78', '0', '67.5')
+    """
+    return f"{float(value):.3g}"
 
 
 def measurement_text(key: str, value: float, flags: bool = True) -> str:
@@ -53,7 +59,7 @@ def measurement_text(key: str, value: float, flags: bool = True) -> str:
     >>> measurement_text("lvedd_cm", 5.5), measurement_text("lvedd_cm", 5.5, flags=False)
     ('lvedd_cm 5.5 (past the LV enlargement cut-off for women)', 'lvedd_cm 5.5')
     """
-    text = f"{key} {_fmt(value)}"
+    text = f"{key} {fmt_measurement(value)}"
     past = findings_past_cutoff(key, value) if flags else []
     if past:
         text += " (" + "; ".join(f"past the {name} cut-off{' ' + q if q else ''}"

@@ -243,6 +243,31 @@ def box_grounding_reward(completions: Sequence[str], boxes: Sequence[Any] | None
     return out
 
 
+def citation_reward(completions: Sequence[str], citations: Sequence[Any] | None = None,
+                    **kwargs: Any) -> list[float | None]:
+    """Fraction of the boxes and numbers a completion cites that equal its prompt's, verbatim
+    (:mod:`echosonar.reason.grounding`; column ``citations`` = ``prompt_citations`` of the
+    study). A completion that cites nothing scores 0, so silence is not grounding.
+
+    >>> shown = {"A4C": {"boxes": {"LV": "(52,11,77,58)"}, "numbers": {"lvedd_cm": "4.78"}}}
+    >>> line = "view A4C: structures LV (52,11,77,58). evidence: lvedd_cm {}. findings: none."
+    >>> citation_reward([line.format("4.78"), line.format("5.1"), "junk"], citations=[shown] * 3)
+    [1.0, 0.5, 0.0]
+    """
+    from echosonar.reason.grounding import fidelity
+
+    out: list[float | None] = []
+    for c, shown in zip(completions, _column({"citations": citations}, "citations",
+                                             len(completions)), strict=True):
+        if shown is None:
+            out.append(None)
+            continue
+        f = fidelity(c, shown)
+        n = f["boxes"] + f["numbers"]
+        out.append((f["boxes_exact"] + f["numbers_exact"]) / n if n else 0.0)
+    return out
+
+
 def agreement_reward(completions: Sequence[str], **kwargs: Any) -> list[float | None]:
     """Jaccard agreement between the findings the reasoning concludes and the answer's findings
     (``healthy`` agrees with a reasoning that concludes nothing). Invalid answers score 0.
@@ -350,13 +375,14 @@ REWARDS: dict[str, RewardFn] = {
     "classification_balanced": classification_balanced_reward,
     "report": report_reward,
     "box_grounding": box_grounding_reward,
+    "citation": citation_reward,
     "agreement": agreement_reward,
     "grounding": grounding_reward,
     "length": length_penalty,
 }
 ROLES: dict[str, str] = {
     "format": "gate", "format_soft": "bonus", "classification_iou": "gated", "classification_balanced": "gated",
-    "report": "gated", "box_grounding": "gated", "grounding": "gated", "agreement": "bonus",
+    "report": "gated", "box_grounding": "gated", "citation": "gated", "grounding": "gated", "agreement": "bonus",
     "length": "bonus",
 }
 

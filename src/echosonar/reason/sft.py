@@ -139,7 +139,8 @@ def _build(cfg: EchoSonarConfig, out: Path, train: list, rank: int, world: int,
     elif not cfg.lm.base_model:
         tdir = out / "tokenizer"
         if rank == 0:
-            tok = train_tokenizer(corpus_from_studies(train), cfg.lm.vocab_size)
+            tok = train_tokenizer(corpus_from_studies(train, cfg.sft.target, cfg.lm.measurement_flags),
+                                  cfg.lm.vocab_size)
             with atomic_dir(tdir) as tmp:
                 tok.save_pretrained(str(tmp))
         _barrier(world)
@@ -211,7 +212,8 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
     ddp = DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda")
               else None) if world > 1 else model
     log = _Log(out, rank == 0, start if resume else None)
-    targets = {sf.key: sft_target(sf) for sf in train}
+    targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags) for sf in train}
+    val_targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags) for sf in val}
     n_tok_cache: dict[str, int] = {}
 
     def n_target_tokens(sf: Any) -> int:  # per study, batch-independent (see encode_targets)
@@ -263,7 +265,7 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.1e}")
         if rank == 0 and val and ((s.eval_every and (step + 1) % s.eval_every == 0) or last):
-            v = evaluate_loss(model, val, targets=None, batch_size=micro, device=device)
+            v = evaluate_loss(model, val, targets=val_targets, batch_size=micro, device=device)
             v.update(kind="val", step=step + 1)
             val_hist.append(v)
             log.write(v)

@@ -122,18 +122,24 @@ def check_tokenizer(hf, where: str = "tokenizer") -> None:
                              "build it with train_tokenizer or add_echosonar_tokens")
 
 
-def corpus_from_studies(studies: Iterable) -> list[str]:
-    """Training documents: every study's SFT target and the prompt-side text of its views.
+def corpus_from_studies(studies: Iterable, writer: str = "reference", flags: bool = False
+                        ) -> list[str]:
+    """Training documents: every study's SFT target (the cache's reference text, and the
+    ``writer``'s when that is another, see ``reason.data.sft_target``) and the prompt-side
+    text of its views.
 
     ``studies`` are ``schema.StudyFeatures`` (``reasoning``/``labels``/``report`` set).
     """
+    from echosonar.reason.data import sft_target
     from echosonar.reason.prompt import view_text
-    from echosonar.textformat import target_text
 
     docs: list[str] = []
     for sf in studies:
-        if sf.reasoning is not None and sf.labels is not None and sf.report is not None:
-            docs.append(target_text(sf.reasoning, sf.labels, sf.report))
+        for w in dict.fromkeys(("reference", writer)):
+            try:
+                docs.append(sft_target(sf, w, flags))
+            except ValueError:  # a study without that target contributes its prompt text only
+                pass
         for v in sf.views:
             docs.append(view_text(v, use_structure_tokens=True, flags=True))  # flags: a superset
     return docs
