@@ -1,5 +1,6 @@
 """``echosonar analyze``: one study (or ``--batch``: many) -> result.json + report.html.
 
+    echosonar analyze STUDY_DIR_OR_FILES... --out OUT       # the shipped model (models/echosonar-r)
     echosonar analyze STUDY_DIR_OR_FILES... --model BUNDLE --out OUT
     echosonar analyze --batch STUDIES_DIR --model BUNDLE --out OUT     # one sub-folder per study
     echosonar analyze --batch S1 S2 S3 --model BUNDLE --out OUT       # each path is a study
@@ -52,9 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="STUDY_DIR_OR_FILES",
                         help="DICOM/MP4/AVI files or folders of ONE study (with --batch: one "
                              "study per path, or one folder holding a sub-folder per study)")
-    parser.add_argument("--model", metavar="BUNDLE", default="runs/quickstart",
-                        help="model bundle folder (what `echosonar quickstart --out` makes; "
-                             "default: runs/quickstart)")
+    parser.add_argument("--model", metavar="BUNDLE", default=None,
+                        help="model bundle folder (default: the shipped model, the "
+                             "repository's models/echosonar-r, or $ECHOSONAR_MODEL; "
+                             "`echosonar quickstart --train --out DIR` or `echosonar bundle` "
+                             "make others)")
     parser.add_argument("--out", metavar="OUT", help="output folder")
     parser.add_argument("--batch", action="store_true",
                         help="analyse many studies; keep going past failures; write a summary")

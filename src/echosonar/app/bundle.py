@@ -1,6 +1,6 @@
 """The model bundle: every trained part ``analyze`` needs, in one folder.
 
-Layout (what ``echosonar quickstart --out DIR`` leaves in ``DIR``)::
+Layout (what ``echosonar quickstart --train --out DIR`` leaves in ``DIR``)::
 
     DIR/bundle.json          {"format": "echosonar-bundle", "version": 1,
                               "echosonar_version": str, "created_utc": str,
@@ -13,6 +13,17 @@ Layout (what ``echosonar quickstart --out DIR`` leaves in ``DIR``)::
     DIR/view_classifier/     a checkpoint folder (config.json + model.safetensors)
     DIR/detector/, DIR/encoder/, DIR/vlm/
 
+A *shipped* bundle (``echosonar bundle ... --ship``; the repository's ``models/echosonar-r``)
+copies only what loading needs (``config.json``, ``model.safetensors`` with its floating weights
+in float16, the VLM's tokenizer JSON), drops training state, and lists the SHA-256 of every file
+in ``DIR/CHECKSUMS.sha256`` (``sha256sum -c`` format; ``bundle.json`` says ``"checksums"``).
+Reading such a bundle verifies every listed file first and refuses, naming the file, on any
+mismatch, missing file or unlisted file inside a component folder. The loaders upcast float16
+weights to float32 (:func:`echosonar.io.checkpoint.load_checkpoint`).
+
+Without ``--model``, ``analyze`` and ``serve`` use :func:`default_model_dir`: ``$ECHOSONAR_MODEL``
+if set, else ``models/echosonar-r`` of the checkout the package runs from (``pip install -e .``).
+
 Component paths in ``bundle.json`` are relative to ``DIR`` (or absolute), so a bundle can point
 at checkpoints trained elsewhere. A folder without ``bundle.json`` but with the four standard
 sub-folders loads too (thresholds 0.5). Any component can be overridden per call
@@ -23,7 +34,10 @@ the missing part.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +62,111 @@ HOW_TO_TRAIN = {
 }
 
 
+CHECKSUMS_FILE = "CHECKSUMS.sha256"
+SHIPPED_NAME = "echosonar-r"
+MODEL_ENV = "ECHOSONAR_MODEL"
+#: the repository keeps shipped bundles in git without LFS: refuse to ship anything bigger
+SHIP_LIMIT_MB = 30.0
+#: files of a checkpoint folder a shipped bundle keeps besides config.json + model.safetensors
+SHIP_EXTRA = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 class BundleError(ValueError):
     """A model bundle is missing a part or is malformed; the message names the part."""
+
+
+def default_model_dir() -> Path:
+    """The bundle ``analyze``/``serve`` use without ``--model``: ``$ECHOSONAR_MODEL`` if set,
+    else the shipped ``models/echosonar-r`` of the source checkout this package is installed
+    from (``src/echosonar/app/bundle.py`` -> ``<checkout>/models/echosonar-r``)."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "models" / SHIPPED_NAME
+
+
+def missing_default_model_message(root: Path) -> str:
+    return (f"the shipped model is not at {root}: it lives in the repository's models/"
+            f"{SHIPPED_NAME} (install from a clone with `pip install -e .`), or set "
+            f"{MODEL_ENV}=BUNDLE, or pass --model BUNDLE (`echosonar quickstart --train` "
+            "trains one)")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _listed_files(root: Path) -> list[str]:
+    """Every regular, non-hidden file under ``root`` but the checksum list (posix, sorted)."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts) \
+                and rel.as_posix() != CHECKSUMS_FILE:
+            out.append(rel.as_posix())
+    return out
+
+
+def write_checksums(root: str | Path) -> Path:
+    """``root/CHECKSUMS.sha256``: the SHA-256 of every file in the bundle (``sha256sum -c``
+    format). Rerun after editing any file (e.g. the model card): ``echosonar bundle --rehash``."""
+    from echosonar.io.atomic import atomic_write_text
+
+    root = Path(root)
+    lines = [f"{file_sha256(root / rel)}  {rel}\n" for rel in _listed_files(root)]
+    atomic_write_text(root / CHECKSUMS_FILE, "".join(lines))
+    return root / CHECKSUMS_FILE
+
+
+def read_checksums(root: str | Path) -> dict[str, str]:
+    """``{relative path: sha256}`` from ``root/CHECKSUMS.sha256``; BundleError if malformed."""
+    root = Path(root)
+    path = root / CHECKSUMS_FILE
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"model bundle {root}: cannot read {CHECKSUMS_FILE}: {e}") from e
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition("  ")
+        rel = rel.lstrip("*")
+        bad = (not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)
+               or not rel or rel.startswith("/") or ".." in Path(rel).parts)
+        if bad:
+            raise BundleError(f"model bundle {root}: {CHECKSUMS_FILE} line {n} is not "
+                              "'<sha256>  <relative path>'")
+        out[rel] = digest
+    if not out:
+        raise BundleError(f"model bundle {root}: {CHECKSUMS_FILE} lists no files")
+    return out
+
+
+def verify_checksums(root: str | Path, components: tuple[str, ...] = COMPONENTS) -> int:
+    """Check every file listed in ``root/CHECKSUMS.sha256`` and that each component folder
+    holds no unlisted file; returns the number of files checked. Raises :class:`BundleError`
+    naming the first bad file."""
+    root = Path(root)
+    listed = read_checksums(root)
+    for rel, digest in listed.items():
+        p = root / rel
+        if not p.is_file():
+            raise BundleError(f"model bundle {root}: {rel} is listed in {CHECKSUMS_FILE} but "
+                              "missing")
+        if file_sha256(p) != digest:
+            raise BundleError(f"model bundle {root}: {rel} does not match its SHA-256 in "
+                              f"{CHECKSUMS_FILE} (modified or corrupted); restore the file "
+                              "(git checkout) or re-ship the bundle")
+    for rel in _listed_files(root):
+        if rel.split("/", 1)[0] in components and rel not in listed:
+            raise BundleError(f"model bundle {root}: {rel} is not listed in {CHECKSUMS_FILE} "
+                              "(a file added to a shipped bundle is refused)")
+    return len(listed)
 
 
 @dataclass
@@ -91,6 +208,8 @@ def read_bundle_spec(root: str | Path, overrides: dict[str, str | Path] | None =
     if unknown:
         raise BundleError(f"unknown bundle component(s) {sorted(unknown)}; known: {COMPONENTS}")
     data: dict[str, Any] = {}
+    if root.is_dir() and (root / CHECKSUMS_FILE).is_file():
+        verify_checksums(root)
     if root.is_dir() and (root / BUNDLE_FILE).is_file():
         path = root / BUNDLE_FILE
         try:
@@ -100,13 +219,16 @@ def read_bundle_spec(root: str | Path, overrides: dict[str, str | Path] | None =
         if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{path} is not an EchoSonar model bundle "
                               f"(expected \"format\": \"{BUNDLE_FORMAT}\")")
+        if data.get("checksums") and not (root / CHECKSUMS_FILE).is_file():
+            raise BundleError(f"model bundle {root}: {CHECKSUMS_FILE} is missing ({path} says "
+                              "the bundle ships with checksums)")
         if int(data.get("version", 0)) > BUNDLE_VERSION:
             raise BundleError(f"{path} has bundle version {data.get('version')}, newer than this "
                               f"echosonar understands ({BUNDLE_VERSION}); upgrade echosonar")
     elif not root.is_dir() and len(overrides) < len(REQUIRED):
-        raise BundleError(f"model bundle not found: {root} (run `echosonar quickstart --out "
-                          f"{root}` to build one, or pass every component with --detector, "
-                          "--encoder and --vlm)")
+        raise BundleError(f"model bundle not found: {root} (leave --model out for the shipped "
+                          f"model, run `echosonar quickstart --train --out {root}` to train "
+                          "one, or pass every component with --detector, --encoder and --vlm)")
     rel = data.get("components", {c: c for c in COMPONENTS})
     comps: dict[str, Path] = {}
     for name in COMPONENTS:
@@ -125,7 +247,8 @@ def read_bundle_spec(root: str | Path, overrides: dict[str, str | Path] | None =
     return BundleSpec(root, comps, thresholds, source,
                       int(gen.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
                       {k: v for k, v in data.items() if k in ("provenance", "created_utc",
-                                                               "echosonar_version")})
+                                                               "echosonar_version", "checksums",
+                                                               "weights_dtype")})
 
 
 def _thresholds(raw: Any, root: Path) -> tuple[dict[str, float], str]:
@@ -179,8 +302,15 @@ def bundle_from_args(args: Any, command: str) -> Bundle | None:
 
     overrides = {"view_classifier": args.view_classifier, "detector": args.detector,
                  "encoder": args.encoder, "vlm": args.vlm}
+    model = args.model
+    if model is None:  # the shipped model
+        model = default_model_dir()
+        if not model.is_dir() and not all(overrides[c] for c in REQUIRED):
+            print(f"echosonar {command}: {missing_default_model_message(model)}",
+                  file=sys.stderr)
+            return None
     try:
-        return load_bundle(args.model, overrides)
+        return load_bundle(model, overrides)
     except BundleError as e:
         print(f"echosonar {command}: {e}", file=sys.stderr)
         return None
@@ -238,3 +368,117 @@ def write_bundle(root: str | Path, components: dict[str, str | Path],
         data["thresholds"] = {k: float(thresholds[k]) for k in LABEL_KEYS if k in thresholds}
     atomic_write_json(root / BUNDLE_FILE, data)
     return root / BUNDLE_FILE
+
+
+# ---------------------------------------------------------------------------------------------
+# Shipping: a compact, checksummed copy (float16 weights, no training state)
+# ---------------------------------------------------------------------------------------------
+
+def _half(tensors: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """float32/float64 tensors -> float16 where the round trip is faithful (finite, within
+    rtol 1e-3 / atol 1e-6); the others (and integer tensors) stay as they are. Returns the
+    tensors and the names kept in full precision."""
+    import torch
+
+    out, kept = {}, []
+    for k, v in tensors.items():
+        if v.dtype in (torch.float32, torch.float64):
+            h = v.to(torch.float16)
+            if torch.isfinite(h).all() and torch.allclose(h.float(), v.float(), rtol=1e-3,
+                                                          atol=1e-6):
+                out[k] = h
+                continue
+            kept.append(k)
+        out[k] = v
+    return out, kept
+
+
+def ship_component(src: str | Path, dest: str | Path, half: bool = True) -> dict[str, Any]:
+    """Copy one checkpoint folder to ``dest`` with only what loading needs: ``config.json``
+    (its weights checksum updated), ``model.safetensors`` (floating weights in float16 when
+    ``half``) and the tokenizer JSON files; training state, metrics and sub-folders stay
+    behind. Returns ``{kind, source_sha256, sha256, float32_tensors, run_info}``."""
+    from echosonar.io.checkpoint import (
+        CONFIG,
+        WEIGHTS,
+        load_tensors,
+        read_checkpoint_config,
+        save_tensors,
+    )
+
+    src, dest = Path(src), Path(dest)
+    data = read_checkpoint_config(src)
+    tensors = load_tensors(src / WEIGHTS, data.get("sha256"))
+    kept: list[str] = []
+    if half:
+        tensors, kept = _half(tensors)
+    dest.mkdir(parents=True, exist_ok=True)
+    digest = save_tensors(dest / WEIGHTS, tensors)
+    meta = dict(data.get("meta") or {})
+    meta["shipped"] = {"weights_dtype": "float16" if half else "as trained",
+                       "float32_tensors": kept, "source_sha256": data.get("sha256")}
+    atomic_write_json(dest / CONFIG, {**data, "sha256": digest, "meta": meta})
+    for name in SHIP_EXTRA:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+    run_info = None
+    for d in (src, src.parent):  # a run folder's run_info.json (seed, commit, command, time)
+        if (d / "run_info.json").is_file():
+            try:
+                info = json.loads((d / "run_info.json").read_text())
+                run_info = {k: info.get(k) for k in ("command", "seed", "git_commit",
+                                                     "time_utc") if k in info}
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                pass
+            break
+    return {"kind": data.get("kind"), "source_sha256": data.get("sha256"), "sha256": digest,
+            "float32_tensors": kept, "run_info": run_info}
+
+
+def bundle_size_mb(root: str | Path) -> float:
+    root = Path(root)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
+
+
+def ship_bundle(out: str | Path, components: dict[str, str | Path],
+                thresholds: dict[str, float] | None, max_new_tokens: int,
+                half: bool = True, limit_mb: float = SHIP_LIMIT_MB,
+                provenance: dict[str, Any] | None = None) -> Path:
+    """Write a shipped bundle to ``out`` (replacing the bundle there, keeping its ``*.md``
+    files, e.g. the model card): components via :func:`ship_component`, ``bundle.json``
+    (``"checksums"``, ``"weights_dtype"``), then ``CHECKSUMS.sha256`` over every file. Refuses
+    (nothing replaced) when the result is over ``limit_mb``."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.ship-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shipped = {}
+        for name, src in components.items():
+            if name not in COMPONENTS:
+                raise BundleError(f"unknown bundle component {name!r}; known: {COMPONENTS}")
+            shipped[name] = ship_component(src, tmp / name, half)
+        write_bundle(tmp, {n: tmp / n for n in components}, thresholds, max_new_tokens,
+                     components_shipped=shipped, **(provenance or {}))
+        data = json.loads((tmp / BUNDLE_FILE).read_text())
+        data["checksums"] = CHECKSUMS_FILE
+        data["weights_dtype"] = "float16" if half else "as trained"
+        atomic_write_json(tmp / BUNDLE_FILE, data)
+        if out.is_dir():
+            for doc in out.glob("*.md"):
+                shutil.copyfile(doc, tmp / doc.name)
+        write_checksums(tmp)
+        size = bundle_size_mb(tmp)
+        if size > limit_mb:
+            raise BundleError(f"shipped bundle would be {size:.1f} MB, over the {limit_mb:g} MB "
+                              "limit; nothing written")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,6 +1,6 @@
 """``echosonar serve``: the upload form, report page and JSON API on localhost (FastAPI).
 
-    echosonar serve --model runs/quickstart                 # http://127.0.0.1:8765/
+    echosonar serve                                         # the shipped model; http://127.0.0.1:8765/
     echosonar serve --model BUNDLE --port 9000 --workers 2 --max-upload-mb 256
 
 It binds to 127.0.0.1 unless ``--host`` says otherwise, and a non-loopback address also needs
@@ -19,8 +19,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from echosonar.config import add_config_args
 
-    parser.add_argument("--model", metavar="BUNDLE", default="runs/quickstart",
-                        help="model bundle folder (default: runs/quickstart)")
+    parser.add_argument("--model", metavar="BUNDLE", default=None,
+                        help="model bundle folder (default: the shipped model, the "
+                             "repository's models/echosonar-r, or $ECHOSONAR_MODEL)")
     for comp in ("view-classifier", "detector", "encoder", "vlm"):
         parser.add_argument(f"--{comp}", metavar="DIR", default=None,
                             help=f"use this {comp} checkpoint instead of the bundle's")

@@ -1,6 +1,7 @@
 """Checkpoints: ``model.safetensors`` (tensors) + ``config.json`` (config, metadata, checksum).
 
-Never pickle. ``config.json`` stores the SHA-256 of the weights file, so a tampered or truncated
+Never pickle. Weights saved in float16/bfloat16 load as float32 (:func:`load_checkpoint`).
+``config.json`` stores the SHA-256 of the weights file, so a tampered or truncated
 checkpoint is refused with a clear :class:`CheckpointError` instead of loading garbage.
 
 Every trainable model subclasses :class:`Pretrained` (an ``nn.Module`` mixin) and gets
@@ -98,9 +99,15 @@ def read_checkpoint_config(directory: str | Path, kind: str | None = None) -> di
 
 def load_checkpoint(directory: str | Path,
                     kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return ``(tensors, config_json)`` after checking kind and checksum."""
+    """Return ``(tensors, config_json)`` after checking kind and checksum.
+
+    Half-precision floating tensors (a shipped bundle stores its weights in float16) are
+    upcast to float32 here, so every model runs in float32 whatever the file holds.
+    """
     data = read_checkpoint_config(directory, kind)
-    return load_tensors(Path(directory) / WEIGHTS, data.get("sha256")), data
+    tensors = load_tensors(Path(directory) / WEIGHTS, data.get("sha256"))
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+            for k, v in tensors.items()}, data
 
 
 class Pretrained:
