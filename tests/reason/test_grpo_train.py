@@ -223,3 +223,27 @@ def test_cli_train_resume_and_compare(tmp_path):
     from echosonar.reason.model import EchoSonarR
 
     EchoSonarR.from_pretrained(run / "final")
+
+
+def test_grpo_learns_an_answer_that_is_a_function_of_a_prompt_number(tmp_path):
+    """The reward pays 'Y' first when the study's prompt number (its first view's first clip
+    feature) is positive and 'N' when it is negative: a policy that ignores its prompt cannot
+    beat 0.5 on average, so a rise well above it means GRPO read the number."""
+    studies = toy_studies(16, seed=3)
+    sign = {}
+    for i, sf in enumerate(studies):
+        x = 3.0 if i % 2 else -3.0
+        sf.views[0].clip_tokens[0, 0] = x
+        sign[sf.key] = x > 0
+
+    def conditional(completions, key=None, **kw):
+        want = ["Y" if sign[k] else "N" for k in key]
+        return [1.0 if c[:1] == w else 0.0 if c[:1] in "YN" else -0.5
+                for c, w in zip(completions, want, strict=True)]
+
+    log = GRPOTrainer(ToyPolicy(seed=1), toy_cfg(steps=150, max_completion_length=1, lr=3e-3,
+                                                 reward_weights={"cond": 1.0}),
+                      studies, tmp_path, reward_funcs={"cond": conditional}).train()
+    first = sum(m["reward"] for m in log[:5]) / 5
+    last = sum(m["reward"] for m in log[-10:]) / 10
+    assert last > 0.75 and last > first + 0.4, (first, last)
