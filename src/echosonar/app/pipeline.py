@@ -3,8 +3,16 @@
 The app owns no model logic: every step is a call into a stage through the thin adapters of
 :mod:`echosonar.app.stages` (tests pass a fake ``stages`` object with the same functions)::
 
-    ingest (decode + preprocess) -> view classification of unknown views -> per clip: detect
-    -> encode -> StudyFeatures -> greedy generation + label scores -> strict parse
+    ingest (decode + preprocess) -> view classification of unknown views -> OOD guard
+    -> per clip: detect -> encode -> StudyFeatures -> greedy generation + label scores
+    -> strict parse
+
+The OOD guard (:mod:`echosonar.ingest.view_ood`, through ``stages.assess_ood``) scores every
+clip against the view classifier's training data: a clip it rejects (``out``: not cardiac
+ultrasound) becomes OTHER and is neither detected nor encoded; a study without any clip of a
+standard view is ``not_assessable`` (no detection, no generation); an analysed clip that is
+``unusual`` gets a warning and the study's findings are withheld (no call, no stated answer,
+no report text; the raw generation stays for audit).
 
 What the app adds is bookkeeping: thresholds from the bundle, "missing view" and "skipped file"
 warnings, keyframe choice, stage timings, peak memory, and a result that validates against
@@ -14,6 +22,7 @@ input list, never by file name (names often carry patient identifiers).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +38,7 @@ from echosonar.taxonomy import (
     FINDING_BY_KEY,
     LABEL_KEYS,
     LABELS,
+    OTHER_VIEW,
     REPORT_SECTION_TITLES,
     REPORT_SECTIONS,
     VIEWS,
@@ -45,6 +55,7 @@ STAGE_LABELS = {"queued": "waiting for a free worker", "ingest": "reading DICOM 
                 "generate": "writing the reasoning and report", "report": "assembling the report",
                 "done": "done"}
 LOW_VIEW_CONF = 0.5
+OOD_LEVELS = ("in", "unusual", "out")
 
 
 class AnalysisError(ValueError):
@@ -162,21 +173,70 @@ def analyze_study(paths: Sequence[str | Path] | str | Path, bundle: Bundle, cfg:
                                     "view classifier (add one: echosonar train view-classifier)")
             with timer("view"):
                 stages.label_views(study, bundle.view_classifier, cfg)
-        report("detect", STAGE_PLAN[2][1])
-        sf, dets = stages.features(bundle, study, cfg, timer)
-        report("generate", STAGE_PLAN[3][1])
-        with timer("generate"):
-            text = stages.generate(bundle.vlm, sf, bundle.spec.max_new_tokens,
-                                   _guide(cfg, bundle.spec.thresholds))
-            scores = stages.label_scores(bundle.vlm, sf)
+        with timer("view"):
+            ood = guard_clips(study, bundle, stages)
+        # clips the guard rejects are not cardiac ultrasound: OTHER, and never analysed
+        keep = [i for i, o in enumerate(ood) if not (o and o.get("level") == "out")]
+        dets: list[Any] = [None] * len(study.clips)
+        text, scores = "", None
+        if any(study.clips[i].view in VIEWS for i in keep):
+            report("detect", STAGE_PLAN[2][1])
+            sub = study if len(keep) == len(study.clips) else \
+                dataclasses.replace(study, clips=[study.clips[i] for i in keep])
+            sf, sub_dets = stages.features(bundle, sub, cfg, timer)
+            for i, d in zip(keep, sub_dets, strict=True):
+                dets[i] = d
+            report("generate", STAGE_PLAN[3][1])
+            with timer("generate"):
+                text = stages.generate(bundle.vlm, sf, bundle.spec.max_new_tokens,
+                                       _guide(cfg, bundle.spec.thresholds))
+                scores = stages.label_scores(bundle.vlm, sf)
         report("report", STAGE_PLAN[4][1])
     timing = {k: round(timer.seconds.get(k, 0.0), 4) for k in TIMING_KEYS if k != "total"}
     timing["total"] = round(time.perf_counter() - t_start, 4)
     analysis = build_result(study, unknown, dets, text, scores, bundle, warnings, timing,
-                            mem.peak_mb(), stages)
+                            mem.peak_mb(), stages, ood)
     assert_valid(analysis.result)
     report("done", 1.0)
     return analysis
+
+
+def guard_clips(study: Any, bundle: Bundle, stages: Any) -> list[dict[str, Any] | None]:
+    """The view classifier's out-of-distribution guard on every clip (None per clip when there
+    is no classifier or the stages have no guard). Clips it rejects become ``OTHER``; the view
+    the classifier gave them is kept in their ``classifier_view``."""
+    guard = getattr(stages, "assess_ood", None)
+    if guard is None or bundle.view_classifier is None:
+        return [None] * len(study.clips)
+    ood = [dict(o) for o in guard(study, bundle.view_classifier)]
+    for clip, o in zip(study.clips, ood, strict=True):
+        o["classifier_view"] = clip.view
+        if o.get("level") == "out":
+            clip.view = OTHER_VIEW
+    return ood
+
+
+def _ood_summary(clips: list[dict[str, Any]], present: list[str]) -> dict[str, Any]:
+    """Study-level guard verdict: the worst level among the clips, whether the findings are
+    withheld (no clip of a standard view, or an analysed clip unlike the training data) and
+    why, in words."""
+    checked = [c for c in clips if c["ood"] and c["ood"].get("level")]
+    worst = max((OOD_LEVELS.index(c["ood"]["level"]) for c in checked), default=-1)
+    unusual = [c for c in checked if c["ood"]["level"] == "unusual" and c["view"] in VIEWS]
+    rejected = [c for c in checked if c["ood"]["level"] == "out"]
+    assessable_views = [v for v in present if v in VIEWS]
+    reasons = []
+    if not assessable_views:
+        reasons.append("no clip shows a standard cardiac view"
+                       + (f" ({len(rejected)} clip(s) not recognisable as cardiac ultrasound)"
+                          if rejected else ""))
+    if unusual:
+        reasons.append(f"{len(unusual)} analysed clip(s) unlike the training data: "
+                       + ", ".join(f"{c['label']} {c['view']} (OOD distance "
+                                   f"{c['ood']['score']:.2f} >= {c['ood']['warn_at']:.2f})"
+                                   for c in unusual))
+    return {"checked": bool(checked), "level": OOD_LEVELS[worst] if worst >= 0 else None,
+            "withheld": bool(reasons), "reason": "; ".join(reasons) or None}
 
 
 def _scrub(message: str, names: set[str]) -> str:
@@ -192,14 +252,23 @@ def _scrub(message: str, names: set[str]) -> str:
 def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
                  scores: Sequence[float] | None, bundle: Bundle, warnings: list[str],
                  timing: dict[str, float], peak_mb: float | None,
-                 stages: Any) -> Analysis:
-    """Assemble the result dict from the stages' outputs (pure bookkeeping, no model calls)."""
+                 stages: Any, ood: Sequence[dict[str, Any] | None] | None = None) -> Analysis:
+    """Assemble the result dict from the stages' outputs (pure bookkeeping, no model calls).
+
+    A clip without detections (``dets[i] is None``: rejected by the OOD guard, or a study with
+    no standard view) gets no structures and no measurements."""
     from echosonar import __version__
 
+    ood = list(ood) if ood is not None else [None] * len(study.clips)
     clips, keyframes = [], {}
     for i, (clip, det) in enumerate(zip(study.clips, dets, strict=True)):
         t = int(clip.frames.shape[0])
-        ed, es, estimated = stages.keyframe_indices(clip, det)
+        if det is None:
+            ed, es = (clip.ed_index, clip.es_index) if min(clip.ed_index, clip.es_index) >= 0 \
+                else (0, t // 2)
+            estimated = min(clip.ed_index, clip.es_index) < 0
+        else:
+            ed, es, estimated = stages.keyframe_indices(clip, det)
         ed, es = min(max(ed, 0), t - 1), min(max(es, 0), t - 1)
         conf = float(clip.view_conf)
         clips.append({
@@ -208,10 +277,23 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
             "view_source": "classifier" if unknown[i] else "given", "n_frames": t,
             "cm_per_px": None if not np.isfinite(clip.cm_per_px) else float(clip.cm_per_px),
             "ed_index": ed, "es_index": es, "keyframes_estimated": bool(estimated),
-            "structures": stages.clip_structures(det, ed, es),
-            "measurements": {k: float(v) for k, v in stages.clip_measurements(det).items()},
+            "structures": [] if det is None else stages.clip_structures(det, ed, es),
+            "measurements": {} if det is None else {
+                k: float(v) for k, v in stages.clip_measurements(det).items()},
+            "ood": _clip_ood(ood[i]),
         })
         keyframes[i] = {"ed": clip.frames[ed], "es": clip.frames[es]}
+    for c in clips:
+        o = c["ood"]
+        if o and o["level"] == "out":
+            warnings.append(f"{c['label']} is not analysed: {o['reason']} (the view classifier "
+                            f"said {o['classifier_view']}); labelled OTHER")
+        elif o and o["level"] == "unusual" and c["view"] in VIEWS:
+            warnings.append(f"{c['label']} ({c['view']}) is {o['reason']}: findings withheld")
+    if any(o is not None and o.get("level") is None for o in ood):
+        warnings.append("the view classifier has no OOD statistics, so no clip was checked "
+                        "against the training data (fit them: echosonar train view-classifier "
+                        "--ood-only)")
     low = [f"clip {c['index'] + 1} {c['view']} ({c['view_conf']:.2f})" for c in clips
            if c["view_source"] == "classifier" and c["view_conf"] < LOW_VIEW_CONF]
     if low:
@@ -230,11 +312,21 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
     if "OTHER" in present:
         warnings.append("some clips are not a standard view (OTHER) and were not used by the "
                         "language model")
+    guard = _ood_summary(clips, present)
     parsed = parse_generation(text)
-    if not parsed.well_formed:
+    if text and not parsed.well_formed:
         warnings.append(f"the model output is malformed ({len(parsed.errors)} format "
                         "problem(s)); the report may be incomplete")
     findings = _findings(scores, bundle.spec.thresholds, parsed.findings, present)
+    answer = [k for k in LABEL_KEYS if k in parsed.findings]
+    sections = {s: parsed.sections.get(s, "") for s in REPORT_SECTIONS}
+    if guard["withheld"]:
+        # no confident findings on what the models were not trained for: calls, the stated
+        # answer and the report text are withheld (the raw output stays in "generation")
+        for f in findings:
+            f["positive"] = None
+        answer, sections = [], {s: "" for s in REPORT_SECTIONS}
+        warnings.insert(0, f"NOT ASSESSABLE: {guard['reason']}; no findings are reported")
     calls = {f["key"] for f in findings if f["positive"] and f["assessable"]}
     if "healthy" in calls and len(calls) > 1:
         warnings.append("the label scores call the study healthy and abnormal at once; "
@@ -243,15 +335,17 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
                     if ln.strip().startswith("view ")}
     result = {
         "schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "study_key": study.key,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "status": "ok",
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "status": "ok" if any(v in VIEWS for v in present) else "not_assessable",
         "model": {"bundle": bundle.spec.name, "bundle_version": 1,
                   "echosonar_version": __version__,
                   "components": {k: dict(v) for k, v in bundle.info.items()},
                   "thresholds": bundle.spec.thresholds_source},
         "clips": clips,
         "views": {"present": present, "missing": missing, "not_assessable": not_assessable},
+        "ood": guard,
         "findings": findings,
-        "answer_findings": [k for k in LABEL_KEYS if k in parsed.findings],
+        "answer_findings": answer,
         "reasoning": {"well_formed": parsed.well_formed, "errors": list(parsed.errors),
                       "views": [{"view": v.view, "acquired": v.acquired,
                                  "text": reason_lines.get(v.view, ""),
@@ -261,11 +355,21 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
                                  "not_assessable": list(v.not_assessable),
                                  "evidence": v.evidence} for v in parsed.views.values()]},
         "report": {"sections": [{"key": s, "title": REPORT_SECTION_TITLES[s],
-                                 "text": parsed.sections.get(s, "")} for s in REPORT_SECTIONS]},
+                                 "text": sections[s]} for s in REPORT_SECTIONS]},
         "generation": text, "warnings": warnings, "timing_s": timing,
         "peak_memory_mb": None if peak_mb is None else round(float(peak_mb), 1),
     }
     return Analysis(result, keyframes)
+
+
+def _clip_ood(o: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not o:
+        return None
+    num = lambda v: None if v is None or not np.isfinite(v) else round(float(v), 4)  # noqa: E731
+    return {"score": num(o.get("score")), "energy": num(o.get("energy")),
+            "warn_at": num(o.get("warn_at")), "reject_at": num(o.get("reject_at")),
+            "level": o.get("level"), "reason": o.get("reason"),
+            "classifier_view": o.get("classifier_view")}
 
 
 def _guide(cfg: Any, thresholds: dict[str, float]) -> dict[str, float] | None:

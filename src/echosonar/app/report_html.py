@@ -1,11 +1,13 @@
 """``report.html``: one self-contained page a clinician reads (inline CSS/JS, PNG data URIs).
 
-Content, top to bottom: the research-use notice, warnings, the sectioned report beside the
-findings table, then one row per view — end-diastole and end-systole keyframes with the detected
-structures drawn, the view's reasoning sentence with each cited structure as a chip that lights up
-the cited box on the image (hover, focus or click), and the view's measurements — and finally the
-model and timing details. The page reads only the result dict (``result.json``) and the keyframes;
-it contains no file names and no identifiers other than the study key.
+Content, top to bottom: the research-use notice, the OOD guard's verdict when it withholds the
+findings (images unlike the training data, or no standard cardiac view), warnings, the sectioned
+report beside the findings table, then one row per view — end-diastole and end-systole keyframes
+with the detected structures drawn, the clip's OOD distance and level, the view's reasoning
+sentence with each cited structure as a chip that lights up the cited box on the image (hover,
+focus or click), and the view's measurements — and finally the model and timing details.
+The page reads only the result dict (``result.json``) and the keyframes; it contains no file
+names and no identifiers other than the study key.
 """
 
 from __future__ import annotations
@@ -77,6 +79,31 @@ def _warnings(r: dict[str, Any]) -> str:
     items = "".join(f"<li>{escape(w)}</li>" for w in r["warnings"])
     return (f'<section class="warnings" id="warnings"><strong>{len(r["warnings"])} warning'
             f'{"s" if len(r["warnings"]) != 1 else ""}</strong><ul>{items}</ul></section>')
+
+
+def _guard(r: dict[str, Any]) -> str:
+    """The OOD guard's verdict, above everything else when findings are withheld."""
+    g = r.get("ood")
+    if not g or not g.get("withheld"):
+        return ""
+    head = ("Not assessable" if r.get("status") == "not_assessable"
+            else "Findings withheld: these images are unlike the training data")
+    return (f'<section class="warnings ood" id="ood" role="alert"><strong>&#9888; {head}'
+            f'</strong><p>{escape(g.get("reason") or "")}. EchoSonar was trained on simulated '
+            "echocardiograms only; it reports no finding on images it does not recognise."
+            "</p></section>")
+
+
+def _ood_line(c: dict[str, Any]) -> str:
+    o = c.get("ood")
+    if not o or o.get("score") is None:
+        return ""
+    cls = {"in": "ok", "unusual": "warn", "out": "bad"}.get(o.get("level") or "", "")
+    text = (f'OOD distance {o["score"]:.1f} (warn at {o["warn_at"]:.1f}, reject at '
+            f'{o["reject_at"]:.1f}): {o["level"]}')
+    if o.get("level") == "out":
+        text += f"; classifier said {o.get('classifier_view')}, not analysed"
+    return f'<p class="oodline {cls}" data-ood="{escape(o.get("level") or "")}">{escape(text)}</p>'
 
 
 def _report(r: dict[str, Any]) -> str:
@@ -207,7 +234,7 @@ def _views(r: dict[str, Any], keyframes: Keyframes) -> str:
             f'<div><div class="head"><span class="badge">{view}</span><h3>'
             f'{escape(VIEW_NAMES.get(view, view))}</h3><span class="conf">{escape(c["label"])}'
             f' · view confidence {c["view_conf"]:.2f} ({c["view_source"]})</span></div>'
-            f"{text}{_measurements(c)}</div></div>")
+            f"{_ood_line(c)}{text}{_measurements(c)}</div></div>")
     for view in VIEWS:  # views the model reasoned about but that were not acquired
         if view in seen:
             continue
@@ -251,7 +278,7 @@ def render_report(result: dict[str, Any], keyframes: Keyframes | None = None) ->
         f'<meta name="robots" content="noindex"><title>{escape(title)}</title>'
         f'<meta name="description" content="{escape(labels)}">'
         f"<style>{_asset('report.css')}</style></head><body>"
-        f'{_header(result)}<div class="wrap">{_warnings(result)}'
+        f'{_header(result)}<div class="wrap">{_guard(result)}{_warnings(result)}'
         f'<div class="grid2 gridwrap">{_report(result)}{_findings(result)}</div>'
         f"{_views(result, keyframes or {})}{_footer(result)}</div>"
         f"<script>{_asset('report.js')}</script></body></html>")

@@ -3,13 +3,17 @@
 A result is plain JSON (version 1)::
 
     {"schema": "echosonar.result", "version": 1, "study_key": str, "created_utc": str,
-     "status": "ok",
+     "status": "ok" | "not_assessable",     # not_assessable: no clip of a standard view
      "model":    {"bundle": str, "bundle_version": int, "echosonar_version": str,
                   "components": {name: {"kind": str, "sha256": str | null}}, "thresholds": str},
      "clips":    [{"index", "label", "view", "view_conf", "view_source", "n_frames", "cm_per_px",
                    "ed_index", "es_index", "keyframes_estimated",
                    "structures": [{"name", "score", "present", "box_ed", "box_es"}],
-                   "measurements": {name: float}}],
+                   "measurements": {name: float},
+                   "ood": {"score", "energy", "warn_at", "reject_at", "level", "reason",
+                           "classifier_view"} | null}],   # the view classifier's OOD guard
+     "ood":      {"checked": bool, "level": "in" | "unusual" | "out" | null,
+                  "withheld": bool, "reason": str | null},  # withheld: no finding is called
      "views":    {"present": [view], "missing": [view], "not_assessable": [finding key]},
      "findings": [{"key", "name", "section", "score", "threshold", "positive", "in_answer",
                    "assessable"}],          # one per taxonomy.LABELS, in taxonomy order
@@ -25,7 +29,11 @@ A result is plain JSON (version 1)::
 
 Boxes (``box01``) are ``[x0, y0, x1, y1]`` in 0..1 of the preprocessed clip frame. No field holds
 a file name, path or header value: clips are labelled "clip 1", "clip 2", ... and skipped inputs
-by their position in the input list. :data:`RESULT_SCHEMA` is a JSON Schema (draft 2020-12
+by their position in the input list. The ``ood`` keys (clip and study) are optional, so
+results written before the guard existed still validate; ``echosonar analyze`` always writes
+them. OOD levels: ``in`` (like the training clips), ``unusual`` (distance at or above
+``warn_at``: a visible warning and no finding is called), ``out`` (at or above ``reject_at``: not
+cardiac ultrasound; the clip becomes OTHER and is not analysed). :data:`RESULT_SCHEMA` is a JSON Schema (draft 2020-12
 subset); :func:`validate` checks it without third-party packages.
 """
 
@@ -48,6 +56,8 @@ TIMING_KEYS = ("ingest", "view", "detect", "encode", "generate", "total")
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
 _BOOL = {"type": "boolean"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_STR_OR_NULL = {"type": ["string", "null"]}
 _BOX = {"type": "array", "items": {"type": "number", "minimum": 0.0, "maximum": 1.0},
         "minItems": 4, "maxItems": 4}
 
@@ -74,7 +84,15 @@ _CLIP = _obj({
     "keyframes_estimated": _BOOL,
     "structures": {"type": "array", "items": _STRUCTURE},
     "measurements": {"type": "object", "additionalProperties": _NUM},
-})
+    "ood": {**_obj({
+        "score": _NUM_OR_NULL, "energy": _NUM_OR_NULL, "warn_at": _NUM_OR_NULL,
+        "reject_at": _NUM_OR_NULL, "level": {"enum": ["in", "unusual", "out", None]},
+        "reason": _STR_OR_NULL, "classifier_view": {"enum": [*CLASSIFIER_VIEWS, None]}},
+        required=["score", "level", "reason"]), "type": ["object", "null"]},
+}, required=["index", "label", "view", "view_conf", "view_source", "n_frames", "cm_per_px",
+             "ed_index", "es_index", "keyframes_estimated", "structures", "measurements"])
+_OOD = _obj({"checked": _BOOL, "level": {"enum": ["in", "unusual", "out", None]},
+             "withheld": _BOOL, "reason": _STR_OR_NULL})
 _FINDING = _obj({
     "key": {"enum": list(LABEL_KEYS)}, "name": _STR, "section": _STR,
     "score": {"type": ["number", "null"]}, "threshold": {"type": "number"},
@@ -93,7 +111,7 @@ RESULT_SCHEMA: dict[str, Any] = {
     **_obj({
         "schema": {"enum": [SCHEMA_NAME]}, "version": {"enum": [SCHEMA_VERSION]},
         "study_key": {"type": "string", "minLength": 1}, "created_utc": _STR,
-        "status": {"enum": ["ok"]},
+        "status": {"enum": ["ok", "not_assessable"]},
         "model": _obj({"bundle": _STR, "bundle_version": {"type": "integer"},
                        "echosonar_version": _STR,
                        "components": {"type": "object", "additionalProperties": _obj(
@@ -103,6 +121,7 @@ RESULT_SCHEMA: dict[str, Any] = {
         "views": _obj({"present": {"type": "array", "items": {"enum": list(CLASSIFIER_VIEWS)}},
                        "missing": {"type": "array", "items": {"enum": list(VIEWS)}},
                        "not_assessable": {"type": "array", "items": {"enum": list(LABEL_KEYS)}}}),
+        "ood": _OOD,
         "findings": {"type": "array", "items": _FINDING, "minItems": len(LABEL_KEYS),
                      "maxItems": len(LABEL_KEYS)},
         "answer_findings": {"type": "array", "items": {"enum": list(LABEL_KEYS)}},
@@ -116,7 +135,9 @@ RESULT_SCHEMA: dict[str, Any] = {
         "warnings": {"type": "array", "items": _STR},
         "timing_s": _obj({k: {"type": "number", "minimum": 0.0} for k in TIMING_KEYS}),
         "peak_memory_mb": {"type": ["number", "null"]},
-    }),
+    }, required=["schema", "version", "study_key", "created_utc", "status", "model", "clips",
+                 "views", "findings", "answer_findings", "reasoning", "report", "generation",
+                 "warnings", "timing_s", "peak_memory_mb"]),
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {

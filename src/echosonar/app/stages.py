@@ -7,6 +7,7 @@ logic. :func:`echosonar.app.pipeline.analyze_study` takes any object with these 
     load_view_classifier(dir) / load_detector(dir) / load_encoder(dir) / load_vlm(dir)
     ingest(paths, cfg) -> (list[Study], [(basename, reason)])      views left unknown
     label_views(study, model, cfg)                                  in place
+    assess_ood(study, model) -> [ood dict per clip]                 the view classifier's guard
     features(bundle, study, cfg, timer) -> (StudyFeatures, [detections per clip])
     keyframe_indices(clip, det) -> (ed, es, estimated)
     clip_structures(det, ed, es) -> [{"name", "score", "present", "box_ed", "box_es"}]
@@ -74,6 +75,14 @@ def label_views(study: Any, model: Any, cfg: Any) -> None:
     from echosonar.ingest import label_views as _label
 
     _label([study], model, float(cfg.ingest.view_min_conf))
+
+
+def assess_ood(study: Any, model: Any) -> list[dict[str, Any]]:
+    """The out-of-distribution guard of the view classifier, one dict per clip
+    (:func:`echosonar.ingest.view_ood.assess_clips`)."""
+    from echosonar.ingest.view_ood import assess_clips
+
+    return assess_clips(model, study.clips)
 
 
 def features(bundle: Any, study: Any, cfg: Any, timer: Any) -> tuple[Any, list[Any]]:

@@ -33,6 +33,11 @@ class ViewTrainConfig:
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     other_fraction: float = opt(0.15, "fraction of each batch replaced by synthetic OTHER clips")
     augment: float = opt(1.0, "augmentation strength (0 = none); geometry, gain, gamma, noise")
+    us_augment: float = opt(1.0, "probability scale of the ultrasound-specific domain "
+                            "randomisation (0 = none): zoom-out/crop about the apex, sector "
+                            "width, reject level and greyscale map, depth attenuation and TGC, "
+                            "near-field haze, lateral dropout, tissue-brightness field, speckle, "
+                            "cavity noise, blur, burned-in marks")
     seed: int = opt(0, "random seed")
     threads: int = opt(1, "torch CPU threads (1 is fastest on a busy 2-core machine)")
     max_clips: int = opt(0, "use at most this many training clips (0 = all)")

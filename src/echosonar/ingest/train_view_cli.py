@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra evaluation set, all of its clips (repeatable)")
     parser.add_argument("--epochs", type=int, default=None, help="override view_train.epochs")
     parser.add_argument("--workers", type=int, default=None, help="ingest worker processes")
+    parser.add_argument("--ood-only", action="store_true",
+                        help="do not train: fit the out-of-distribution guard of the classifier "
+                             "already in --out on the train split of --data (calibrated on its "
+                             "val split) and write --out/ood_stats.safetensors")
     add_config_args(parser)
 
 
@@ -49,6 +53,33 @@ def real_fixture_prediction(model: Any, cfg: Any) -> dict[str, Any] | None:
             "confidence": float(p[k]),
             "probs": {c: round(float(v), 4) for c, v in zip(model.config.classes, p,
                                                               strict=True)}}
+
+
+def write_ood(model: Any, train: Any, val: Any, out: Path, tcfg: Any) -> Any:
+    """Fit the OOD guard (:mod:`echosonar.ingest.view_ood`), save it next to the weights and
+    print its thresholds and how far pydicom's real A4C cine lies."""
+    import torch
+
+    from echosonar.ingest.view_ood import fit_ood
+
+    torch.set_num_threads(max(1, tcfg.threads))
+    stats = fit_ood(model, train, val, seed=tcfg.seed)
+    stats.meta["classifier_sha256"] = _weights_sha(out)
+    path = stats.save(out)
+    model.ood = stats
+    print(f"OOD guard: warn at distance {stats.warn_at:.2f}, reject at {stats.reject_at:.2f} "
+          f"(val clean {stats.meta['val_clean']}, augmented {stats.meta['val_augmented']}) "
+          f"-> {path}")
+    return stats
+
+
+def _weights_sha(out: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((out / "config.json").read_text()).get("sha256")
+    except (OSError, ValueError):
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +128,17 @@ def run(args: argparse.Namespace) -> int:
         print("echosonar train view-classifier: no training clips with a known view",
               file=sys.stderr)
         return 2
+    if args.ood_only:
+        from echosonar.ingest.view_model import ViewClassifier
+        from echosonar.io.checkpoint import CheckpointError
+
+        try:
+            model = ViewClassifier.from_pretrained(args.out).eval()
+        except CheckpointError as e:
+            print(f"echosonar train view-classifier: {e}", file=sys.stderr)
+            return 2
+        write_ood(model, train, data.subset("val"), Path(args.out), tcfg)
+        return 0
     print(f"training on {len(train)} clips ({len(data)} in {args.data})")
     model, losses = train_view_classifier(train, mcfg, tcfg, progress=True)
     metrics: dict[str, Any] = {"train_clips": len(train), "final_loss": float(sum(losses[-20:]) /
@@ -119,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out / "run_info.json", run_info(tcfg.seed, data=str(args.data),
                                                       evals=dict(evals)))
     atomic_write_json(out / "metrics.json", metrics)
+    write_ood(model, train, data.subset("val"), out, tcfg)
     for k, v in metrics.items():
         if isinstance(v, dict) and "accuracy" in v:
             print(f"{k:>14}: accuracy {v['accuracy']:.3f} on {v['n']} clips")

@@ -15,7 +15,7 @@ the views consistent with that decision (plus OTHER), so it never confuses A4C w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +40,17 @@ class ViewClassifier(nn.Module, Pretrained):
 
     checkpoint_kind: ClassVar[str] = "view-classifier"
     config_class: ClassVar[type] = ViewModelConfig
+    #: the out-of-distribution guard's statistics (:mod:`echosonar.ingest.view_ood`), loaded
+    #: from ``ood_stats.safetensors`` next to the weights; None when the folder has none
+    ood: Any = None
+
+    @classmethod
+    def from_pretrained(cls, directory: Any, map_location: str = "cpu") -> ViewClassifier:
+        from echosonar.ingest.view_ood import load_ood
+
+        model = super().from_pretrained(directory, map_location)
+        model.ood = load_ood(directory, model.config.widths)
+        return model
 
     def __init__(self, config: ViewModelConfig | None = None) -> None:
         super().__init__()
@@ -65,13 +76,17 @@ class ViewClassifier(nn.Module, Pretrained):
         col = is_color.view(-1, 1).bool()
         return (kinds == 0) | ((kinds == 1) & col) | ((kinds == 2) & ~col)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``[B, 2 * widths[-1]]``: per-frame CNN features pooled over
+        time by mean and standard deviation (what the head reads; the OOD guard's space)."""
+        b, f = x.shape[:2]
+        z = self.backbone((x.flatten(0, 1) - 0.5) * 4.0).mean(dim=(2, 3)).view(b, f, -1)
+        return torch.cat([z.mean(1), z.std(1, unbiased=False) if f > 1 else z[:, 0] * 0], 1)
+
     def forward(self, x: torch.Tensor, is_color: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, K]``; with ``is_color`` ``[B]`` and ``config.channel_prior``, views that
         contradict ingest's colour decision get a logit of -1e4."""
-        b, f = x.shape[:2]
-        z = self.backbone((x.flatten(0, 1) - 0.5) * 4.0).mean(dim=(2, 3)).view(b, f, -1)
-        pooled = torch.cat([z.mean(1), z.std(1, unbiased=False) if f > 1 else z[:, 0] * 0], 1)
-        logits = self.head(self.drop(pooled))
+        logits = self.head(self.drop(self.embed(x)))
         if is_color is not None and self.config.channel_prior:
             logits = logits.masked_fill(~self.allowed(is_color), -1e4)
         return logits
