@@ -118,3 +118,31 @@ def test_measurement_flags_follow_the_finding_rules():
     assert "nan" not in text  # a non-finite value is left out, not printed
     plain = build_prompt(s).text  # the default, like LMConfig's
     assert "cut-off" not in plain and "tr_jet_ratio 0.36." in plain
+
+
+def test_view_segments_mark_each_token_with_its_block(setup):
+    """With ``lm.view_segments`` every prompt token of a view's block (header, clip and
+    structure placeholders, boxes, measurements) carries that view's segment embedding; the
+    study line before the first block and the final <gen> carry segment 0."""
+    from echosonar.reason.model import build_model
+
+    _, tok, model = setup
+    cfg = dataclasses.replace(model.config, view_segments=True)
+    seg_model = build_model(cfg, tok, model.feature_dims)
+    sf = _with_views(3, seed=4)
+    parts = seg_model.prompt_parts(sf)
+    enc = tok(parts.text, add_special_tokens=False, return_offsets_mapping=True)
+    seg = parts.segment_ids(enc["offset_mapping"])
+    pieces = [parts.text[a:b] for a, b in enc["offset_mapping"]]
+    assert seg[0] == 0 and seg[-1] == 0 and pieces[-1] == "<gen>"
+    for v in parts.views:
+        k = VIEWS.index(v) + 1
+        block = "".join(p for p, s in zip(pieces, seg, strict=True) if s == k)
+        assert block.startswith(f"view {v} (") and "<clip>" in block
+        assert block.count("view ") == 1 and "measurements:" in block
+    # the embeddings differ from the plain model's exactly by the segment rows
+    seg_model.load_state_dict(model.state_dict(), strict=False)
+    e0, _ = model.prompt_embeds([sf])
+    e1, _ = seg_model.prompt_embeds([sf])
+    want = seg_model.view_segment(torch.from_numpy(seg))
+    assert torch.allclose(e1[0] - e0[0], want, atol=1e-6)

@@ -39,6 +39,10 @@ class LMConfig:
                                         "0.36 (past the tricuspid regurgitation cut-off)'); "
                                         "off by default: it did not raise the generated "
                                         "answer's BAcc in session 4 (docs/notes/reason.md)")
+    view_segments: bool = opt(False, "add a learned per-view segment embedding to every prompt "
+                                     "token of a view's block (its header, clip and structure "
+                                     "tokens, boxes and measurements), so a reasoning line can "
+                                     "find the block it cites from (reason.model)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
     measurement_head: bool = opt(True, "add a linear head on the detector's measurements as "
                                        "numbers (standardised per view and quantity) to the "

@@ -71,8 +71,9 @@ def load_echosonar_r(directory: str | Path, map_location: str = "cpu") -> Any:
     directory = Path(directory)
     tensors, data = load_checkpoint(directory, KIND)
     # Models saved before the flags existed were trained on unflagged prompts.
-    # ... and before the measurement head existed, without one.
-    saved = {"measurement_flags": False, "measurement_head": False, **data["config"]}
+    # ... and before the measurement head existed, without one; and without view segments.
+    saved = {"measurement_flags": False, "measurement_head": False, "view_segments": False,
+             **data["config"]}
     try:
         cfg = from_dict(LMConfig, saved)
     except ConfigError as e:

@@ -34,7 +34,7 @@ from echosonar.reason.measure_head import MeasurementHead
 from echosonar.reason.prompt import PromptParts, build_prompt
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
-from echosonar.taxonomy import LABEL_KEYS, STRUCTURES
+from echosonar.taxonomy import LABEL_KEYS, STRUCTURES, VIEWS
 
 
 def projector(d_in: int, d_out: int, init_std: float = 0.02) -> nn.Sequential:
@@ -72,6 +72,9 @@ class EchoSonarR(nn.Module):
             self.struct_proj = projector(self.feature_dims["structure"] + 1, h, config.init_std)
             self.struct_type = nn.Embedding(len(STRUCTURES), h)
             nn.init.normal_(self.struct_type.weight, std=config.init_std)
+        if config.view_segments:  # row 0: outside any view block
+            self.view_segment = nn.Embedding(len(VIEWS) + 1, h)
+            nn.init.normal_(self.view_segment.weight, std=config.init_std)
         self.label_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Linear(2 * h, len(LABEL_KEYS)))
         self.meas_head = MeasurementHead(len(LABEL_KEYS)) if config.measurement_head else None
         self.clip_id = tokenizer.convert_tokens_to_ids(CLIP)
@@ -109,7 +112,9 @@ class EchoSonarR(nn.Module):
                     f"study {sf.key}: feature widths clip={p.clip.shape[1]}, structure="
                     f"{p.struct.shape[1] - 1 if p.struct.shape[0] else '-'} do not match the "
                     f"model's {self.feature_dims}")
-        ids = [self.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in parts]
+        enc = [self.tokenizer(p.text, add_special_tokens=False,
+                              return_offsets_mapping=self.config.view_segments) for p in parts]
+        ids = [e["input_ids"] for e in enc]
         plen = max(len(x) for x in ids)
         if plen > self.config.max_len:
             raise ValueError(f"prompt of {plen} tokens exceeds lm.max_len={self.config.max_len}; "
@@ -128,6 +133,12 @@ class EchoSonarR(nn.Module):
             kind = torch.from_numpy(_cat([p.struct_type for p in parts])).to(dev)
             emb = _scatter(emb, tok == self.struct_id,
                            self.struct_proj(st) + self.struct_type(kind), "structure")
+        if self.config.view_segments:
+            seg = torch.zeros((len(ids), plen), dtype=torch.long)
+            for i, (p, e) in enumerate(zip(parts, enc, strict=True)):
+                seg[i, plen - len(e["input_ids"]):] = torch.from_numpy(
+                    p.segment_ids(e["offset_mapping"]))
+            emb = emb + self.view_segment(seg.to(dev))
         return emb, mask
 
     # ------------------------------------------------------------------ forward passes

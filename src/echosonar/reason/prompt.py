@@ -28,7 +28,7 @@ The completion (SFT target, generation) starts right after the prompt with ``<th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -95,6 +95,9 @@ class PromptParts:
             score appended as the last column, in placeholder order (empty when disabled).
         struct_type: int64 ``[n_struct_total]`` — structure class index of each struct row.
         views: the views in prompt order.
+        view_starts: character offset in ``text`` where each view's block begins (its
+            ``view V (...)`` header), in ``views`` order; the block runs to the next start
+            (the last one to the final ``<gen>``).
     """
 
     text: str
@@ -102,6 +105,20 @@ class PromptParts:
     struct: np.ndarray
     struct_type: np.ndarray
     views: list[str]
+    view_starts: list[int] = field(default_factory=list)
+
+    def segment_ids(self, offsets: list[tuple[int, int]]) -> np.ndarray:
+        """Per-token segment ``[T]`` from the tokens' character ``offsets``: ``1 +`` the
+        ``taxonomy.VIEWS`` index of the block a token starts in, 0 before the first block and
+        for the final ``<gen>``."""
+        end = self.text.rindex(GEN)
+        starts = np.asarray(self.view_starts + [end])
+        seg = np.zeros(len(offsets), np.int64)
+        for i, (a, _) in enumerate(offsets):
+            j = int(np.searchsorted(starts, a, side="right")) - 1
+            if 0 <= j < len(self.views):
+                seg[i] = VIEWS.index(self.views[j]) + 1
+        return seg
 
 
 def pool_clip_tokens(tokens: np.ndarray, keep: int) -> np.ndarray:
@@ -124,8 +141,9 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
         raise ValueError(f"study {sf.key}: no view of {', '.join(VIEWS)} to build a prompt from")
     k = len(STRUCTURES)
     lines = [f"{BOS}echo study; views: {', '.join(v.view for v in views)}.\n"]
-    clips, structs, types = [], [], []
+    clips, structs, types, starts = [], [], [], []
     for v in views:
+        starts.append(sum(len(x) for x in lines))
         ct = np.asarray(v.clip_tokens, np.float32)
         if ct.ndim != 2 or ct.shape[0] < 1:
             raise ValueError(f"study {sf.key} view {v.view}: clip_tokens must be [1+N, D], "
@@ -150,7 +168,7 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
         clip=np.concatenate(clips, axis=0),
         struct=np.concatenate(structs, axis=0) if structs else np.zeros((0, d_det), np.float32),
         struct_type=np.concatenate(types).astype(np.int64) if types else np.zeros(0, np.int64),
-        views=[v.view for v in views])
+        views=[v.view for v in views], view_starts=starts)
 
 
 def feature_dims(sf: StudyFeatures) -> dict[str, int]:
