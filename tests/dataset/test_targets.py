@@ -187,3 +187,19 @@ def test_copy_probe_target_decides_nothing():
     assert text.startswith("<think>") and text.endswith("</think>") and "<answer>" not in text
     with pytest.raises(ValueError, match="unknown SFT target writer"):
         sft_target(sf, "mystery")
+
+
+def test_evidence_answer_lists_exactly_what_the_reasoning_concludes():
+    """A finding no acquired view can show (bicuspid valve without PSAX_AV) is not in the
+    evidence target's answer; what remains agrees with the reasoning lines."""
+    from echosonar.reason.data import sft_target
+
+    rng = np.random.default_rng(2)
+    sf = StudyFeatures("k", [_view("A4C", rng)],
+                       labels=_labels("bicuspid_aortic_valve", "rv_enlargement"),
+                       report=report_from_labels(_labels("rv_enlargement")))
+    p = parse_generation(sft_target(sf, "evidence"))
+    assert p.well_formed and p.findings == {"rv_enlargement"} == p.reasoning_findings
+    only = StudyFeatures("h", sf.views, labels=_labels("bicuspid_aortic_valve"),
+                         report=report_from_labels(_labels()))
+    assert parse_generation(sft_target(only, "evidence")).findings == {"healthy"}

@@ -23,7 +23,7 @@ import numpy as np
 
 from echosonar.io.features import FeatureCacheError, iter_features
 from echosonar.schema import StudyFeatures
-from echosonar.taxonomy import HEALTHY, LABEL_KEYS
+from echosonar.taxonomy import FINDINGS, HEALTHY, LABEL_KEYS
 from echosonar.textformat import target_text
 
 
@@ -50,8 +50,20 @@ def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False
         return copy_probe_target(sf, flags)
     if sf.labels is None or sf.report is None or (writer == "reference" and not sf.reasoning):
         raise ValueError(f"study {sf.key} has no reasoning/labels/report target")
-    reasoning = evidence_reasoning(sf, flags) if writer == "evidence" else sf.reasoning
-    return target_text(reasoning, sf.labels, sf.report)
+    if writer == "reference":
+        return target_text(sf.reasoning, sf.labels, sf.report)
+    return target_text(evidence_reasoning(sf, flags), assessable_labels(sf), sf.report)
+
+
+def assessable_labels(sf: StudyFeatures) -> dict[str, int]:
+    """The study's labels as a reader of its acquired views can state them: a positive finding
+    that no acquired view can show (``Finding.views``) is dropped, and ``healthy`` is set when
+    nothing remains, so the answer lists exactly the findings its reasoning lines conclude."""
+    acquired = {v.view for v in sf.views}
+    out = {f.key: int(bool(sf.labels.get(f.key)) and any(v in acquired for v in f.views))
+           for f in FINDINGS}
+    out[HEALTHY.key] = int(not any(out.values()))
+    return out
 
 
 def load_split(features: str | Path, split: str, require_targets: bool = True,
