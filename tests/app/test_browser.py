@@ -1,8 +1,10 @@
 """Browser test: headless Chromium (Debian ``chromium`` + ``chromium-driver``) through Selenium.
 
-Serves the real pipeline with the tiny quickstart bundle, uploads a simulated study through the
-form, waits for the report, checks that the keyframes (with boxes) and the report render and that
-hovering a citation lights its box, and saves a screenshot to ``docs/images/report_page.png``.
+Serves the real pipeline with the shipped model (``models/echosonar-r``), uploads a freshly
+simulated study (seed 2026, never trained on) through the form, waits for the report, checks that
+the keyframes (with boxes) and the report render and that hovering a citation lights its box, and
+saves a screenshot to the test's temporary folder (the pictures in ``docs/images`` are written by
+``python bench/report_images.py``, never by a test).
 Skipped — with the reason — when Chromium, its driver or Selenium is missing. No browser is ever
 downloaded (Selenium Manager is bypassed by giving both paths).
 """
@@ -10,7 +12,6 @@ downloaded (Selenium Manager is bypassed by giving both paths).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,6 @@ from .conftest import live_server
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = os.environ.get("ECHOSONAR_CHROMIUM", "/usr/bin/chromium")
 DRIVER = os.environ.get("ECHOSONAR_CHROMEDRIVER", "/usr/bin/chromedriver")
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "report_page.png"
 
 
 def _driver():
@@ -61,46 +61,41 @@ def _hover_until(driver, element, lit, timeout: float = 5.0) -> None:
         moved_and_lit, message="hovering the citation never lit its box")
 
 
-def test_upload_and_read_report_in_chromium(request, tmp_path):
+def test_upload_and_read_report_in_chromium(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from echosonar.app.bundle import load_bundle
+    from echosonar.app.bundle import default_model_dir, load_bundle
     from echosonar.app.pipeline import analyze_study
+    from echosonar.app.quickstart import DEMO_SEED
     from echosonar.app.server import create_app
+    from echosonar.cli import main
     from echosonar.config import load_config
     from echosonar.config.app import AppConfig
     from echosonar.io.manifest import read_manifest
 
     driver = _driver()
-    # ECHOSONAR_TEST_QUICKSTART=runs/quickstart screenshots a better-trained bundle for the docs
-    other = os.environ.get("ECHOSONAR_TEST_QUICKSTART")
-    if other:
-        from echosonar.app.quickstart import Quickstart
-
-        q = Quickstart(Path(other))
-    else:
-        q = request.getfixturevalue("tiny_quickstart")
-    bundle = load_bundle(q.out)
-    if not other:
-        bundle.spec.max_new_tokens = 48
-    cfg = load_config(q.config)
+    bundle = load_bundle(default_model_dir())
+    cfg = load_config(None)
 
     def analyze(files, progress):
         return analyze_study(files, bundle, cfg, progress=progress)
 
-    _, studies = read_manifest(q.sim)
-    rec = max((s for s in studies if s.split == "test"), key=lambda s: len(s.clips))
-    files = [str((q.sim / c.path).resolve()) for c in rec.clips]
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--studies", "1", "--seed", str(DEMO_SEED), "--out", str(sim),
+                 "--workers", "1"]) == 0
+    _, studies = read_manifest(sim)
+    rec = studies[0]
+    files = [str((sim / c.path).resolve()) for c in rec.clips]
     work = tmp_path / "work"
     work.mkdir()
-    base, stop = live_server(create_app(analyze, AppConfig(work_dir=str(work)), "quickstart"))
+    base, stop = live_server(create_app(analyze, AppConfig(work_dir=str(work)), "echosonar-r"))
     try:
         driver.get(base + "/")
         driver.find_element(By.ID, "files").send_keys("\n".join(files))
         driver.find_element(By.ID, "submit").click()
-        WebDriverWait(driver, 600 if other else 90).until(
+        WebDriverWait(driver, 180).until(
             ec.presence_of_element_located((By.ID, "report")))
         assert "Research use only" in driver.find_element(By.ID, "ruo").text
         imgs = driver.find_elements(By.CSS_SELECTOR, ".kf img")
@@ -112,17 +107,16 @@ def test_upload_and_read_report_in_chromium(request, tmp_path):
         rows = driver.find_elements(By.CSS_SELECTOR, "#findings tbody tr")
         assert len(rows) == 14
         cites = driver.find_elements(By.CSS_SELECTOR, ".cite")
-        if cites:  # a tiny model may cite nothing; when it does, hover must light the box
+        assert cites, "the shipped model cites the structures it read"
+        if cites:
             driver.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", cites[0])
             _hover_until(driver, cites[0], lambda d: d.execute_script(
                 "return document.querySelectorAll('.cite.hl').length"))
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1400, min(max(1000, height), 6000))
         driver.execute_script("window.scrollTo(0, 0)")
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path / "shot.png"
-        assert driver.save_screenshot(str(tmp))
-        shutil.copyfile(tmp, SCREENSHOT)
+        shot = tmp_path / "report_page.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:
         driver.quit()
         stop()

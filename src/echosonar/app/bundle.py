@@ -68,7 +68,8 @@ MODEL_ENV = "ECHOSONAR_MODEL"
 #: the repository keeps shipped bundles in git without LFS: refuse to ship anything bigger
 SHIP_LIMIT_MB = 30.0
 #: files of a checkpoint folder a shipped bundle keeps besides config.json + model.safetensors
-SHIP_EXTRA = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+SHIP_EXTRA = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "ood_stats.safetensors")  # the view classifier's out-of-distribution guard
 
 
 class BundleError(ValueError):

@@ -1,7 +1,17 @@
-"""The quickstart: every stage at a small budget, through the stages' own commands.
+"""The quickstart: the shipped model on example studies, or every stage trained from scratch.
 
-``run_quickstart(out, budget)`` runs, in order, exactly the commands a user would type (the
-same ``echosonar ...`` argv, all reading one ``OUT/config.yaml`` written from the budget)::
+**Default** (``echosonar quickstart``, ``make quickstart``): :func:`run_demo` analyses example
+studies with the shipped model (``models/echosonar-r``, see its ``MODEL_CARD.md``) — a couple of
+simulated studies written on the spot (seed :data:`DEMO_SEED`, not the training seed 0, so they
+were never trained on) and, when the installed pydicom has it, a real SonoSite apical
+4-chamber cine from pydicom's test files — through the same ``echosonar simulate`` and
+``echosonar analyze --batch`` commands a user would type, then writes ``OUT/index.html``
+(one row per study: its views, the findings stated, the simulator's ground truth, a link to the
+report page) and ``OUT/demo.json``. About a minute on 2 CPU cores.
+
+**``--train``** (:func:`run_quickstart`): every stage trained at a small budget, through the
+stages' own commands (the same ``echosonar ...`` argv, all reading one ``OUT/config.yaml``
+written from the budget)::
 
     simulate -> ingest -> train view-classifier -> train detector -> train encoder -> encode
     -> ingest val/test end to end (views from the view classifier) -> encode them
@@ -380,3 +390,153 @@ def write_summary(q: Quickstart, wall_s: float) -> dict[str, Any]:
                "report": str(q.example / "report.html"), "bundle": str(q.out)}
     atomic_write_json(q.out / "quickstart.json", summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The default quickstart: the shipped model on example studies
+# ---------------------------------------------------------------------------------------------
+
+#: simulation seed of the example studies: the shipped model was trained on seed 0's studies
+DEMO_SEED = 2026
+DEMO_STUDIES = 2
+REAL_CINE = "examples_ybr_color.dcm"  # pydicom's SonoSite apical 4-chamber colour cine
+
+
+def real_cine() -> Path | None:
+    """pydicom's real A4C cine when the installed pydicom ships it offline, else None."""
+    try:
+        from pydicom.data import get_testdata_file
+
+        path = get_testdata_file(REAL_CINE, download=False)
+    except Exception:  # noqa: BLE001 - any failure means "not available offline"
+        return None
+    return Path(path) if path and Path(path).is_file() else None
+
+
+@dataclass
+class DemoStudy:
+    name: str  # "simulated study 1", "real cine (SonoSite A4C)"
+    source: str  # "simulated" | "real"
+    folder: str = ""  # analyze --batch output folder, relative to OUT/analysis
+    status: str = ""
+    views: list[str] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)
+    truth: list[str] | None = None  # the simulator's labels (simulated studies)
+    truth_views: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_demo(out: str | Path, model: str | Path | None = None, studies: int = DEMO_STUDIES,
+             seed: int = DEMO_SEED, real: bool = True,
+             log: Callable[[str], None] = print) -> list[DemoStudy]:
+    """Simulate ``studies`` studies (``seed``), analyse them and the real cine with ``model``
+    (default: the shipped one) in one ``analyze --batch``, write ``OUT/index.html`` and
+    ``OUT/demo.json``; returns one :class:`DemoStudy` per input. Raises
+    :class:`QuickstartError` naming the failed command."""
+    from echosonar.app.score import write_study_inputs
+    from echosonar.cli import main
+    from echosonar.io.manifest import read_manifest
+
+    out = Path(out)
+    sim, inputs, analysis = out / "examples" / "sim", out / "examples" / "studies", \
+        out / "analysis"
+    for d in (sim, inputs, analysis):
+        shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    argv = ["simulate", "--studies", str(studies), "--seed", str(seed), "--out", str(sim),
+            "--workers", "1"]
+    log(f"$ echosonar {' '.join(argv)}")
+    if main(argv) != 0:
+        raise QuickstartError(f"`echosonar {' '.join(argv)}` failed")
+    folders = write_study_inputs(sim, inputs)  # clips only: the ground truth stays behind
+    _, records = read_manifest(sim)
+    by_key = {r.key: r for r in records}
+    demo = [DemoStudy(f"simulated study {i + 1}", "simulated") for i in range(len(folders))]
+    paths = [str(f) for f in folders]
+    cine = real_cine() if real else None
+    if cine is not None:
+        dest = out / "examples" / "real_a4c"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        shutil.copyfile(cine, dest / cine.name)
+        paths.append(str(dest))
+        demo.append(DemoStudy("real cine (SonoSite apical 4-chamber, pydicom test file)",
+                              "real"))
+    elif real:
+        log(f"pydicom's {REAL_CINE} is not installed: analysing the simulated studies only")
+    argv = ["analyze", "--batch", *paths, "--out", str(analysis)]
+    if model is not None:
+        argv += ["--model", str(model)]
+    log(f"$ echosonar {' '.join(argv)}")
+    rc = main(argv)
+    summary_file = analysis / "summary.json"
+    if not summary_file.is_file():
+        raise QuickstartError(f"`echosonar analyze` failed (exit {rc}) before writing "
+                              f"{summary_file}")
+    rows = json.loads(summary_file.read_text())["rows"]
+    for row in rows:
+        d = demo[int(row["input"]) - 1]
+        d.status, d.folder = row["status"], row.get("folder", "")
+        d.views, d.answer = list(row.get("views") or []), list(row.get("answer") or [])
+        result = analysis / d.folder / "result.json"
+        if result.is_file():
+            d.warnings = list(json.loads(result.read_text()).get("warnings") or [])
+    for d, f in zip(demo, folders, strict=False):
+        rec = by_key[f.name]
+        d.truth = [k for k, v in rec.labels.items() if v]
+        d.truth_views = [c.view for c in rec.clips]
+    write_index(out, demo, seed, time.perf_counter() - t0)
+    return demo
+
+
+def write_index(out: Path, demo: list[DemoStudy], seed: int, seconds: float) -> Path:
+    """``OUT/index.html`` (a table linking every report page) + ``OUT/demo.json``."""
+    import html
+
+    from echosonar.io.atomic import atomic_write_json, atomic_write_text
+    from echosonar.taxonomy import FINDING_BY_KEY
+
+    def names(keys: list[str] | None) -> str:
+        if keys is None:
+            return "—"
+        return html.escape(", ".join(FINDING_BY_KEY[k].name if k in FINDING_BY_KEY else k
+                                     for k in keys) or "none")
+
+    rows = []
+    for d in demo:
+        link = (f'<a href="analysis/{html.escape(d.folder)}/report.html">report</a>'
+                if d.status == "ok" else html.escape(d.status or "not analysed"))
+        views = html.escape(", ".join(d.views))
+        if d.truth_views is not None:
+            right = sorted(d.views) == sorted(d.truth_views)
+            views += f" <small>({'all right' if right else 'simulator: ' + html.escape(', '.join(d.truth_views))})</small>"
+        warn = "<br>".join(html.escape(w) for w in d.warnings) or "—"
+        rows.append(f"<tr><td>{html.escape(d.name)}</td><td>{link}</td><td>{views}</td>"
+                    f"<td>{names(d.answer)}</td><td>{names(d.truth)}</td><td>{warn}</td></tr>")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>EchoSonar quickstart</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.4rem .6rem;
+vertical-align:top;text-align:left}}.ruo{{background:#fff3cd;padding:.5rem 1rem}}</style>
+</head><body>
+<h1>EchoSonar quickstart</h1>
+<p class="ruo"><b>Research use only — not for diagnosis or patient care.</b> The shipped model
+was trained on simulated echocardiograms only (see <code>models/echosonar-r/MODEL_CARD.md</code>).
+</p>
+<p>{sum(d.source == "simulated" for d in demo)} simulated studies written on the spot (seed
+{seed}; the model was trained on seed 0's studies) and
+{"the real SonoSite apical 4-chamber cine from pydicom's test files" if any(d.source == "real"
+for d in demo) else "no real cine (pydicom's test file is not installed)"}, analysed by
+<code>echosonar analyze --batch</code> with the shipped model in {seconds:.0f} s. Findings are
+the label head's calls at the thresholds fitted on validation studies (guided decoding: the
+reasoning lines and the report state exactly these).</p>
+<table><tr><th>study</th><th>page</th><th>views (classifier)</th><th>findings stated</th>
+<th>simulator ground truth</th><th>warnings</th></tr>
+{chr(10).join(rows)}
+</table>
+</body></html>
+"""
+    atomic_write_text(out / "index.html", page)
+    atomic_write_json(out / "demo.json", {"seed": seed, "seconds": round(seconds, 1),
+                                          "studies": [d.__dict__ for d in demo]})
+    return out / "index.html"

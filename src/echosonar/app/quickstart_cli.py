@@ -1,12 +1,17 @@
-"""``echosonar quickstart``: simulate -> train every stage -> evaluate -> analyze one study.
+"""``echosonar quickstart``: the shipped model on example studies, or (``--train``) every stage.
 
-    echosonar quickstart --out runs/quickstart                 # default budget "small"
-    echosonar quickstart --out runs/qs_tiny --budget tiny       # a smoke run
-    echosonar quickstart --out runs/qs --budget medium --fresh  # bigger, from scratch
+    echosonar quickstart                                 # shipped model, ~1 min: runs/quickstart
+    echosonar quickstart --studies 4 --seed 99 --no-real  # other simulated examples
+    echosonar quickstart --train --out runs/qs_train     # train everything, budget "small"
+    echosonar quickstart --train --out runs/qs_tiny --budget tiny   # a smoke run
+    echosonar quickstart --train --out runs/qs --budget medium --fresh
 
-Shows a progress bar per step (time-based against the budget's expected duration), then a
-summary table, and prints where ``report.html`` is. ``OUT`` is a model bundle for
-``echosonar analyze --model OUT``. Rerunning skips finished steps.
+Default: simulates a couple of studies (seed 2026; the shipped model was trained on seed 0's),
+analyses them and pydicom's real apical 4-chamber cine with the shipped model
+(``models/echosonar-r``) and writes ``OUT/index.html`` linking each study's report page (opened
+in a browser when one is available; ``--no-open`` never opens one). With ``--train``: a progress
+bar per step, a summary table, and ``OUT`` is a model bundle for ``echosonar analyze --model
+OUT``; rerunning skips finished steps.
 """
 
 from __future__ import annotations
@@ -21,16 +26,32 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from echosonar.app.quickstart import BUDGETS, DEFAULT_BUDGET
+    from echosonar.app.quickstart import BUDGETS, DEFAULT_BUDGET, DEMO_SEED, DEMO_STUDIES
 
-    parser.add_argument("--out", default="runs/quickstart", help="output folder (the bundle)")
+    parser.add_argument("--out", default="runs/quickstart",
+                        help="output folder (default runs/quickstart; with --train: the bundle)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"simulation seed (default {DEMO_SEED}; with --train: simulation "
+                             "and training seed, default 0)")
+    parser.add_argument("--model", metavar="BUNDLE", default=None,
+                        help="bundle to analyse the examples with (default: the shipped model)")
+    parser.add_argument("--studies", type=int, default=DEMO_STUDIES,
+                        help=f"simulated example studies (default {DEMO_STUDIES})")
+    parser.add_argument("--no-real", action="store_true",
+                        help="skip pydicom's real apical 4-chamber cine")
+    parser.add_argument("--no-open", action="store_true",
+                        help="do not open the page in a browser")
+    parser.add_argument("--train", action="store_true",
+                        help="train every stage from scratch instead (simulate, view "
+                             "classifier, detector, encoder, SFT, GRPO, thresholds, evaluate, "
+                             "analyze); OUT becomes a model bundle")
     parser.add_argument("--budget", default=DEFAULT_BUDGET, choices=list(BUDGETS),
-                        help=f"training budget (default {DEFAULT_BUDGET}: about 10 minutes on "
+                        help=f"--train budget (default {DEFAULT_BUDGET}: about 10 minutes on "
                              "2 CPU cores)")
-    parser.add_argument("--seed", type=int, default=0, help="simulation and training seed")
-    parser.add_argument("--fresh", action="store_true", help="delete OUT first; redo every step")
+    parser.add_argument("--fresh", action="store_true",
+                        help="--train: delete OUT first; redo every step")
     parser.add_argument("--in-process", action="store_true",
-                        help="run steps in this process (faster start-up, no per-step "
+                        help="--train: run steps in this process (faster start-up, no per-step "
                              "memory isolation)")
 
 
@@ -114,8 +135,64 @@ def _table(q: Any, wall: float) -> Any:
     return t
 
 
+def _can_open_browser() -> bool:
+    import os
+
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_demo_cli(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from echosonar.app.quickstart import DEMO_SEED, QuickstartError, run_demo
+    from echosonar.taxonomy import FINDING_BY_KEY
+
+    con = Console(stderr=True)
+    if args.studies < 1 or args.studies > 50:
+        con.print("echosonar quickstart: --studies must be between 1 and 50")
+        return 2
+    seed = DEMO_SEED if args.seed is None else args.seed
+    t0 = time.perf_counter()
+    try:
+        demo = run_demo(args.out, args.model, args.studies, seed, real=not args.no_real,
+                        log=lambda m: con.print(m, highlight=False))
+    except QuickstartError as e:
+        con.print(f"[red]echosonar quickstart: {e}")
+        return 1
+    wall = time.perf_counter() - t0
+    t = Table(title=f"EchoSonar quickstart — shipped model, {wall:.0f} s",
+              title_justify="left")
+    for col in ("study", "views", "findings stated", "simulator ground truth"):
+        t.add_column(col)
+    def names(keys: list[str]) -> str:
+        return ", ".join(FINDING_BY_KEY[k].name if k in FINDING_BY_KEY else k
+                         for k in keys) or "none"
+
+    for d in demo:
+        t.add_row(d.name, ", ".join(d.views) or d.status, names(d.answer),
+                  "—" if d.truth is None else names(d.truth))
+    con.print(t)
+    index = (Path(args.out) / "index.html").resolve()
+    print(f"Report page: {index}")
+    con.print("Analyse your own study with: echosonar analyze STUDY_DIR --out RESULT_DIR\n"
+              "Train everything from scratch with: echosonar quickstart --train\n"
+              "Research use only — not for diagnosis.")
+    if not args.no_open and _can_open_browser():
+        import webbrowser
+
+        webbrowser.open(index.as_uri())
+    return 0 if all(d.status == "ok" for d in demo) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     import json
+
+    if not args.train:
+        return run_demo_cli(args)
+    args.seed = 0 if args.seed is None else args.seed
 
     from echosonar.app.quickstart import (
         BUDGETS,
