@@ -48,7 +48,8 @@ class GRPOConfig:
     # loss
     beta: float = opt(0.0, "k3 KL weight to the frozen SFT model; 0 keeps no reference")
     epsilon: float = opt(0.2, "clip range of the importance ratio")
-    epsilon_high: float = opt(0.0, "upper clip range; 0 means the same as epsilon")
+    epsilon_high: float = opt(0.28, "upper clip range (DAPO clip-higher: lets rare good tokens "
+                                    "grow, against entropy collapse); 0 means the same as epsilon")
     loss_type: str = opt("dapo", "loss normalisation: grpo, dapo or dr_grpo")
     scale_rewards: str = opt("group", "advantage scaling by reward std: group, batch or none")
     zero_std: str = opt("keep", "groups with identical rewards: keep, drop or resample")
