@@ -94,6 +94,7 @@ def test_unusual_clip_withholds_findings(study_dir, fake_bundle, fake_stages, se
     assert all(f["positive"] is None for f in r["findings"]) and r["answer_findings"] == []
     assert r["generation"]  # the raw output stays, for audit
     assert any("findings withheld" in w for w in r["warnings"])
+    assert r["warnings"][0].startswith("FINDINGS WITHHELD")
     html = render_report(r)
     assert "Findings withheld" in html and 'data-ood="unusual"' in html
 

@@ -326,7 +326,8 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
         for f in findings:
             f["positive"] = None
         answer, sections = [], {s: "" for s in REPORT_SECTIONS}
-        warnings.insert(0, f"NOT ASSESSABLE: {guard['reason']}; no findings are reported")
+        head = "FINDINGS WITHHELD" if any(v in VIEWS for v in present) else "NOT ASSESSABLE"
+        warnings.insert(0, f"{head}: {guard['reason']}; no findings are reported")
     calls = {f["key"] for f in findings if f["positive"] and f["assessable"]}
     if "healthy" in calls and len(calls) > 1:
         warnings.append("the label scores call the study healthy and abnormal at once; "

@@ -99,8 +99,8 @@ def _ood_line(c: dict[str, Any]) -> str:
     if not o or o.get("score") is None:
         return ""
     cls = {"in": "ok", "unusual": "warn", "out": "bad"}.get(o.get("level") or "", "")
-    text = (f'OOD distance {o["score"]:.1f} (warn at {o["warn_at"]:.1f}, reject at '
-            f'{o["reject_at"]:.1f}): {o["level"]}')
+    text = (f'OOD distance {o["score"]:.2f} (warn at {o["warn_at"]:.2f}, reject at '
+            f'{o["reject_at"]:.2f}): {o["level"]}')
     if o.get("level") == "out":
         text += f"; classifier said {o.get('classifier_view')}, not analysed"
     return f'<p class="oodline {cls}" data-ood="{escape(o.get("level") or "")}">{escape(text)}</p>'

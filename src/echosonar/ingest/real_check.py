@@ -173,10 +173,10 @@ def check_clip(row: Row, clip: Any, view_model: Any, detector: Any, known: str |
     row.view, row.p_view = classes[k], round(float(p[k]), 3)
     row.p_a4c = round(float(p[classes.index("A4C")]), 3) if "A4C" in classes else None
     a = assess_clips(view_model, [clip])[0]
-    row.ood = None if a["score"] is None else round(a["score"], 1)
+    row.ood = None if a["score"] is None else round(a["score"], 2)
     row.ood_level, row.energy = a["level"], round(a["energy"], 2)
     row.final = "OTHER" if a["level"] == "out" else row.view
-    if detector is not None and (known or row.view) in ("A4C", "A2C"):
+    if detector is not None and row.final != "OTHER" and (known or row.view) in ("A4C", "A2C"):
         row.detector = detector_summary(detector, clip, known or row.view)
     return row
 
@@ -267,13 +267,74 @@ def _yn(v: Any) -> str:
     return "-" if v is None else ("yes" if v else "no")
 
 
+def figure(out_png: str | Path, seed: int = 0, n_sim: int = 3, scale: int = 3) -> Path:
+    """Real vs simulated A4C, as the view classifier sees them (``clip_input``: 64x64 after
+    ingest's sector crop; first sampled frame): the real SonoSite cine, ``n_sim`` EchoSim A4C
+    clips as rendered, and the same clips under the training's ultrasound domain
+    randomisation (:func:`~echosonar.ingest.view_train.us_augment`, then the generic
+    :func:`~echosonar.ingest.view_train.augment`)."""
+    import tempfile
+
+    import torch
+    from PIL import Image, ImageDraw
+    from pydicom.data import get_testdata_file
+
+    from echosonar.config.sim import SimConfig
+    from echosonar.ingest import ingest_manifest
+    from echosonar.ingest.preproc import preprocess
+    from echosonar.ingest.raw import read_file
+    from echosonar.ingest.view_model import clip_input
+    from echosonar.ingest.view_train import augment, us_augment
+    from echosonar.simulate import write_study_set
+
+    real = clip_input(preprocess(read_file(get_testdata_file("examples_ybr_color.dcm"))).frames,
+                      4, 64)
+    with tempfile.TemporaryDirectory() as d:
+        write_study_set(Path(d) / "sim", SimConfig(studies=n_sim, seed=seed))
+        studies = ingest_manifest(Path(d) / "sim")
+    sims = [clip_input(c.frames, 4, 64) for s in studies for c in s.clips if c.view == "A4C"]
+    sims = torch.stack(sims[:n_sim])
+    g = torch.Generator().manual_seed(seed)
+    # CLEAN_SHARE of clips would stay as rendered: draw until every shown clip is randomised
+    aug = augment(us_augment(sims, g, 1.0), g, 1.0)
+    for _ in range(20):
+        if not any(torch.equal(a, b) for a, b in zip(aug, sims, strict=True)):
+            break
+        aug = augment(us_augment(sims, g, 1.0), g, 1.0)
+
+    groups = [("real A4C (SonoSite)", [real]),
+              ("EchoSim A4C as rendered", list(sims)),
+              ("same clips, domain-randomised", list(aug))]
+    tile, gap, head = 64 * scale, 6, 18
+    width = sum(len(c) for _, c in groups) * (tile + gap) + 2 * 3 * gap
+    sheet = Image.new("RGB", (width, tile + head + 4), (20, 20, 20))
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for title, clips in groups:
+        draw.text((x + 2, 3), title, fill=(235, 235, 235))
+        for clip in clips:
+            im = Image.fromarray((np.asarray(clip[0].permute(1, 2, 0)) * 255).astype(np.uint8))
+            sheet.paste(im.resize((tile, tile), Image.NEAREST), (x, head))
+            x += tile + gap
+        x += 2 * gap
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    return out_png
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m echosonar.ingest.real_check",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--view-classifier", required=True, help="view-classifier folder")
     ap.add_argument("--detector", default=None, help="detector folder (optional)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--figure", default=None, metavar="PNG",
+                    help="also draw real vs simulated A4C (before / after the domain "
+                         "randomisation) as the classifier sees them")
     args = ap.parse_args(argv)
+    if args.figure:
+        print(f"figure: {figure(args.figure)}", file=sys.stderr)
     import torch
 
     from echosonar.ingest.view_model import ViewClassifier

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         from echosonar.io.checkpoint import CheckpointError
 
         try:
-            model = ViewClassifier.from_pretrained(args.out).eval()
+            model = ViewClassifier.from_pretrained(args.out, ood=False).eval()
         except CheckpointError as e:
             print(f"echosonar train view-classifier: {e}", file=sys.stderr)
             return 2

@@ -45,11 +45,14 @@ class ViewClassifier(nn.Module, Pretrained):
     ood: Any = None
 
     @classmethod
-    def from_pretrained(cls, directory: Any, map_location: str = "cpu") -> ViewClassifier:
+    def from_pretrained(cls, directory: Any, map_location: str = "cpu",
+                        ood: bool = True) -> ViewClassifier:
+        """The checkpoint in ``directory``; with ``ood``, its OOD statistics too (a malformed
+        or mismatched statistics file is an error, never silently ignored)."""
         from echosonar.ingest.view_ood import load_ood
 
         model = super().from_pretrained(directory, map_location)
-        model.ood = load_ood(directory, model.config.widths)
+        model.ood = load_ood(directory, model.config.widths) if ood else None
         return model
 
     def __init__(self, config: ViewModelConfig | None = None) -> None:

@@ -150,6 +150,10 @@ def augment(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> torch
     return (x + noise * (x > 0.01)).clamp(0, 1)
 
 
+#: share of clips that :func:`us_augment` leaves as simulated (the rest get its randomisation)
+CLEAN_SHARE = 0.3
+
+
 def _smooth_noise(shape: tuple[int, ...], size: int, cells: int,
                   g: torch.Generator) -> torch.Tensor:
     """Uniform noise on a ``cells x cells`` grid, bilinearly upsampled to ``size x size``."""
@@ -178,7 +182,8 @@ def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0) -> torch.Ten
     depth attenuation with an uneven time-gain compensation curve; near-field haze (bright
     clutter under the probe); lateral dropout (a darker wedge of beams); a smooth
     tissue-brightness field; multiplicative speckle that decorrelates between frames; noise
-    in the cavities; blur; and burned-in bright marks (depth ticks, text specks). The result is
+    in the cavities; blur; and burned-in bright marks (depth ticks, text specks).
+    :data:`CLEAN_SHARE` of the clips are left as simulated. The result is
     renormalised to its 99th percentile, as :func:`~echosonar.ingest.view_model.clip_input`
     does at inference. Colour clips get the same treatment (the colour survives).
     """
@@ -187,6 +192,8 @@ def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0) -> torch.Ten
     b, f, c, s, _ = x.shape
     u = torch.rand(b, 24, generator=g)
     on = lambda k, q: (u[:, k] < q * p).float().view(b, 1, 1, 1, 1)  # noqa: E731
+    keep = (u[:, 23] < CLEAN_SHARE).view(b, 1, 1, 1, 1)  # these clips stay as simulated
+    orig = x
     yy = torch.linspace(0, 1, s).view(1, 1, 1, s, 1)
     xx = torch.linspace(-1, 1, s).view(1, 1, 1, 1, s)
     # -- geometry: zoom about the apex (top centre), sector width ----------------------------
@@ -201,9 +208,9 @@ def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0) -> torch.Ten
     x = F.grid_sample(x.reshape(b, f * c, s, s), grid, align_corners=False).view(b, f, c, s, s)
     mask = sector_mask(x)
     # -- tissue: brightness field, reject level + greyscale map ------------------------------
-    field = 0.35 + 1.0 * _smooth_noise((b, 1, 1), s, 4, g)
+    field = 0.5 + 0.8 * _smooth_noise((b, 1, 1), s, 4, g)
     x = x * (1 + on(3, 0.5) * (field - 1))
-    t = (0.15 + 0.35 * u[:, 4]).view(b, 1, 1, 1, 1) * on(5, 0.6)
+    t = (0.1 + 0.25 * u[:, 4]).view(b, 1, 1, 1, 1) * on(5, 0.6)
     x = ((x - t) / (1 - t)).clamp(0, 1)
     gam = torch.exp((u[:, 6] - 0.4) * 1.2).view(b, 1, 1, 1, 1)
     x = x ** (1 + on(7, 0.5) * (gam - 1))
@@ -219,8 +226,9 @@ def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0) -> torch.Ten
     x = x + on(12, 0.5) * haze * mask
     ang = torch.atan2(xx, yy + 1e-3)  # beam angle from the apex, radians
     a0 = ((u[:, 13] - 0.5) * 1.4).view(b, 1, 1, 1, 1)
-    wid = (0.08 + 0.25 * u[:, 14]).view(b, 1, 1, 1, 1)
-    drop = (0.4 + 0.6 * u[:, 15]).view(b, 1, 1, 1, 1) * torch.exp(-0.5 * ((ang - a0) / wid) ** 2)
+    # partial, never total: a wedge lost completely would erase the RV and turn A4C into A2C
+    wid = (0.08 + 0.12 * u[:, 14]).view(b, 1, 1, 1, 1)
+    drop = (0.3 + 0.4 * u[:, 15]).view(b, 1, 1, 1, 1) * torch.exp(-0.5 * ((ang - a0) / wid) ** 2)
     x = x * (1 - on(16, 0.5) * drop)
     # -- speckle, cavity noise, blur ---------------------------------------------------------
     cells = int(s // (2 + 4 * float(torch.rand((), generator=g))))
@@ -249,7 +257,8 @@ def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0) -> torch.Ten
     # -- renormalise like clip_input ---------------------------------------------------------
     flat = x[:, :, 0, ::2, ::2].reshape(b, -1)  # one channel, every other pixel: cheap
     q = torch.nanquantile(flat.where(flat > 0.02, torch.nan), 0.99, dim=1).nan_to_num(1.0)
-    return (x / q.clamp(min=0.1).view(b, 1, 1, 1, 1)).clamp(0, 1).contiguous()
+    x = (x / q.clamp(min=0.1).view(b, 1, 1, 1, 1)).clamp(0, 1)
+    return torch.where(keep, orig, x).contiguous()
 
 
 def make_batch(data: ViewData, idx: np.ndarray, mcfg: ViewModelConfig, tcfg: ViewTrainConfig,
