@@ -51,10 +51,10 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("analyze",), "echosonar.app.analyze_cli",
      "analyze a study end to end: result.json and a report.html page"),
     (("bundle",), "echosonar.app.bundle_cli",
-     "assemble a model bundle (for analyze/serve) from separately trained checkpoints"),
+     "assemble a model bundle (for analyze/serve) from trained checkpoints; --ship, --verify"),
     (("serve",), "echosonar.app.serve_cli", "serve the upload form, report page and JSON API"),
     (("quickstart",), "echosonar.app.quickstart_cli",
-     "simulate, train every stage at a small budget, evaluate, analyze one study"),
+     "analyse example studies with the shipped model (--train: train every stage first)"),
     (("config",), "echosonar.config.cli", "print the default config or describe its fields"),
 ]
 

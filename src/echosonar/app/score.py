@@ -85,7 +85,8 @@ def score_batch(batch: str | Path, inputs: str | Path, sim: str | Path, n_boot: 
     assert np.isclose(ref, m["macro_balanced_accuracy"]), (ref, m["macro_balanced_accuracy"])
     return {"n_studies": len(y_true), "failed": failed,
             "macro_balanced_accuracy": m["macro_balanced_accuracy"],
-            "macro_balanced_accuracy_ci": m["macro_balanced_accuracy_ci"],
+            "macro_balanced_accuracy_ci": m.get("macro_balanced_accuracy_ci",
+                                                (float("nan"), float("nan"))),
             "macro_f1": m["macro_f1"], "one_class_labels": m["one_class_labels"],
             "per_label": {k: {f: v[f] for f in ("n_pos", "sensitivity", "specificity",
                                                 "balanced_accuracy")}
