@@ -4,7 +4,12 @@ Trains on the ``train`` split, reports accuracy on ``val`` and ``test`` (with sy
 clips mixed in, as in training) and on every ``--eval NAME=DIR`` set (e.g. the ``shifted``
 preset), and records what the model says about pydicom's real SonoSite A4C cine. Writes the
 checkpoint (``model.safetensors`` + ``config.json``), ``config.yaml``, ``run_info.json`` and
-``metrics.json`` into ``--out``.
+``metrics.json`` into ``--out``, then fits the out-of-distribution guard
+(:mod:`echosonar.ingest.view_ood`) into ``--out/ood_stats.safetensors`` (from 200 clips up).
+
+``--ood-only`` trains nothing: it fits the guard for the classifier already in ``--out`` on the
+train split of ``--data`` (calibrated on its val split) — how a classifier trained before the
+guard existed gets one. Ship ``ood_stats.safetensors`` with the weights.
 """
 
 from __future__ import annotations
@@ -60,8 +65,12 @@ def write_ood(model: Any, train: Any, val: Any, out: Path, tcfg: Any) -> Any:
     print its thresholds and how far pydicom's real A4C cine lies."""
     import torch
 
-    from echosonar.ingest.view_ood import fit_ood
+    from echosonar.ingest.view_ood import MIN_FIT_CLIPS, fit_ood
 
+    if len(train) + len(val) < MIN_FIT_CLIPS:
+        print(f"OOD guard not fitted: {len(train) + len(val)} clips, fewer than "
+              f"{MIN_FIT_CLIPS} (the app then warns that clips are not checked)")
+        return None
     torch.set_num_threads(max(1, tcfg.threads))
     stats = fit_ood(model, train, val, seed=tcfg.seed)
     stats.meta["classifier_sha256"] = _weights_sha(out)
