@@ -203,3 +203,21 @@ def test_evidence_answer_lists_exactly_what_the_reasoning_concludes():
     only = StudyFeatures("h", sf.views, labels=_labels("bicuspid_aortic_valve"),
                          report=report_from_labels(_labels()))
     assert parse_generation(sft_target(only, "evidence")).findings == {"healthy"}
+
+
+def test_evidence_target_report_follows_its_answer():
+    from echosonar.reason.data import sft_target
+
+    rng = np.random.default_rng(3)
+    sf = StudyFeatures("k", [_view("A4C", rng), _view("A4C_COLOR", rng)],
+                       labels=_labels("tricuspid_regurgitation", "bicuspid_aortic_valve"),
+                       report={s: "stored text" for s in REPORT_SECTIONS})
+    p = parse_generation(sft_target(sf, "evidence", report="labels"))
+    assert p.well_formed and p.findings == {"tricuspid_regurgitation"}
+    assert p.sections["tricuspid"] == "Tricuspid regurgitation present"
+    assert p.sections["conclusion"] == "Tricuspid regurgitation present"
+    assert "bicuspid" not in p.sections["aortic"].replace("No bicuspid", "")
+    stored = parse_generation(sft_target(sf, "evidence", report="reference"))
+    assert stored.sections["LV"] == "stored text"
+    with pytest.raises(ValueError, match="unknown SFT report writer"):
+        sft_target(sf, "evidence", report="poem")

@@ -82,6 +82,10 @@ class SFTConfig:
                                   "reason.evidence_targets), 'reference' (the cache's reasoning, "
                                   "written by the simulator from its ground truth) or 'copy' "
                                   "(the copy probe: repeat the prompt's evidence, decide nothing)")
+    report: str = opt("labels", "who writes the report of an evidence target: 'labels' (every "
+                                "section templated from the target's findings, so the report "
+                                "follows from the answer) or 'reference' (the study's stored "
+                                "report text)")
     refit_heads: bool = opt(True, "after the last step, refit the label heads on the frozen LM "
                                   "(reason.head_fit, settings in 'head') before writing "
                                   "RUN/model; the checkpoint keeps the jointly trained heads")

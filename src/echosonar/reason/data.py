@@ -31,7 +31,12 @@ from echosonar.textformat import target_text
 TARGET_WRITERS: tuple[str, ...] = ("evidence", "reference", "copy")
 
 
-def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False) -> str:
+#: ``sft.report`` choices: who writes the report sections of an evidence target.
+REPORT_WRITERS: tuple[str, ...] = ("labels", "reference")
+
+
+def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False,
+               report: str = "reference") -> str:
     """The SFT target text of a study (EOS is appended by the model's target encoder).
 
     ``writer``: ``evidence`` -- reasoning lines citing the prompt's own detector evidence
@@ -39,20 +44,33 @@ def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False
     prints reference-range flags); ``reference`` -- the reasoning stored in the cache (the
     simulator's, written from its ground truth; also the reference text of report metrics);
     ``copy`` -- the copy probe (:func:`~echosonar.reason.evidence_targets.copy_probe_target`).
-    The answer and report come from the study's labels and report in every case but ``copy``.
+    The answer comes from the study's labels (for ``evidence``: those an acquired view can
+    show, :func:`assessable_labels`). ``report`` (``evidence`` only): ``labels`` -- every
+    section templated from those labels (``dataset.reports.report_from_labels``: one sentence
+    per finding, so the report follows from the answer and cannot contradict it);
+    ``reference`` -- the study's stored report (the simulator's or the user's text; the
+    reference of the report metrics in every case).
     """
     from echosonar.reason.evidence_targets import copy_probe_target, evidence_reasoning
 
     if writer not in TARGET_WRITERS:
         raise ValueError(f"unknown SFT target writer {writer!r}; choose from "
                          f"{', '.join(TARGET_WRITERS)}")
+    if report not in REPORT_WRITERS:
+        raise ValueError(f"unknown SFT report writer {report!r}; choose from "
+                         f"{', '.join(REPORT_WRITERS)}")
     if writer == "copy":
         return copy_probe_target(sf, flags)
     if sf.labels is None or sf.report is None or (writer == "reference" and not sf.reasoning):
         raise ValueError(f"study {sf.key} has no reasoning/labels/report target")
     if writer == "reference":
         return target_text(sf.reasoning, sf.labels, sf.report)
-    return target_text(evidence_reasoning(sf, flags), assessable_labels(sf), sf.report)
+    labels = assessable_labels(sf)
+    if report == "labels":
+        from echosonar.dataset.reports import report_from_labels
+
+        return target_text(evidence_reasoning(sf, flags), labels, report_from_labels(labels))
+    return target_text(evidence_reasoning(sf, flags), labels, sf.report)
 
 
 def assessable_labels(sf: StudyFeatures) -> dict[str, int]:

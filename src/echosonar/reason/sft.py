@@ -139,7 +139,8 @@ def _build(cfg: EchoSonarConfig, out: Path, train: list, rank: int, world: int,
     elif not cfg.lm.base_model:
         tdir = out / "tokenizer"
         if rank == 0:
-            tok = train_tokenizer(corpus_from_studies(train, cfg.sft.target, cfg.lm.measurement_flags),
+            tok = train_tokenizer(corpus_from_studies(train, cfg.sft.target, cfg.lm.measurement_flags,
+                                                      cfg.sft.report),
                                   cfg.lm.vocab_size)
             with atomic_dir(tdir) as tmp:
                 tok.save_pretrained(str(tmp))
@@ -212,8 +213,10 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
     ddp = DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda")
               else None) if world > 1 else model
     log = _Log(out, rank == 0, start if resume else None)
-    targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags) for sf in train}
-    val_targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags) for sf in val}
+    targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags, s.report)
+               for sf in train}
+    val_targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags, s.report)
+                   for sf in val}
     n_tok_cache: dict[str, int] = {}
 
     def n_target_tokens(sf: Any) -> int:  # per study, batch-independent (see encode_targets)

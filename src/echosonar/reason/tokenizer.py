@@ -122,8 +122,8 @@ def check_tokenizer(hf, where: str = "tokenizer") -> None:
                              "build it with train_tokenizer or add_echosonar_tokens")
 
 
-def corpus_from_studies(studies: Iterable, writer: str = "reference", flags: bool = False
-                        ) -> list[str]:
+def corpus_from_studies(studies: Iterable, writer: str = "reference", flags: bool = False,
+                        report: str = "reference") -> list[str]:
     """Training documents: every study's SFT target (the cache's reference text, and the
     ``writer``'s when that is another, see ``reason.data.sft_target``) and the prompt-side
     text of its views.
@@ -137,7 +137,7 @@ def corpus_from_studies(studies: Iterable, writer: str = "reference", flags: boo
     for sf in studies:
         for w in dict.fromkeys(("reference", writer)):
             try:
-                docs.append(sft_target(sf, w, flags))
+                docs.append(sft_target(sf, w, flags, report))
             except ValueError:  # a study without that target contributes its prompt text only
                 pass
         for v in sf.views:
