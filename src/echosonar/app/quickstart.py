@@ -511,8 +511,17 @@ def write_index(out: Path, demo: list[DemoStudy], seed: int, seconds: float) -> 
             right = sorted(d.views) == sorted(d.truth_views)
             views += f" <small>({'all right' if right else 'simulator: ' + html.escape(', '.join(d.truth_views))})</small>"
         warn = "<br>".join(html.escape(w) for w in d.warnings) or "—"
+        stated = names(d.answer)
+        if d.truth is not None:  # mark each stated finding against the simulator's truth
+            truth = set(d.truth) or {"healthy"}
+            said = d.answer or ["healthy"]
+            stated = ", ".join(
+                f"{names([k])} {'&#10003;' if k in truth else '<b>(false)</b>'}" for k in said)
+            missed = [k for k in d.truth if k not in said]
+            if missed:
+                stated += f"<br><small>missed: {names(missed)}</small>"
         rows.append(f"<tr><td>{html.escape(d.name)}</td><td>{link}</td><td>{views}</td>"
-                    f"<td>{names(d.answer)}</td><td>{names(d.truth)}</td><td>{warn}</td></tr>")
+                    f"<td>{stated}</td><td>{names(d.truth)}</td><td>{warn}</td></tr>")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>EchoSonar quickstart</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem}}
@@ -528,8 +537,11 @@ was trained on simulated echocardiograms only (see <code>models/echosonar-r/MODE
 {"the real SonoSite apical 4-chamber cine from pydicom's test files" if any(d.source == "real"
 for d in demo) else "no real cine (pydicom's test file is not installed)"}, analysed by
 <code>echosonar analyze --batch</code> with the shipped model in {seconds:.0f} s. Findings are
-the label head's calls at the thresholds fitted on validation studies (guided decoding: the
-reasoning lines and the report state exactly these).</p>
+the label head's calls at the thresholds fitted on validation studies (guided decoding): the
+findings table, the answer and every view's findings list state exactly these; the free text
+around them (evidence, report sections) is the language model's own and can contradict them
+(known failure mode, see the model card). The thresholds favour sensitivity, so healthy studies
+often get false findings.</p>
 <table><tr><th>study</th><th>page</th><th>views (classifier)</th><th>findings stated</th>
 <th>simulator ground truth</th><th>warnings</th></tr>
 {chr(10).join(rows)}
