@@ -134,3 +134,22 @@ def test_colour_doppler_has_red_and_blue(sick):
     # systole: the TR/MR jets (blue-dominant away flow); diastole: inflow toward apex (red)
     assert ((b > r + 60) & colour)[1:es + 1].sum() > 0
     assert ((r > b + 60) & colour)[dia].sum() > 0
+
+
+def test_realism_softens_and_darkens_but_keeps_geometry():
+    """``sim.realism``: 0 is the classic look; 1 darkens the tissue around the heart and softens
+    the borders; the boxes (ground truth) do not move and the rng stream is not consumed."""
+    spec = spec_for_index(CFG, 0)
+    base, mb = _render(spec, "A4C")
+    real = dataclasses.replace(CFG, realism=1.0)
+    f1, m1 = render_clip(spec, "A4C", real, study_rng(CFG.seed, spec.index, 1))
+    f0, _ = render_clip(spec, "A4C", dataclasses.replace(CFG, realism=0.0),
+                        study_rng(CFG.seed, spec.index, 1))
+    assert np.array_equal(f0, base)
+    assert f1.shape == base.shape and f1.dtype == base.dtype and not np.array_equal(f1, base)
+    assert m1["boxes"] == mb["boxes"]
+    geo = sector_geometry(CFG.image_size, CFG.half_angle_deg)
+    lit = base.reshape(base.shape[0], -1)[:, geo.pix].astype(float)
+    dim = f1.reshape(f1.shape[0], -1)[:, geo.pix].astype(float)
+    # the darker surroundings pull the sector's lower half of brightness down
+    assert np.median(dim) < np.median(lit)

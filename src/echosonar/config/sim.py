@@ -53,3 +53,6 @@ class SimConfig:
     speckle_corr: float = opt(0.75, "frame-to-frame speckle correlation (0 = fresh speckle)")
     quality_spread: float = opt(1.0, "spread of per-study image quality (0 = all ideal)")
     jitter: float = opt(1.0, "scale of per-clip probe position/angle variation")
+    realism: float = opt(0.0, "0 = the classic EchoSim look (bit-identical); up to 1: darker "
+                         "lung/mediastinum around the heart, soft tissue borders (echogenicity "
+                         "blurred over ~2-3 mm), weak blood speckle in the cavities")

@@ -270,9 +270,10 @@ def _yn(v: Any) -> str:
 def figure(out_png: str | Path, seed: int = 0, n_sim: int = 3, scale: int = 3) -> Path:
     """Real vs simulated A4C, as the view classifier sees them (``clip_input``: 64x64 after
     ingest's sector crop; first sampled frame): the real SonoSite cine, ``n_sim`` EchoSim A4C
-    clips as rendered, and the same clips under the training's ultrasound domain
-    randomisation (:func:`~echosonar.ingest.view_train.us_augment`, then the generic
-    :func:`~echosonar.ingest.view_train.augment`)."""
+    clips as rendered, the same clips under the training's ultrasound domain randomisation
+    (:func:`~echosonar.ingest.view_train.us_augment`, then the generic
+    :func:`~echosonar.ingest.view_train.augment`), and the same studies rendered with
+    ``sim.realism=1`` (darker surroundings, soft borders, blood speckle)."""
     import tempfile
 
     import torch
@@ -289,11 +290,14 @@ def figure(out_png: str | Path, seed: int = 0, n_sim: int = 3, scale: int = 3) -
 
     real = clip_input(preprocess(read_file(get_testdata_file("examples_ybr_color.dcm"))).frames,
                       4, 64)
-    with tempfile.TemporaryDirectory() as d:
-        write_study_set(Path(d) / "sim", SimConfig(studies=n_sim, seed=seed))
-        studies = ingest_manifest(Path(d) / "sim")
-    sims = [clip_input(c.frames, 4, 64) for s in studies for c in s.clips if c.view == "A4C"]
-    sims = torch.stack(sims[:n_sim])
+    def a4c(realism: float) -> torch.Tensor:
+        with tempfile.TemporaryDirectory() as d:
+            write_study_set(Path(d) / "sim", SimConfig(studies=n_sim, seed=seed, realism=realism))
+            studies = ingest_manifest(Path(d) / "sim")
+        return torch.stack([clip_input(c.frames, 4, 64) for s in studies for c in s.clips
+                            if c.view == "A4C"][:n_sim])
+
+    sims, realistic = a4c(0.0), a4c(1.0)
     g = torch.Generator().manual_seed(seed)
     # CLEAN_SHARE of clips would stay as rendered: draw until every shown clip is randomised
     aug = augment(us_augment(sims, g, 1.0), g, 1.0)
@@ -304,7 +308,8 @@ def figure(out_png: str | Path, seed: int = 0, n_sim: int = 3, scale: int = 3) -
 
     groups = [("real A4C (SonoSite)", [real]),
               ("EchoSim A4C as rendered", list(sims)),
-              ("same clips, domain-randomised", list(aug))]
+              ("same clips, domain-randomised", list(aug)),
+              ("same studies, sim.realism=1", list(realistic))]
     tile, gap, head = 64 * scale, 6, 18
     width = sum(len(c) for _, c in groups) * (tile + gap) + 2 * 3 * gap
     sheet = Image.new("RGB", (width, tile + head + 4), (20, 20, 20))

@@ -200,8 +200,10 @@ def render_clip(spec: StudySpec, view: str, cfg: SimConfig,
     shift = rng.normal(0, 0.3 * cfg.jitter)
     cx, cz = geo.cu * depth, geo.cz * depth
     cx, cz = cx * np.cos(a) - cz * np.sin(a) + shift, cx * np.sin(a) + cz * np.cos(a)
-    cv = Canvas(cx.astype(np.float32), cz.astype(np.float32), T, background=0.07,
-                min_width=0.8 * depth / (geo.n_r // 2))
+    real = float(np.clip(cfg.realism, 0.0, 1.0))
+    # realism darkens the lung/mediastinum around the heart (13 dB at 1)
+    cv = Canvas(cx.astype(np.float32), cz.astype(np.float32), T,
+                background=0.07 * 10 ** (-1.3 * real), min_width=0.8 * depth / (geo.n_r // 2))
     info = paint_view(view, cv, m, pt, cyc, rng)
     nr, nt = geo.n_r // 2, geo.n_th // 2
     q = float(pt["quality"])
@@ -209,7 +211,15 @@ def render_clip(spec: StudySpec, view: str, cfg: SimConfig,
     # tissue texture at two scales (fibres/fat at ~0.5 cm, patchy gain at ~2 cm)
     tex = np.exp(pt["tissue_texture"] * _smooth_field(rng, (nr, nt), 1.2) +
                  0.35 * _smooth_field(rng, (nr, nt), 5.0)).ravel()
-    echo = np.where(cv.blood, cv.echo, cv.echo * tex)
+    painted = cv.echo
+    if real > 0:
+        # soft endocardial / epicardial borders: the painted echogenicity blurred over about
+        # 2-3 mm (0.8 coarse cells at 1), so walls fade into the cavities; weak blood speckle
+        sig = 0.8 * real
+        painted = gaussian_filter(painted.reshape(T, nr, nt), (0, sig, sig),
+                                  mode="nearest").reshape(T, -1)
+        painted = painted + cv.blood * (2e-3 * real)
+    echo = np.where(cv.blood, painted, painted * tex)
     zc = geo.cz * depth
     # near-field reverberation clutter fills the apex region, worse in poor windows
     clutter = (1.15 - q) * 0.02 * np.exp(-zc / 2.5) * np.exp(_smooth_field(rng, (nr, nt), 2.0)
