@@ -85,3 +85,20 @@ def test_detector_lvedd_on_the_real_a4c(rows):
     if not d:
         pytest.skip("no detector")
     assert d["lvedd_cm"] is not None and 3.5 <= d["lvedd_cm"] <= 7.0, d
+
+
+def test_simulated_clips_are_in_distribution(rows, tmp_path):
+    """Fresh EchoSim studies (another seed than training) are recognised and not flagged."""
+    from echosonar.config.sim import SimConfig
+    from echosonar.ingest import ingest_manifest
+    from echosonar.ingest.view_model import ViewClassifier, predict_views
+    from echosonar.ingest.view_ood import assess_clips
+    from echosonar.simulate import write_study_set
+
+    vc = ViewClassifier.from_pretrained(_dir("ECHOSONAR_VIEW_CLASSIFIER", "view_classifier"))
+    write_study_set(tmp_path / "sim", SimConfig(studies=2, seed=123))
+    clips = [c for s in ingest_manifest(tmp_path / "sim") for c in s.clips]
+    assert len(clips) >= 8
+    assert [v for v, _ in predict_views(vc, clips)] == [c.view for c in clips]
+    levels = [a["level"] for a in assess_clips(vc, clips)]
+    assert levels.count("in") == len(clips), levels
