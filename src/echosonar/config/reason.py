@@ -43,6 +43,9 @@ class LMConfig:
                                      "token of a view's block (its header, clip and structure "
                                      "tokens, boxes and measurements), so a reasoning line can "
                                      "find the block it cites from (reason.model)")
+    copy_head: bool = opt(False, "a pointer over the prompt's text tokens mixed into the "
+                                 "next-token distribution, so the LM can copy the detector's "
+                                 "boxes and measurements it cites (reason.copy_head)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
     measurement_head: bool = opt(True, "add a linear head on the detector's measurements as "
                                        "numbers (standardised per view and quantity) to the "

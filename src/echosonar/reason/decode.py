@@ -174,6 +174,8 @@ class HFStep:
 
     def __init__(self, lm: nn.Module) -> None:
         self.lm = lm
+        #: set by a wrapping step that needs ``last_hidden`` ([N, H], after the final norm)
+        self.want_hidden = False
 
     def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
         self.cache = new_cache()
@@ -191,8 +193,11 @@ class HFStep:
         self.attn = torch.cat([self.attn, self.attn.new_ones(n, k)], dim=1)
         pos = self.pos + torch.arange(k, device=tok.device)
         out = lm_forward(self.lm, cache=self.cache, input_ids=tok, attention_mask=self.attn,
-                         position_ids=pos, use_cache=True, logits_to_keep=1)
+                         position_ids=pos, use_cache=True, logits_to_keep=1,
+                         output_hidden_states=self.want_hidden)
         self.pos = self.pos + k
+        if self.want_hidden:  # the final normed state (the copy head reads it)
+            self.last_hidden = out.hidden_states[-1][:, -1]
         return out.logits[:, -1, :]
 
 

@@ -322,7 +322,7 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
         ids, keep, _ = sample_completions(
             model.lm, embeds, mask, num_samples=1, max_new_tokens=budget,
             eos_token_id=model.eos_id, pad_token_id=model.pad_id, do_sample=False, choose=dec,
-            engine=engine)
+            engine=model.decode_engine(batch, engine))
     texts = [model.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
              for row, m in zip(ids.cpu(), keep.cpu(), strict=True)]
     return texts, called

@@ -127,6 +127,9 @@ class LlamaStep:
         self.head = proj[-1]
         self.inter = mats[2][0].shape[0] // 2
         self.emb = _table(base.get_input_embeddings())
+        self.norm_w = dec.norm.weight.detach()
+        #: set by a wrapping step that needs ``last_hidden`` ([N, H], after the final norm)
+        self.want_hidden = False
 
     def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
         """HF prefill of the B prompts; returns the first logits ``[B * G, V]``."""
@@ -191,7 +194,10 @@ class LlamaStep:
             x = _mm(F.silu(gu[:, :self.inter]) * gu[:, self.inter:], *down, add_to=x)
         self.t += kk
         x = x.view(n, kk, -1)[:, -1]
-        return _mm(F.rms_norm(x, (x.shape[-1],), None, self.eps), *self.head)
+        xn = F.rms_norm(x, (x.shape[-1],), None, self.eps)
+        if self.want_hidden:  # the final normed state (the copy head reads it)
+            self.last_hidden = xn * self.norm_w
+        return _mm(xn, *self.head)
 
     def _causal(self, kk: int, r: int, t: int) -> Tensor:
         """``[k * r, t + k]`` additive mask: the j-th fed token sees decoded slots ``<= t + j``."""

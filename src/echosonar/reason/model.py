@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
+from echosonar.reason.copy_head import CopyHead
 from echosonar.reason.decode import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.measure_head import MeasurementHead
 from echosonar.reason.prompt import PromptParts, build_prompt
-from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
+from echosonar.reason.tokenizer import BOS, CLIP, GEN, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import LABEL_KEYS, STRUCTURES, VIEWS
 
@@ -75,6 +76,7 @@ class EchoSonarR(nn.Module):
         if config.view_segments:  # row 0: outside any view block
             self.view_segment = nn.Embedding(len(VIEWS) + 1, h)
             nn.init.normal_(self.view_segment.weight, std=config.init_std)
+        self.copy_head = CopyHead(h) if config.copy_head else None
         self.label_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Linear(2 * h, len(LABEL_KEYS)))
         self.meas_head = MeasurementHead(len(LABEL_KEYS)) if config.measurement_head else None
         self.clip_id = tokenizer.convert_tokens_to_ids(CLIP)
@@ -103,6 +105,11 @@ class EchoSonarR(nn.Module):
         Raises ``ValueError`` (naming the study) when a study's feature widths differ from the
         model's ``feature_dims``.
         """
+        emb, mask, _ = self.prompt_inputs(batch)
+        return emb, mask
+
+    def prompt_inputs(self, batch: list[StudyFeatures]) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`prompt_embeds` plus the prompt's token ids ``[B, P]`` (pad where masked)."""
         dev = self.device
         parts = [self.prompt_parts(sf) for sf in batch]
         for sf, p in zip(batch, parts, strict=True):
@@ -139,7 +146,7 @@ class EchoSonarR(nn.Module):
                 seg[i, plen - len(e["input_ids"]):] = torch.from_numpy(
                     p.segment_ids(e["offset_mapping"]))
             emb = emb + self.view_segment(seg.to(dev))
-        return emb, mask
+        return emb, mask, tok
 
     # ------------------------------------------------------------------ forward passes
     def _hidden(self, embeds: Tensor, mask: Tensor) -> Tensor:
@@ -192,6 +199,33 @@ class EchoSonarR(nn.Module):
             max=hidden.shape[1] - 1)
         h = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.lm.get_output_embeddings()(h)
+
+    def _copyable(self, tok: Tensor, mask: Tensor) -> Tensor:
+        """``[B, P]`` bool: prompt tokens the copy head may copy (text, not placeholders,
+        padding or special tokens)."""
+        special = torch.tensor([self.pad_id, self.clip_id, self.struct_id, self.eos_id,
+                                *self.tokenizer.convert_tokens_to_ids([BOS, GEN])],
+                               device=tok.device)
+        return mask.bool() & ~torch.isin(tok, special)
+
+    def _completion_logprobs_packed(self, hidden: Tensor, plen: Tensor, t: int, tok: Tensor
+                                    ) -> Tensor:
+        """``[B, t, V]`` scores predicting completion tokens 0..t-1 from a packed pass: the LM
+        head's logits, or with a copy head the mixture's log-probabilities (``tok``: the
+        left-padded prompt ids, whose rows sit at packed positions ``[0, plen)``)."""
+        logits = self._completion_logits(hidden, plen, t)
+        if self.copy_head is None:
+            return logits
+        p = tok.shape[1]
+        ar = torch.arange(p, device=tok.device)
+        ids = tok.gather(1, (ar[None] + (p - plen)[:, None]).clamp(max=p - 1))
+        valid = ar[None] < plen[:, None]
+        valid = valid & self._copyable(ids, valid.long())
+        idx = (plen[:, None] - 1 + torch.arange(t, device=hidden.device)[None]).clamp(
+            max=hidden.shape[1] - 1)
+        h = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :p]), ids,
+                                        valid)
 
     def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
                        ) -> tuple[Tensor, Tensor]:
@@ -248,11 +282,11 @@ class EchoSonarR(nn.Module):
         ``label_logits`` ``[B, L]``. Prompt positions never enter the LM loss; studies without
         labels give no aux loss.
         """
-        embeds, pmask = self.prompt_embeds(batch)
+        embeds, pmask, ptok = self.prompt_inputs(batch)
         # each row's target is cut so that ITS prompt + target fit max_len (batch-independent)
         tgt, tmask = self.encode_targets(targets, (self.config.max_len - pmask.sum(1)).tolist())
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
-        logits = self._completion_logits(hidden, plen, tgt.shape[1])
+        logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok)
         labels = tgt.masked_fill(tmask == 0, -100)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                              ignore_index=-100, reduction="none")
@@ -286,12 +320,13 @@ class EchoSonarR(nn.Module):
                             completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
         """Per-token log-probs ``[B, T]`` of given completions (right-padded ids ``[B, T]``,
         mask ``[B, T]``; zeros where masked), logits divided by ``temperature``. For GRPO."""
-        embeds, pmask = self.prompt_embeds(batch)
+        embeds, pmask, ptok = self.prompt_inputs(batch)
         if completion_ids.shape[0] != embeds.shape[0]:  # G completions per study
             g = completion_ids.shape[0] // embeds.shape[0]
-            embeds, pmask = embeds.repeat_interleave(g, 0), pmask.repeat_interleave(g, 0)
+            embeds, pmask, ptok = (x.repeat_interleave(g, 0) for x in (embeds, pmask, ptok))
         hidden, _, plen = self._packed(embeds, pmask, completion_ids, completion_mask.long())
-        logits = self._completion_logits(hidden, plen, completion_ids.shape[1]).float()
+        logits = self._completion_logprobs_packed(hidden, plen, completion_ids.shape[1],
+                                                  ptok).float()
         logits = logits / temperature
         lp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
         return lp * completion_mask
@@ -339,9 +374,30 @@ class EchoSonarR(nn.Module):
         out = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(batch))]
         return (out, ids, mask) if return_ids else out
 
+    def decode_engine(self, batch: list[StudyFeatures], engine: Any = "auto") -> Any:
+        """The decode step for ``batch`` (``decode.make_step``'s ``engine`` argument): ``engine``
+        itself, or with a copy head a builder of :class:`~echosonar.reason.copy_head.CopyStep`
+        over it (the prompt's keys come from one extra pass over the prompt)."""
+        if self.copy_head is None:
+            return engine
+        from echosonar.reason.copy_head import CopyStep
+        from echosonar.reason.decode import make_step
+
+        embeds, mask, tok = self.prompt_inputs(batch)
+        hidden = self._hidden(embeds, mask)
+        keys, valid = self.copy_head.keys(hidden), self._copyable(tok, mask)
+
+        def build(lm: nn.Module) -> CopyStep:
+            inner = make_step(lm, engine)
+            inner.want_hidden = True
+            return CopyStep(inner, self.copy_head, keys, tok, valid, hidden[:, -1])
+
+        return build
+
     def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
                 engine="auto"):
         # the one decoding loop of evaluation, analyze and GRPO (reason.decode)
+        engine = self.decode_engine(batch, engine)
         embeds, mask = self.prompt_embeds(batch)
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
         if budget <= 0:

@@ -104,7 +104,8 @@ def rollout(policy: GRPOPolicy, studies: list[Any], *, num_samples: int, max_new
     ids, cmask, logits = sample_completions(
         policy.lm, embeds, mask, num_samples=num_samples, max_new_tokens=max_new_tokens,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=do_sample,
-        temperature=temperature, top_p=top_p, generator=generator, return_logits=return_logits)
+        temperature=temperature, top_p=top_p, generator=generator, return_logits=return_logits,
+        engine=policy.decode_engine(studies) if hasattr(policy, "decode_engine") else "auto")
     truncated = ~(ids == tok.eos_token_id).any(-1) if tok.eos_token_id is not None else \
         torch.ones(ids.shape[0], dtype=torch.bool)
     texts = decode_completions(tok, ids, cmask, tok.eos_token_id)

@@ -1,0 +1,100 @@
+"""The copy (pointer) head of EchoSonar-R: the LM can copy a token of its prompt's text.
+
+Why. A reasoning line cites the detector's boxes and measurements, which the prompt prints as
+text. Trained from scratch on a few hundred studies, the 2 M-parameter LM did not learn to copy
+them (the copy probe, docs/notes/reason.md: 0.4 % of boxes and 18 % of numbers exact after 300
+steps -- it writes plausible values, not the prompt's). A pointer-generator (See et al., 2017)
+gives copying its own path: at completion position t, with final hidden state ``h_t`` (after the
+LM's last norm),
+
+    a_t = softmax_j(q(h_t) . k(h_j) / sqrt(d))        over the prompt's text tokens j
+    p_copy(y) = sum_{j: x_j = y} a_tj
+    p(y) = (1 - g_t) softmax(logits_t)(y) + g_t p_copy(y),   g_t = sigmoid(w . h_t + b)
+
+so the model learns *where* to look (which view block, which structure) and the value comes
+with the pointer, instead of an attention head and an output map both having to form. Vision
+placeholders, padding and the special tokens are never copied. The mixture's log-probabilities
+stand in for logits everywhere (SFT loss, the decoding loop, GRPO log-probs): ``softmax`` of
+log-probabilities returns the same distribution, so samplers, masks and temperature work
+unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class CopyHead(nn.Module):
+    """Pointer over prompt tokens, mixed into the next-token distribution.
+
+    Args:
+        hidden: the LM's hidden size H.
+        dim: query/key width d.
+        gate_bias: initial bias of the copy gate (negative: start mostly generating).
+    """
+
+    def __init__(self, hidden: int, dim: int = 64, gate_bias: float = -1.0) -> None:
+        super().__init__()
+        self.q = nn.Linear(hidden, dim, bias=False)
+        self.k = nn.Linear(hidden, dim, bias=False)
+        self.gate = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, gate_bias)
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def keys(self, prompt_hidden: Tensor) -> Tensor:
+        """``[B, P, H]`` final hidden states of the prompt -> keys ``[B, P, d]``."""
+        return self.k(prompt_hidden.float())
+
+    def log_probs(self, h: Tensor, logits: Tensor, keys: Tensor, ids: Tensor, valid: Tensor
+                  ) -> Tensor:
+        """Log-probabilities of the mixture.
+
+        Args:
+            h: ``[B, T, H]`` (or ``[B, H]``) final hidden states at the predicting positions.
+            logits: ``[B, T, V]`` (or ``[B, V]``) the LM head's logits there.
+            keys: ``[B, P, d]`` from :meth:`keys`; ``ids`` ``[B, P]`` the prompt token ids;
+                ``valid`` ``[B, P]`` bool, True where a prompt token may be copied.
+
+        Returns ``[B, T, V]`` (or ``[B, V]``) float32 log-probabilities.
+        """
+        flat = h.dim() == 2
+        if flat:
+            h, logits = h[:, None], logits[:, None]
+        h = h.float()
+        s = torch.einsum("btd,bpd->btp", self.q(h), keys) * self.scale
+        s = s.masked_fill(~valid[:, None, :], float("-inf"))
+        a = torch.nan_to_num(s.softmax(-1), nan=0.0)  # a row with nothing to copy: all zero
+        pc = logits.new_zeros(logits.shape, dtype=torch.float32).scatter_add_(
+            -1, ids[:, None, :].expand(-1, h.shape[1], -1), a)
+        gl = self.gate(h)  # [B, T, 1]
+        lp = torch.logaddexp(F.logsigmoid(-gl) + F.log_softmax(logits.float(), -1),
+                             F.logsigmoid(gl) + torch.log(pc.clamp_min(1e-30)))
+        return lp[:, 0] if flat else lp
+
+
+class CopyStep:
+    """A decode step (``decode.make_step``'s interface) whose logits are the copy mixture's
+    log-probabilities. ``inner`` must expose ``last_hidden`` ``[N, H]`` (the final normed hidden
+    state of the token it just read); the prompt's keys, ids and copy mask are per study and
+    repeated for its G rows at prefill; ``h0`` ``[B, H]`` is the prompt's last hidden state."""
+
+    def __init__(self, inner, head: CopyHead, keys: Tensor, ids: Tensor, valid: Tensor,
+                 h0: Tensor) -> None:
+        self.inner, self.head = inner, head
+        self.keys, self.ids, self.valid, self.h0 = keys, ids, valid, h0
+
+    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
+        logits = self.inner.prefill(embeds, mask, g, budget)
+        self.keys, self.ids, self.valid, h0 = (x.repeat_interleave(g, 0) for x in (
+            self.keys, self.ids, self.valid, self.h0))
+        return self.head.log_probs(h0, logits, self.keys, self.ids, self.valid)
+
+    def __call__(self, tok: Tensor) -> Tensor:
+        logits = self.inner(tok)
+        return self.head.log_probs(self.inner.last_hidden, logits, self.keys, self.ids,
+                                   self.valid)
