@@ -91,12 +91,14 @@ def test_unusual_clip_withholds_findings(study_dir, fake_bundle, fake_stages, se
     assert seen == [["A4C", "A4C_COLOR", "PLAX"]]  # analysed, but nothing is called
     assert r["ood"]["withheld"] and r["ood"]["level"] == "unusual"
     assert "clip 1 A4C (OOD distance 9.00 >= 8.00)" in r["ood"]["reason"]
-    assert all(f["positive"] is None for f in r["findings"]) and r["answer_findings"] == []
+    assert all(f["positive"] is None and not f["in_answer"] for f in r["findings"])
+    assert r["answer_findings"] == []
     assert r["generation"]  # the raw output stays, for audit
     assert any("findings withheld" in w for w in r["warnings"])
     assert r["warnings"][0].startswith("FINDINGS WITHHELD")
     html = render_report(r)
     assert "Findings withheld" in html and 'data-ood="unusual"' in html
+    assert ">Withheld<" in html
 
 
 def test_classifier_without_statistics_warns(study_dir, fake_bundle, fake_stages):

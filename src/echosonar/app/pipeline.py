@@ -324,7 +324,7 @@ def build_result(study: Any, unknown: list[bool], dets: list[Any], text: str,
         # no confident findings on what the models were not trained for: calls, the stated
         # answer and the report text are withheld (the raw output stays in "generation")
         for f in findings:
-            f["positive"] = None
+            f["positive"], f["in_answer"] = None, False
         answer, sections = [], {s: "" for s in REPORT_SECTIONS}
         head = "FINDINGS WITHHELD" if any(v in VIEWS for v in present) else "NOT ASSESSABLE"
         warnings.insert(0, f"{head}: {guard['reason']}; no findings are reported")

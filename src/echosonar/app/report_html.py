@@ -127,11 +127,15 @@ def _findings(r: dict[str, Any]) -> str:
         return (not f["assessable"], not f["positive"], -(f["score"] or 0.0))
 
     rows = []
+    withheld = bool((r.get("ood") or {}).get("withheld"))
     for f in sorted(r["findings"], key=order):
         score, thr = f["score"], f["threshold"]
         cls = "na" if not f["assessable"] else "positive" if f["positive"] else ""
         if not f["assessable"]:
             call = '<span class="call na" title="no acquired view shows it">Not assessable</span>'
+        elif withheld:
+            call = ('<span class="call na" title="the images are unlike the training data (see '
+                    'the banner above)">Withheld</span>')
         elif f["positive"] is None:
             call = '<span class="call na">No score</span>'
         elif f["positive"]:
