@@ -148,3 +148,31 @@ def test_analyze_without_model_names_the_missing_default(tmp_path, monkeypatch, 
     assert main(["analyze", str(study), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "shipped model is not at" in err and "--model BUNDLE" in err
+
+
+def test_reship_one_part_keeps_thresholds_provenance_and_weights(shipped, tmp_path):
+    """Swapping one component (here: the same view classifier) from the shipped bundle itself:
+    thresholds, provenance and each component's origin survive; fp16 weights are unchanged."""
+    from echosonar.cli import main
+
+    out = tmp_path / "reshipped"
+    parts = {c: str(shipped / c) for c in ("view_classifier", "detector", "encoder", "vlm")}
+    assert main(["bundle", "--ship", "--out", str(out), "--view-classifier",
+                 parts["view_classifier"], "--detector", parts["detector"], "--encoder",
+                 parts["encoder"], "--vlm", parts["vlm"], "--thresholds-from", str(shipped),
+                 "--provenance", "note=re-shipped"]) == 0
+    old, new = read_bundle_spec(shipped), read_bundle_spec(out)
+    assert new.thresholds == old.thresholds and new.max_new_tokens == old.max_new_tokens
+    prov_old, prov_new = old.meta["provenance"], new.meta["provenance"]
+    assert prov_new["recipe"] == prov_old["recipe"] and prov_new["note"] == "re-shipped"
+    for c in parts:
+        assert (read_checksums(out)[f"{c}/model.safetensors"]
+                == read_checksums(shipped)[f"{c}/model.safetensors"])
+        assert (prov_new["components_shipped"][c]["run_info"]
+                == prov_old["components_shipped"][c]["run_info"])
+    with pytest.raises(SystemExit, match="--thresholds-from.*not found"):
+        main(["bundle", "--ship", "--out", str(tmp_path / "x"), "--view-classifier",
+              parts["view_classifier"], "--detector", parts["detector"], "--encoder",
+              parts["encoder"], "--vlm", parts["vlm"], "--thresholds-from",
+              str(tmp_path / "none")])
+    assert not (tmp_path / "x").exists()

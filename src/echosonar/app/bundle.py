@@ -416,13 +416,8 @@ def ship_component(src: str | Path, dest: str | Path, half: bool = True) -> dict
     dest.mkdir(parents=True, exist_ok=True)
     digest = save_tensors(dest / WEIGHTS, tensors)
     meta = dict(data.get("meta") or {})
-    meta["shipped"] = {"weights_dtype": "float16" if half else "as trained",
-                       "float32_tensors": kept, "source_sha256": data.get("sha256")}
-    atomic_write_json(dest / CONFIG, {**data, "sha256": digest, "meta": meta})
-    for name in SHIP_EXTRA:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dest / name)
-    run_info = None
+    before = meta.get("shipped") if isinstance(meta.get("shipped"), dict) else {}
+    run_info = before.get("run_info")  # re-shipping a shipped component keeps its origin
     for d in (src, src.parent):  # a run folder's run_info.json (seed, commit, command, time)
         if (d / "run_info.json").is_file():
             try:
@@ -432,7 +427,15 @@ def ship_component(src: str | Path, dest: str | Path, half: bool = True) -> dict
             except (json.JSONDecodeError, UnicodeDecodeError):
                 pass
             break
-    return {"kind": data.get("kind"), "source_sha256": data.get("sha256"), "sha256": digest,
+    source_sha = before.get("source_sha256") or data.get("sha256")
+    meta["shipped"] = {"weights_dtype": "float16" if half else "as trained",
+                       "float32_tensors": kept, "source_sha256": source_sha,
+                       "run_info": run_info}
+    atomic_write_json(dest / CONFIG, {**data, "sha256": digest, "meta": meta})
+    for name in SHIP_EXTRA:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+    return {"kind": data.get("kind"), "source_sha256": source_sha, "sha256": digest,
             "float32_tensors": kept, "run_info": run_info}
 
 

@@ -7,6 +7,9 @@
         --features features_e2e --provenance recipe="..."      # the shipped, checksummed copy
     echosonar bundle --verify models/echosonar-r    # check CHECKSUMS.sha256
     echosonar bundle --rehash models/echosonar-r    # rewrite it after editing MODEL_CARD.md
+    echosonar bundle --ship --out models/echosonar-r --view-classifier runs/new_view \
+        --detector models/echosonar-r/detector --encoder models/echosonar-r/encoder \
+        --vlm models/echosonar-r/vlm --thresholds-from models/echosonar-r   # swap one part
 
 ``analyze`` and ``serve`` read one folder (``bundle.json`` + components); ``quickstart --train``
 writes one, and this command makes one from your own runs. With ``--features`` the per-label
@@ -27,6 +30,10 @@ import argparse
 import shutil
 from pathlib import Path
 
+#: provenance keys the command writes itself
+RESERVED = ("root", "components", "thresholds", "max_new_tokens", "sources", "thresholds_note",
+            "components_shipped")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from echosonar.config import add_config_args
@@ -42,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "must come with its view)")
     parser.add_argument("--features", metavar="FEATURES", default=None,
                         help="feature cache whose val split picks the thresholds")
+    parser.add_argument("--thresholds-from", metavar="BUNDLE", default=None,
+                        help="take the thresholds of this bundle instead (e.g. re-shipping "
+                             "models/echosonar-r with a new view classifier; the VLM must be "
+                             "the same)")
     parser.add_argument("--copy", action="store_true",
                         help="copy the checkpoints into the bundle folder (movable bundle)")
     parser.add_argument("--ship", action="store_true",
@@ -77,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"error: --provenance {item!r}: expected KEY=VALUE")
-        if key in ("root", "components", "thresholds", "max_new_tokens", "sources",
-                   "thresholds_note", "components_shipped"):
+        if key in RESERVED:
             raise SystemExit(f"error: --provenance {key}=...: {key!r} is reserved")
         provenance[key] = value
     cfg = config_from_args(args)
@@ -96,6 +106,22 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: cannot load {name} from {path}: {type(e).__name__}: {e}"
                              ) from e
     thresholds, note = None, "no --features: thresholds 0.5"
+    if args.features and args.thresholds_from:
+        raise SystemExit("error: give --features or --thresholds-from, not both")
+    if args.thresholds_from:
+        try:
+            spec = read_bundle_spec(args.thresholds_from)
+        except BundleError as e:
+            raise SystemExit(f"error: --thresholds-from: {e}") from e
+        if spec.thresholds_source != "bundle":
+            raise SystemExit(f"error: --thresholds-from {args.thresholds_from}: that bundle has "
+                             "no thresholds of its own")
+        thresholds = dict(spec.thresholds)
+        previous = spec.meta.get("provenance") or {}
+        note = previous.get("thresholds_note") or "taken from another bundle"
+        # keep the other bundle's free-form provenance (recipe, data, ...) unless given anew
+        provenance = {**{k: v for k, v in previous.items() if k not in RESERVED},
+                      **provenance}
     if args.features:
         from echosonar.io.features import iter_features
 
