@@ -79,3 +79,22 @@ def test_checkpoint_round_trip_keeps_the_copy_head(copy_setup, tmp_path):
     assert back.copy_head is not None
     a = model.generate(studies[:2], max_new_tokens=10)
     assert back.generate(studies[:2], max_new_tokens=10) == a
+
+
+def test_pointer_loss_trains_the_pointer_even_with_the_gate_shut(copy_setup):
+    studies, model = copy_setup
+    from echosonar.reason.data import sft_target
+
+    model.copy_head.gate.bias.data.fill_(-60.0)
+    try:
+        targets = [sft_target(sf, "copy") for sf in studies[:2]]
+        model.forward_sft(studies[:2], targets)["loss"].backward()
+        g = model.copy_head.q.weight.grad
+        assert g is None or g.abs().max() < 1e-12  # the mixture alone: starved
+        model.zero_grad(set_to_none=True)
+        out = model.forward_sft(studies[:2], targets, copy_weight=1.0)
+        out["loss"].backward()
+        assert model.copy_head.q.weight.grad.abs().max() > 1e-6
+    finally:
+        model.copy_head.gate.bias.data.fill_(0.0)
+        model.zero_grad(set_to_none=True)

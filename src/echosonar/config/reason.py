@@ -80,6 +80,9 @@ class SFTConfig:
     finding_weight: float = opt(1.0, "loss weight of target tokens that state a finding (a "
                                      "reasoning line's evidence onwards when its findings are "
                                      "not 'none', the answer's findings line unless healthy)")
+    copy_loss_weight: float = opt(1.0, "weight of the copy head's own loss (-log p_copy of "
+                                       "target tokens found in the prompt); 0 trains the "
+                                       "pointer through the mixture only (lm.copy_head models)")
     target: str = opt("evidence", "who writes the reasoning lines of the targets: 'evidence' "
                                   "(cite the prompt's detector boxes and measurements, "
                                   "reason.evidence_targets), 'reference' (the cache's reasoning, "

@@ -12,7 +12,11 @@ LM's last norm),
     p(y) = (1 - g_t) softmax(logits_t)(y) + g_t p_copy(y),   g_t = sigmoid(w . h_t + b)
 
 so the model learns *where* to look (which view block, which structure) and the value comes
-with the pointer, instead of an attention head and an output map both having to form. Vision
+with the pointer, instead of an attention head and an output map both having to form. Trained
+on the mixture alone, the pointer starves: at the start its attention is spread over a few
+hundred prompt tokens, the generator's prior beats it and the gate closes. So SFT adds the
+pointer's own loss, ``-log p_copy(y)`` on every target token that occurs in the prompt
+(``sft.copy_loss_weight``), which teaches where to look whatever the gate does. Vision
 placeholders, padding and the special tokens are never copied. The mixture's log-probabilities
 stand in for logits everywhere (SFT loss, the decoding loop, GRPO log-probs): ``softmax`` of
 log-probabilities returns the same distribution, so samplers, masks and temperature work
@@ -50,8 +54,8 @@ class CopyHead(nn.Module):
         """``[B, P, H]`` final hidden states of the prompt -> keys ``[B, P, d]``."""
         return self.k(prompt_hidden.float())
 
-    def log_probs(self, h: Tensor, logits: Tensor, keys: Tensor, ids: Tensor, valid: Tensor
-                  ) -> Tensor:
+    def log_probs(self, h: Tensor, logits: Tensor, keys: Tensor, ids: Tensor, valid: Tensor,
+                  with_copy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Log-probabilities of the mixture.
 
         Args:
@@ -60,7 +64,8 @@ class CopyHead(nn.Module):
             keys: ``[B, P, d]`` from :meth:`keys`; ``ids`` ``[B, P]`` the prompt token ids;
                 ``valid`` ``[B, P]`` bool, True where a prompt token may be copied.
 
-        Returns ``[B, T, V]`` (or ``[B, V]``) float32 log-probabilities.
+        Returns ``[B, T, V]`` (or ``[B, V]``) float32 log-probabilities; with ``with_copy``
+        also ``log p_copy`` of the same shape (the pointer's own distribution, for its loss).
         """
         flat = h.dim() == 2
         if flat:
@@ -72,9 +77,12 @@ class CopyHead(nn.Module):
         pc = logits.new_zeros(logits.shape, dtype=torch.float32).scatter_add_(
             -1, ids[:, None, :].expand(-1, h.shape[1], -1), a)
         gl = self.gate(h)  # [B, T, 1]
+        log_pc = torch.log(pc.clamp_min(1e-30))
         lp = torch.logaddexp(F.logsigmoid(-gl) + F.log_softmax(logits.float(), -1),
-                             F.logsigmoid(gl) + torch.log(pc.clamp_min(1e-30)))
-        return lp[:, 0] if flat else lp
+                             F.logsigmoid(gl) + log_pc)
+        if flat:
+            lp, log_pc = lp[:, 0], log_pc[:, 0]
+        return (lp, log_pc) if with_copy else lp
 
 
 class CopyStep:

@@ -208,11 +208,12 @@ class EchoSonarR(nn.Module):
                                device=tok.device)
         return mask.bool() & ~torch.isin(tok, special)
 
-    def _completion_logprobs_packed(self, hidden: Tensor, plen: Tensor, t: int, tok: Tensor
-                                    ) -> Tensor:
+    def _completion_logprobs_packed(self, hidden: Tensor, plen: Tensor, t: int, tok: Tensor,
+                                    with_copy: bool = False) -> Any:
         """``[B, t, V]`` scores predicting completion tokens 0..t-1 from a packed pass: the LM
         head's logits, or with a copy head the mixture's log-probabilities (``tok``: the
-        left-padded prompt ids, whose rows sit at packed positions ``[0, plen)``)."""
+        left-padded prompt ids, whose rows sit at packed positions ``[0, plen)``). With
+        ``with_copy`` (copy head only) also the pointer's own log-probabilities."""
         logits = self._completion_logits(hidden, plen, t)
         if self.copy_head is None:
             return logits
@@ -225,7 +226,7 @@ class EchoSonarR(nn.Module):
             max=hidden.shape[1] - 1)
         h = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :p]), ids,
-                                        valid)
+                                        valid, with_copy)
 
     def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
                        ) -> tuple[Tensor, Tensor]:
@@ -265,15 +266,17 @@ class EchoSonarR(nn.Module):
         return out.to(self.device)
 
     def forward(self, batch: list[StudyFeatures], targets: list[str],
-                finding_weight: float = 1.0) -> dict[str, Tensor]:
+                finding_weight: float = 1.0, copy_weight: float = 0.0) -> dict[str, Tensor]:
         """Alias of :meth:`forward_sft` (so DDP can wrap the model)."""
-        return self.forward_sft(batch, targets, finding_weight)
+        return self.forward_sft(batch, targets, finding_weight, copy_weight)
 
     def forward_sft(self, batch: list[StudyFeatures], targets: list[str],
-                    finding_weight: float = 1.0) -> dict[str, Tensor]:
+                    finding_weight: float = 1.0, copy_weight: float = 0.0) -> dict[str, Tensor]:
         """Teacher-forced pass over prompt + target. ``finding_weight`` != 1 weights the CE of
         target tokens that state a finding (:meth:`decision_weights`); ``lm_loss_sum`` is then
-        the weighted sum, still divided by the plain token count ``n_tokens``.
+        the weighted sum, still divided by the plain token count ``n_tokens``. ``copy_weight``
+        > 0 (copy head only) adds the pointer's own loss, ``-log p_copy``, of every target token
+        that occurs in the prompt to ``lm_loss_sum`` (:mod:`echosonar.reason.copy_head`).
 
         Returns a dict: ``loss`` (scalar: mean CE over target tokens + aux_weight x mean BCE),
         ``lm_loss``, ``aux_loss`` (means), ``lm_loss_sum``, ``aux_loss_sum`` and ``n_tokens``
@@ -286,13 +289,24 @@ class EchoSonarR(nn.Module):
         # each row's target is cut so that ITS prompt + target fit max_len (batch-independent)
         tgt, tmask = self.encode_targets(targets, (self.config.max_len - pmask.sum(1)).tolist())
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
-        logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok)
+        copy_nll = None
+        if self.copy_head is not None and copy_weight > 0:
+            logits, log_pc = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok,
+                                                              with_copy=True)
+            # the pointer's own loss on target tokens that occur in the prompt (copy_head)
+            lpc = log_pc.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+            copyable = (lpc > -60) & tmask.bool()
+            copy_nll = -(lpc * copyable).sum()
+        else:
+            logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok)
         labels = tgt.masked_fill(tmask == 0, -100)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                              ignore_index=-100, reduction="none")
         if finding_weight != 1.0:
             ce = ce * self.decision_weights(targets, tuple(tgt.shape), finding_weight).flatten()
         lm_sum = ce.sum()
+        if copy_nll is not None:  # normalised like the LM loss: per target token
+            lm_sum = lm_sum + copy_weight * copy_nll
         n_tok = tmask.sum()
         label_logits = self._label_logits(self._pooled(hidden, prompt_rows, plen - 1), batch)
         have = [i for i, sf in enumerate(batch) if sf.labels is not None]

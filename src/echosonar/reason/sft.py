@@ -243,7 +243,8 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
             sync = j == len(chunks) - 1 or world == 1
             ctx = contextlib.nullcontext() if sync else ddp.no_sync()
             with ctx, _autocast(torch.device(device)):
-                o = ddp(mb, [targets[sf.key] for sf in mb], s.finding_weight)
+                o = ddp(mb, [targets[sf.key] for sf in mb], s.finding_weight,
+                        s.copy_loss_weight)
                 # x world: DDP averages gradients over ranks, we want the global sum / counts
                 loss = (o["lm_loss_sum"] / n_glob + cfg.lm.aux_weight * o["aux_loss_sum"]
                         / (s.batch_size * len(LABEL_KEYS))) * world
