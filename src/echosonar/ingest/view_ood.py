@@ -181,6 +181,13 @@ def _inputs(model: Any, arrs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch
     return x, torch.tensor([a.shape[1] == 3 for a in arrs])
 
 
+def _allowed(model: Any, is_color: torch.Tensor) -> torch.Tensor:
+    """``[B, K]`` classes the colour prior allows (all of them without the prior)."""
+    if model.config.channel_prior:
+        return model.allowed(is_color)
+    return torch.ones(len(is_color), len(model.config.classes), dtype=torch.bool)
+
+
 def _cardiac(model: Any, classes: Sequence[str]) -> list[int]:
     """Indices of ``classes`` in the classifier's logits."""
     return [list(model.config.classes).index(c) for c in classes]
@@ -208,8 +215,7 @@ def scores_from_inputs(model: Any, stats: OODStats | None, x: torch.Tensor,
     ``stats.classes``)."""
     model.eval()
     feats, logits = layer_features(model, x)
-    allowed = model.allowed(is_color) if model.config.channel_prior else \
-        torch.ones_like(logits, dtype=torch.bool)
+    allowed = _allowed(model, is_color)
     card = torch.tensor([c != OTHER_VIEW for c in model.config.classes])
     energy = -torch.logsumexp(logits.masked_fill(~(allowed & card), -1e4), -1)
     out = {"energy": energy}
@@ -357,7 +363,7 @@ def fit_ood(model: Any, train: Any, val: Any, augment_passes: int = 2, seed: int
 def _dist(model: Any, stats: OODStats, feats: dict[str, torch.Tensor],
           cols: torch.Tensor) -> np.ndarray:
     dist = class_distances(stats, feats)
-    allowed = model.allowed(cols)[:, _cardiac(model, stats.classes)]
+    allowed = _allowed(model, cols)[:, _cardiac(model, stats.classes)]
     return dist.masked_fill(~allowed, math.inf).min(1).values.numpy()
 
 
