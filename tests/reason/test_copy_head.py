@@ -52,7 +52,7 @@ def test_training_and_decoding_paths_score_the_same(copy_setup):
     # most likely one too, and its log-prob is finite
     from echosonar.reason.decode import sample_completions  # noqa: F401 (the loop under test)
     assert torch.isfinite(lp[mask.bool()]).all()
-    emb, pm, ptok = model.prompt_inputs(batch)
+    emb, pm, ptok, _ = model.prompt_inputs(batch)
     hidden, _, plen = model._packed(emb, pm, ids, mask)
     scores = model._completion_logprobs_packed(hidden, plen, ids.shape[1], ptok)
     assert torch.equal(scores.argmax(-1)[mask.bool()], ids[mask.bool()])
@@ -98,3 +98,24 @@ def test_pointer_loss_trains_the_pointer_even_with_the_gate_shut(copy_setup):
     finally:
         model.copy_head.gate.bias.data.fill_(0.0)
         model.zero_grad(set_to_none=True)
+
+
+def test_pointer_sources_are_the_cited_views_block(copy_setup):
+    """Every box coordinate of the copy target has a source token in its own view's block of
+    the prompt; the target's segments follow its reasoning lines."""
+    studies, model = copy_setup
+    from echosonar.reason.data import sft_target
+    from echosonar.taxonomy import VIEWS
+
+    sf = studies[0]
+    text = sft_target(sf, "copy")
+    ids = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    seg = model.target_segments([text], (1, len(ids["input_ids"])))[0]
+    first = text.split("\n")[1]  # the first view line (after <think>)
+    view = first.split(":")[0][5:]
+    j = next(i for i, (a, _) in enumerate(ids["offset_mapping"]) if a >= len("<think>\n") + 6)
+    assert seg[j] == VIEWS.index(view) + 1
+    assert seg[0] == 0  # the <think> tag
+    _, pm, ptok, pseg = model.prompt_inputs([sf])
+    shown = {VIEWS[k - 1] for k in pseg[0].unique().tolist() if k > 0}
+    assert shown == {v.view for v in sf.views if v.view in VIEWS}

@@ -15,8 +15,10 @@ so the model learns *where* to look (which view block, which structure) and the 
 with the pointer, instead of an attention head and an output map both having to form. Trained
 on the mixture alone, the pointer starves: at the start its attention is spread over a few
 hundred prompt tokens, the generator's prior beats it and the gate closes. So SFT adds the
-pointer's own loss, ``-log p_copy(y)`` on every target token that occurs in the prompt
-(``sft.copy_loss_weight``), which teaches where to look whatever the gate does. Vision
+pointer's own loss (``sft.copy_loss_weight``): on every target token of a view's reasoning
+line that occurs in that view's prompt block, ``-log`` of the attention on the block's tokens
+with that value -- so the pointer learns to look in the right view (a box corner or a zero
+occurs in every block), whatever the gate does. Vision
 placeholders, padding and the special tokens are never copied. The mixture's log-probabilities
 stand in for logits everywhere (SFT loss, the decoding loop, GRPO log-probs): ``softmax`` of
 log-probabilities returns the same distribution, so samplers, masks and temperature work
@@ -65,7 +67,7 @@ class CopyHead(nn.Module):
                 ``valid`` ``[B, P]`` bool, True where a prompt token may be copied.
 
         Returns ``[B, T, V]`` (or ``[B, V]``) float32 log-probabilities; with ``with_copy``
-        also ``log p_copy`` of the same shape (the pointer's own distribution, for its loss).
+        also the pointer's attention ``[B, T, P]`` (or ``[B, P]``), for its own loss.
         """
         flat = h.dim() == 2
         if flat:
@@ -77,12 +79,11 @@ class CopyHead(nn.Module):
         pc = logits.new_zeros(logits.shape, dtype=torch.float32).scatter_add_(
             -1, ids[:, None, :].expand(-1, h.shape[1], -1), a)
         gl = self.gate(h)  # [B, T, 1]
-        log_pc = torch.log(pc.clamp_min(1e-30))
         lp = torch.logaddexp(F.logsigmoid(-gl) + F.log_softmax(logits.float(), -1),
-                             F.logsigmoid(gl) + log_pc)
+                             F.logsigmoid(gl) + torch.log(pc.clamp_min(1e-30)))
         if flat:
-            lp, log_pc = lp[:, 0], log_pc[:, 0]
-        return (lp, log_pc) if with_copy else lp
+            lp, a = lp[:, 0], a[:, 0]
+        return (lp, a) if with_copy else lp
 
 
 class CopyStep:

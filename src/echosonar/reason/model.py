@@ -105,11 +105,14 @@ class EchoSonarR(nn.Module):
         Raises ``ValueError`` (naming the study) when a study's feature widths differ from the
         model's ``feature_dims``.
         """
-        emb, mask, _ = self.prompt_inputs(batch)
+        emb, mask, _, _ = self.prompt_inputs(batch)
         return emb, mask
 
-    def prompt_inputs(self, batch: list[StudyFeatures]) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`prompt_embeds` plus the prompt's token ids ``[B, P]`` (pad where masked)."""
+    def prompt_inputs(self, batch: list[StudyFeatures]
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """:meth:`prompt_embeds` plus the prompt's token ids ``[B, P]`` (pad where masked) and,
+        for models with view segments or a copy head, each token's view segment ``[B, P]``
+        (:meth:`PromptParts.segment_ids`; else None)."""
         dev = self.device
         parts = [self.prompt_parts(sf) for sf in batch]
         for sf, p in zip(batch, parts, strict=True):
@@ -119,8 +122,9 @@ class EchoSonarR(nn.Module):
                     f"study {sf.key}: feature widths clip={p.clip.shape[1]}, structure="
                     f"{p.struct.shape[1] - 1 if p.struct.shape[0] else '-'} do not match the "
                     f"model's {self.feature_dims}")
+        want_seg = self.config.view_segments or self.copy_head is not None
         enc = [self.tokenizer(p.text, add_special_tokens=False,
-                              return_offsets_mapping=self.config.view_segments) for p in parts]
+                              return_offsets_mapping=want_seg) for p in parts]
         ids = [e["input_ids"] for e in enc]
         plen = max(len(x) for x in ids)
         if plen > self.config.max_len:
@@ -140,13 +144,16 @@ class EchoSonarR(nn.Module):
             kind = torch.from_numpy(_cat([p.struct_type for p in parts])).to(dev)
             emb = _scatter(emb, tok == self.struct_id,
                            self.struct_proj(st) + self.struct_type(kind), "structure")
-        if self.config.view_segments:
+        seg = None
+        if want_seg:
             seg = torch.zeros((len(ids), plen), dtype=torch.long)
             for i, (p, e) in enumerate(zip(parts, enc, strict=True)):
                 seg[i, plen - len(e["input_ids"]):] = torch.from_numpy(
                     p.segment_ids(e["offset_mapping"]))
-            emb = emb + self.view_segment(seg.to(dev))
-        return emb, mask, tok
+            seg = seg.to(dev)
+        if self.config.view_segments:
+            emb = emb + self.view_segment(seg)
+        return emb, mask, tok, seg
 
     # ------------------------------------------------------------------ forward passes
     def _hidden(self, embeds: Tensor, mask: Tensor) -> Tensor:
@@ -213,7 +220,7 @@ class EchoSonarR(nn.Module):
         """``[B, t, V]`` scores predicting completion tokens 0..t-1 from a packed pass: the LM
         head's logits, or with a copy head the mixture's log-probabilities (``tok``: the
         left-padded prompt ids, whose rows sit at packed positions ``[0, plen)``). With
-        ``with_copy`` (copy head only) also the pointer's own log-probabilities."""
+        ``with_copy`` (copy head only) also the pointer's attention ``[B, t, P]``."""
         logits = self._completion_logits(hidden, plen, t)
         if self.copy_head is None:
             return logits
@@ -227,6 +234,44 @@ class EchoSonarR(nn.Module):
         h = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :p]), ids,
                                         valid, with_copy)
+
+    def _pointer_nll(self, attn: Tensor, tgt: Tensor, tmask: Tensor, targets: list[str],
+                     ptok: Tensor, pseg: Tensor, plen: Tensor) -> Tensor:
+        """The copy head's own loss (summed): ``-log`` of the pointer's attention ``attn``
+        ``[B, T, P]`` (packed prompt positions) on the prompt tokens that carry the target
+        token's value *in the block of the view whose reasoning line it is in*, over target
+        tokens that have such a source."""
+        p = ptok.shape[1]
+        ar = torch.arange(p, device=ptok.device)
+        idx = (ar[None] + (p - plen)[:, None]).clamp(max=p - 1)
+        ids, seg = ptok.gather(1, idx), pseg.gather(1, idx)
+        seg = seg.masked_fill(ar[None] >= plen[:, None], -1)
+        tseg = self.target_segments(targets, tuple(tgt.shape)).to(tgt.device)
+        src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
+        src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
+        has = src.any(-1)
+        p_src = (attn * src).sum(-1).clamp_min(1e-30)
+        return -(torch.log(p_src) * has).sum()
+
+    def target_segments(self, targets: list[str], shape: tuple[int, int]) -> Tensor:
+        """``[B, T]``: for each target token, ``1 +`` the ``taxonomy.VIEWS`` index of the
+        reasoning line (``view V: ...``) it starts in, 0 elsewhere (tags, answer, report)."""
+        out = torch.zeros(shape, dtype=torch.long)
+        for i, text in enumerate(targets):
+            offs = self.tokenizer(text, add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"][:shape[1]]
+            spans, pos = [], 0
+            for line in text.split("\n"):
+                head = line.split(":", 1)[0]
+                if head.startswith("view ") and head[5:] in VIEWS:
+                    spans.append((pos, pos + len(line), VIEWS.index(head[5:]) + 1))
+                pos += len(line) + 1
+            for j, (a, _) in enumerate(offs):
+                for lo, hi, k in spans:
+                    if lo <= a < hi:
+                        out[i, j] = k
+                        break
+        return out
 
     def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
                        ) -> tuple[Tensor, Tensor]:
@@ -285,18 +330,15 @@ class EchoSonarR(nn.Module):
         ``label_logits`` ``[B, L]``. Prompt positions never enter the LM loss; studies without
         labels give no aux loss.
         """
-        embeds, pmask, ptok = self.prompt_inputs(batch)
+        embeds, pmask, ptok, pseg = self.prompt_inputs(batch)
         # each row's target is cut so that ITS prompt + target fit max_len (batch-independent)
         tgt, tmask = self.encode_targets(targets, (self.config.max_len - pmask.sum(1)).tolist())
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
         copy_nll = None
         if self.copy_head is not None and copy_weight > 0:
-            logits, log_pc = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok,
-                                                              with_copy=True)
-            # the pointer's own loss on target tokens that occur in the prompt (copy_head)
-            lpc = log_pc.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            copyable = (lpc > -60) & tmask.bool()
-            copy_nll = -(lpc * copyable).sum()
+            logits, attn = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok,
+                                                            with_copy=True)
+            copy_nll = self._pointer_nll(attn, tgt, tmask, targets, ptok, pseg, plen)
         else:
             logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok)
         labels = tgt.masked_fill(tmask == 0, -100)
@@ -334,7 +376,7 @@ class EchoSonarR(nn.Module):
                             completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
         """Per-token log-probs ``[B, T]`` of given completions (right-padded ids ``[B, T]``,
         mask ``[B, T]``; zeros where masked), logits divided by ``temperature``. For GRPO."""
-        embeds, pmask, ptok = self.prompt_inputs(batch)
+        embeds, pmask, ptok, _ = self.prompt_inputs(batch)
         if completion_ids.shape[0] != embeds.shape[0]:  # G completions per study
             g = completion_ids.shape[0] // embeds.shape[0]
             embeds, pmask, ptok = (x.repeat_interleave(g, 0) for x in (embeds, pmask, ptok))
@@ -397,7 +439,7 @@ class EchoSonarR(nn.Module):
         from echosonar.reason.copy_head import CopyStep
         from echosonar.reason.decode import make_step
 
-        embeds, mask, tok = self.prompt_inputs(batch)
+        embeds, mask, tok, _ = self.prompt_inputs(batch)
         hidden = self._hidden(embeds, mask)
         keys, valid = self.copy_head.keys(hidden), self._copyable(tok, mask)
 
