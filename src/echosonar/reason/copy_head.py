@@ -15,11 +15,14 @@ so the model learns *where* to look (which view block, which structure) and the 
 with the pointer, instead of an attention head and an output map both having to form. Trained
 on the mixture alone, the pointer starves: at the start its attention is spread over a few
 hundred prompt tokens, the generator's prior beats it and the gate closes. So SFT adds the
-pointer's own loss (``sft.copy_loss_weight``): on every target token of a view's reasoning
+pointer's own loss (``sft.copy_loss_weight``): on every number token of a view's reasoning
 line that occurs in that view's prompt block, ``-log`` of the attention on the block's tokens
 with that value -- so the pointer learns to look in the right view (a box corner or a zero
-occurs in every block), whatever the gate does. Vision
-placeholders, padding and the special tokens are never copied. The mixture's log-probabilities
+occurs in every block), whatever the gate does -- plus a binary cross-entropy that opens the
+gate exactly on those tokens. Vision
+placeholders, padding, special tokens and words are never copied: only number tokens (the
+tokenizer keeps digits in runs of at most two, so a box corner or a measurement's digits are
+whole tokens), the values a citation must not change; the generator writes everything else. The mixture's log-probabilities
 stand in for logits everywhere (SFT loss, the decoding loop, GRPO log-probs): ``softmax`` of
 log-probabilities returns the same distribution, so samplers, masks and temperature work
 unchanged.
@@ -57,7 +60,7 @@ class CopyHead(nn.Module):
         return self.k(prompt_hidden.float())
 
     def log_probs(self, h: Tensor, logits: Tensor, keys: Tensor, ids: Tensor, valid: Tensor,
-                  with_copy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                  with_copy: bool = False) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Log-probabilities of the mixture.
 
         Args:
@@ -67,7 +70,8 @@ class CopyHead(nn.Module):
                 ``valid`` ``[B, P]`` bool, True where a prompt token may be copied.
 
         Returns ``[B, T, V]`` (or ``[B, V]``) float32 log-probabilities; with ``with_copy``
-        also the pointer's attention ``[B, T, P]`` (or ``[B, P]``), for its own loss.
+        also the pointer's attention ``[B, T, P]`` and the gate's logit ``[B, T]`` (without the
+        T axis for flat input), for their own losses.
         """
         flat = h.dim() == 2
         if flat:
@@ -81,9 +85,10 @@ class CopyHead(nn.Module):
         gl = self.gate(h)  # [B, T, 1]
         lp = torch.logaddexp(F.logsigmoid(-gl) + F.log_softmax(logits.float(), -1),
                              F.logsigmoid(gl) + torch.log(pc.clamp_min(1e-30)))
+        gl = gl[..., 0]
         if flat:
-            lp, a = lp[:, 0], a[:, 0]
-        return (lp, a) if with_copy else lp
+            lp, a, gl = lp[:, 0], a[:, 0], gl[:, 0]
+        return (lp, a, gl) if with_copy else lp
 
 
 class CopyStep:

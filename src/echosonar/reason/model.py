@@ -33,7 +33,7 @@ from echosonar.reason.copy_head import CopyHead
 from echosonar.reason.decode import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.measure_head import MeasurementHead
 from echosonar.reason.prompt import PromptParts, build_prompt
-from echosonar.reason.tokenizer import BOS, CLIP, GEN, STRUCT, check_tokenizer
+from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import LABEL_KEYS, STRUCTURES, VIEWS
 
@@ -208,12 +208,14 @@ class EchoSonarR(nn.Module):
         return self.lm.get_output_embeddings()(h)
 
     def _copyable(self, tok: Tensor, mask: Tensor) -> Tensor:
-        """``[B, P]`` bool: prompt tokens the copy head may copy (text, not placeholders,
-        padding or special tokens)."""
-        special = torch.tensor([self.pad_id, self.clip_id, self.struct_id, self.eos_id,
-                                *self.tokenizer.convert_tokens_to_ids([BOS, GEN])],
-                               device=tok.device)
-        return mask.bool() & ~torch.isin(tok, special)
+        """``[B, P]`` bool: prompt tokens the copy head may copy -- number tokens (digits
+        only), never words, placeholders, padding or special tokens."""
+        if getattr(self, "_number_ids", None) is None or self._number_ids.device != tok.device:
+            vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._number_ids = torch.tensor([bool(t) and t.isdigit() for t in vocab],
+                                            device=tok.device)
+        known = tok.clamp(0, len(self._number_ids) - 1)
+        return mask.bool() & self._number_ids[known] & (tok < len(self._number_ids))
 
     def _completion_logprobs_packed(self, hidden: Tensor, plen: Tensor, t: int, tok: Tensor,
                                     with_copy: bool = False) -> Any:
@@ -235,23 +237,27 @@ class EchoSonarR(nn.Module):
         return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :p]), ids,
                                         valid, with_copy)
 
-    def _pointer_nll(self, attn: Tensor, tgt: Tensor, tmask: Tensor, targets: list[str],
-                     ptok: Tensor, pseg: Tensor, plen: Tensor) -> Tensor:
+    def _pointer_nll(self, attn: Tensor, gate: Tensor, tgt: Tensor, tmask: Tensor,
+                     targets: list[str], ptok: Tensor, pseg: Tensor, plen: Tensor) -> Tensor:
         """The copy head's own loss (summed): ``-log`` of the pointer's attention ``attn``
-        ``[B, T, P]`` (packed prompt positions) on the prompt tokens that carry the target
-        token's value *in the block of the view whose reasoning line it is in*, over target
-        tokens that have such a source."""
+        ``[B, T, P]`` (packed prompt positions) on the copyable prompt tokens that carry the
+        target token's value *in the block of the view whose reasoning line it is in*, over
+        target tokens that have such a source; plus the gate's (``gate`` ``[B, T]`` logits)
+        binary cross-entropy against "this token has such a source", over every target
+        token."""
         p = ptok.shape[1]
         ar = torch.arange(p, device=ptok.device)
         idx = (ar[None] + (p - plen)[:, None]).clamp(max=p - 1)
         ids, seg = ptok.gather(1, idx), pseg.gather(1, idx)
-        seg = seg.masked_fill(ar[None] >= plen[:, None], -1)
+        live = ar[None] < plen[:, None]
+        seg = seg.masked_fill(~(live & self._copyable(ids, live.long())), -1)
         tseg = self.target_segments(targets, tuple(tgt.shape)).to(tgt.device)
         src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
         src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
         has = src.any(-1)
         p_src = (attn * src).sum(-1).clamp_min(1e-30)
-        return -(torch.log(p_src) * has).sum()
+        gate_bce = F.binary_cross_entropy_with_logits(gate, has.float(), reduction="none")
+        return -(torch.log(p_src) * has).sum() + (gate_bce * tmask).sum()
 
     def target_segments(self, targets: list[str], shape: tuple[int, int]) -> Tensor:
         """``[B, T]``: for each target token, ``1 +`` the ``taxonomy.VIEWS`` index of the
@@ -336,9 +342,9 @@ class EchoSonarR(nn.Module):
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
         copy_nll = None
         if self.copy_head is not None and copy_weight > 0:
-            logits, attn = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok,
-                                                            with_copy=True)
-            copy_nll = self._pointer_nll(attn, tgt, tmask, targets, ptok, pseg, plen)
+            logits, attn, gate = self._completion_logprobs_packed(hidden, plen, tgt.shape[1],
+                                                                  ptok, with_copy=True)
+            copy_nll = self._pointer_nll(attn, gate, tgt, tmask, targets, ptok, pseg, plen)
         else:
             logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok)
         labels = tgt.masked_fill(tmask == 0, -100)
