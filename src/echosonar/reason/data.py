@@ -26,7 +26,6 @@ from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import FINDINGS, HEALTHY, LABEL_KEYS
 from echosonar.textformat import target_text
 
-
 #: ``sft.target`` choices: who writes the reasoning lines of an SFT target.
 TARGET_WRITERS: tuple[str, ...] = ("evidence", "reference", "copy")
 
