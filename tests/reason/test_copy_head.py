@@ -119,3 +119,25 @@ def test_pointer_sources_are_the_cited_views_block(copy_setup):
     _, pm, ptok, pseg = model.prompt_inputs([sf])
     shown = {VIEWS[k - 1] for k in pseg[0].unique().tolist() if k > 0}
     assert shown == {v.view for v in sf.views if v.view in VIEWS}
+
+
+def test_follow_bonus_is_the_same_in_training_and_decoding():
+    """With ``copy_follow`` the pointer's bonus comes from its own earlier positions in a
+    packed pass and from the decode step's history: greedy tokens agree with the packed
+    pass's argmax, for both decode steps."""
+    studies, tok, base = tiny_setup(n=4, seed=5, layers=2)
+    cfg = dataclasses.replace(base.config, copy_head=True, copy_follow=True)
+    torch.manual_seed(1)
+    model = build_model(cfg, tok, base.feature_dims)
+    model.copy_head.gate.bias.data.fill_(2.0)  # copy a lot, so the bonus decides tokens
+    model.copy_head.follow.data.copy_(torch.tensor([1.5, 2.5]))
+    batch = studies[:2]
+    got = {e: model.generate(batch, max_new_tokens=10, return_ids=True, engine=e)
+           for e in ("hf", "auto")}
+    assert got["hf"][0] == got["auto"][0]
+    ids = got["hf"][1]
+    mask = (ids != model.pad_id).long()
+    emb, pm, ptok, _ = model.prompt_inputs(batch)
+    hidden, _, plen = model._packed(emb, pm, ids, mask)
+    scores = model._completion_logprobs_packed(hidden, plen, ids.shape[1], ptok)
+    assert torch.equal(scores.argmax(-1)[mask.bool()], ids[mask.bool()])

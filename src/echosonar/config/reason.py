@@ -46,6 +46,9 @@ class LMConfig:
     copy_head: bool = opt(False, "a pointer over the prompt's text tokens mixed into the "
                                  "next-token distribution, so the LM can copy the detector's "
                                  "boxes and measurements it cites (reason.copy_head)")
+    copy_follow: bool = opt(False, "copy head only: a learned bonus for the prompt slot right "
+                                   "after the one the pointer read one or two tokens ago "
+                                   "(CopyNet's selective read)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
     measurement_head: bool = opt(True, "add a linear head on the detector's measurements as "
                                        "numbers (standardised per view and quantity) to the "

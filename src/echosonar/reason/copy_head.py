@@ -19,7 +19,10 @@ pointer's own loss (``sft.copy_loss_weight``): on every number token of a view's
 line that occurs in that view's prompt block, ``-log`` of the attention on the block's tokens
 with that value -- so the pointer learns to look in the right view (a box corner or a zero
 occurs in every block), whatever the gate does -- plus a binary cross-entropy that opens the
-gate exactly on those tokens. Vision
+gate exactly on those tokens. With ``lm.copy_follow`` the pointer also gets CopyNet's
+"selective read" as a learned bonus: the slot right after the one it read one or two tokens
+ago (``(39,12,`` and ``4.78`` are read left to right), so it need not re-derive from context
+which corner of a box or which digit group comes next. Vision
 placeholders, padding, special tokens and words are never copied: only number tokens (the
 tokenizer keeps digits in runs of at most two, so a box corner or a measurement's digits are
 whole tokens), the values a citation must not change; the generator writes everything else. The mixture's log-probabilities
@@ -46,7 +49,8 @@ class CopyHead(nn.Module):
         gate_bias: initial bias of the copy gate (negative: start mostly generating).
     """
 
-    def __init__(self, hidden: int, dim: int = 64, gate_bias: float = -1.0) -> None:
+    def __init__(self, hidden: int, dim: int = 64, gate_bias: float = -1.0,
+                 follow: bool = False) -> None:
         super().__init__()
         self.q = nn.Linear(hidden, dim, bias=False)
         self.k = nn.Linear(hidden, dim, bias=False)
@@ -54,13 +58,23 @@ class CopyHead(nn.Module):
         nn.init.zeros_(self.gate.weight)
         nn.init.constant_(self.gate.bias, gate_bias)
         self.scale = 1.0 / math.sqrt(dim)
+        # "selective read": a learned bonus for the prompt slot right after the one the pointer
+        # read one / two tokens ago (a box "(39,12," or a value "4.78" is read left to right)
+        self.follow = nn.Parameter(torch.zeros(2)) if follow else None
+
+    def base_attention(self, h: Tensor, keys: Tensor, valid: Tensor) -> Tensor:
+        """``[B, T, P]`` pointer attention from content alone (no follow bonus)."""
+        s = torch.einsum("btd,bpd->btp", self.q(h.float()), keys) * self.scale
+        s = s.masked_fill(~valid[:, None, :], float("-inf"))
+        return torch.nan_to_num(s.softmax(-1), nan=0.0)
 
     def keys(self, prompt_hidden: Tensor) -> Tensor:
         """``[B, P, H]`` final hidden states of the prompt -> keys ``[B, P, d]``."""
         return self.k(prompt_hidden.float())
 
     def log_probs(self, h: Tensor, logits: Tensor, keys: Tensor, ids: Tensor, valid: Tensor,
-                  with_copy: bool = False) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+                  with_copy: bool = False, history: tuple[Tensor, Tensor] | None = None
+                  ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Log-probabilities of the mixture.
 
         Args:
@@ -68,6 +82,9 @@ class CopyHead(nn.Module):
             logits: ``[B, T, V]`` (or ``[B, V]``) the LM head's logits there.
             keys: ``[B, P, d]`` from :meth:`keys`; ``ids`` ``[B, P]`` the prompt token ids;
                 ``valid`` ``[B, P]`` bool, True where a prompt token may be copied.
+            history: flat (decoding) input only, with ``follow``: the content attentions
+                ``[B, P]`` of the previous two predictions (:meth:`base_attention`), most
+                recent first; a 3-D input takes them from its own earlier positions.
 
         Returns ``[B, T, V]`` (or ``[B, V]``) float32 log-probabilities; with ``with_copy``
         also the pointer's attention ``[B, T, P]`` and the gate's logit ``[B, T]`` (without the
@@ -78,6 +95,16 @@ class CopyHead(nn.Module):
             h, logits = h[:, None], logits[:, None]
         h = h.float()
         s = torch.einsum("btd,bpd->btp", self.q(h), keys) * self.scale
+        if self.follow is not None:
+            a0 = torch.nan_to_num(s.masked_fill(~valid[:, None, :], float("-inf")).softmax(-1),
+                                  nan=0.0)
+            for k in (1, 2):
+                if flat:
+                    prev = (history[k - 1] if history is not None else a0[:, 0] * 0)[:, None]
+                else:  # position t reads the attention of position t - k
+                    prev = F.pad(a0, (0, 0, k, 0))[:, :a0.shape[1]]
+                nxt = F.pad(prev, (k, 0))[..., :a0.shape[-1]]  # slot j gets slot j - k's mass
+                s = s + self.follow[k - 1] * torch.log(nxt + 1e-3)
         s = s.masked_fill(~valid[:, None, :], float("-inf"))
         a = torch.nan_to_num(s.softmax(-1), nan=0.0)  # a row with nothing to copy: all zero
         pc = logits.new_zeros(logits.shape, dtype=torch.float32).scatter_add_(
@@ -106,9 +133,22 @@ class CopyStep:
         logits = self.inner.prefill(embeds, mask, g, budget)
         self.keys, self.ids, self.valid, h0 = (x.repeat_interleave(g, 0) for x in (
             self.keys, self.ids, self.valid, self.h0))
-        return self.head.log_probs(h0, logits, self.keys, self.ids, self.valid)
+        zero = self.valid.new_zeros(self.valid.shape, dtype=torch.float32)
+        self.history = (zero, zero)
+        return self._mix(h0, logits, 1)
 
     def __call__(self, tok: Tensor) -> Tensor:
         logits = self.inner(tok)
-        return self.head.log_probs(self.inner.last_hidden, logits, self.keys, self.ids,
-                                   self.valid)
+        return self._mix(self.inner.last_hidden, logits, tok.shape[1])
+
+    def _mix(self, h: Tensor, logits: Tensor, fed: int) -> Tensor:
+        if self.head.follow is None:
+            return self.head.log_probs(h, logits, self.keys, self.ids, self.valid)
+        if fed > 1:  # a forced run: the predictions inside it were never made
+            zero = torch.zeros_like(self.history[0])
+            self.history = (zero, zero)
+        out = self.head.log_probs(h, logits, self.keys, self.ids, self.valid,
+                                  history=self.history)
+        a0 = self.head.base_attention(h[:, None], self.keys, self.valid)[:, 0]
+        self.history = (a0, self.history[0])
+        return out

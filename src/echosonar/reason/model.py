@@ -76,7 +76,7 @@ class EchoSonarR(nn.Module):
         if config.view_segments:  # row 0: outside any view block
             self.view_segment = nn.Embedding(len(VIEWS) + 1, h)
             nn.init.normal_(self.view_segment.weight, std=config.init_std)
-        self.copy_head = CopyHead(h) if config.copy_head else None
+        self.copy_head = CopyHead(h, follow=config.copy_follow) if config.copy_head else None
         self.label_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Linear(2 * h, len(LABEL_KEYS)))
         self.meas_head = MeasurementHead(len(LABEL_KEYS)) if config.measurement_head else None
         self.clip_id = tokenizer.convert_tokens_to_ids(CLIP)
