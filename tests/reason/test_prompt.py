@@ -71,12 +71,13 @@ def test_pool_clip_tokens():
 
 @pytest.mark.parametrize("structure_tokens", [True, False])
 def test_prompt_embeds_shapes_masks_and_placeholders(setup, structure_tokens):
-    _, tok, model = setup
-    if not structure_tokens:
-        from echosonar.reason.model import build_model
+    from echosonar.reason.model import build_model
 
-        cfg = dataclasses.replace(model.config, use_structure_tokens=False)
-        model = build_model(cfg, tok, model.feature_dims)
+    _, tok, model = setup
+    # text rows must be plain token embeddings: no view-segment rows added here
+    cfg = dataclasses.replace(model.config, use_structure_tokens=structure_tokens,
+                              view_segments=False)
+    model = build_model(cfg, tok, model.feature_dims)
     batch = [_with_views(k, seed=10 + k) for k in (1, 3, 6)]
     emb, mask = model.prompt_embeds(batch)
     ids = model.prompt_ids(batch)
@@ -127,6 +128,8 @@ def test_view_segments_mark_each_token_with_its_block(setup):
     from echosonar.reason.model import build_model
 
     _, tok, model = setup
+    model = build_model(dataclasses.replace(model.config, view_segments=False), tok,
+                        model.feature_dims)
     cfg = dataclasses.replace(model.config, view_segments=True)
     seg_model = build_model(cfg, tok, model.feature_dims)
     sf = _with_views(3, seed=4)

@@ -34,12 +34,13 @@ class LMConfig:
                                            "the box/measurement text); false = ablation row")
     max_clip_tokens: int = opt(0, "clip tokens kept per view: global + pooled space-time "
                                   "tokens (0 = all 1+N)")
-    measurement_flags: bool = opt(False, "print a reference-range flag after each detector "
-                                        "measurement past a finding's cut-off (e.g. 'tr_jet_ratio "
-                                        "0.36 (past the tricuspid regurgitation cut-off)'); "
-                                        "off by default: it did not raise the generated "
-                                        "answer's BAcc in session 4 (docs/notes/reason.md)")
-    view_segments: bool = opt(False, "add a learned per-view segment embedding to every prompt "
+    measurement_flags: bool = opt(True, "print a reference-range flag after each detector "
+                                       "measurement past a finding's cut-off (e.g. 'tr_jet_ratio "
+                                       "0.36 (past the tricuspid regurgitation cut-off)'); the "
+                                       "evidence targets cite it, so the step from number to "
+                                       "finding is written out (chosen on val 2026-12-06, "
+                                       "docs/notes/reason.md)")
+    view_segments: bool = opt(True, "add a learned per-view segment embedding to every prompt "
                                      "token of a view's block (its header, clip and structure "
                                      "tokens, boxes and measurements), so a reasoning line can "
                                      "find the block it cites from (reason.model)")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from echosonar.io.atomic import atomic_path, atomic_write_json
+from echosonar.io.atomic import atomic_write_bytes, atomic_write_json
 from echosonar.schema import Clip, Study
 from echosonar.taxonomy import STRUCTURE_INDEX, STRUCTURES
 
@@ -73,7 +73,7 @@ def _boxes_tensor(boxes: list[dict[str, list[float]]]) -> np.ndarray:
 
 def write_study(root: str | Path, study: Study, dtype: str = "uint8") -> dict[str, Any]:
     """Write one study's shard atomically; returns its index entry."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     if dtype not in ("uint8", "float16"):
         raise ValueError(f"cache dtype must be uint8 or float16, got {dtype!r}")
@@ -88,8 +88,10 @@ def write_study(root: str | Path, study: Study, dtype: str = "uint8") -> dict[st
             tensors[f"{i}.boxes"] = _boxes_tensor(c.boxes)
     path = Path(root) / entry["file"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"entry": json.dumps(entry), "dtype": dtype})
+    # serialised in memory, then one atomic write: safetensors' save_file stages its own
+    # ".tmpXXXXXX" file beside the target, which a kill would leave in studies/ unnamed by pid
+    atomic_write_bytes(path, save(tensors, metadata={"entry": json.dumps(entry),
+                                                     "dtype": dtype}))
     return entry
 
 

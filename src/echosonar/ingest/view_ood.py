@@ -79,9 +79,9 @@ class OODStats:
         return list(self.means)
 
     def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        from echosonar.io.atomic import atomic_path
+        from echosonar.io.atomic import atomic_write_bytes
 
         path = Path(directory) / OOD_FILE
         header = {"format": OOD_FORMAT, "version": "2", "classes": json.dumps(self.classes),
@@ -92,8 +92,7 @@ class OODStats:
         for k in self.layers:
             tensors[f"means.{k}"] = self.means[k].float().contiguous()
             tensors[f"precision.{k}"] = self.precision[k].float().contiguous()
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=header)
+        atomic_write_bytes(path, save(tensors, metadata=header))  # no staging file of its own
         return path
 
 

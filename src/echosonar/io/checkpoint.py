@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from echosonar.io.atomic import atomic_path, atomic_write_json
+from echosonar.io.atomic import atomic_write_bytes, atomic_write_json
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -47,8 +47,9 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> str:
     """Atomically write tensors to a safetensors file; return its SHA-256."""
     path = Path(path)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp))
+    # serialised in memory, then one atomic write (save_file would stage its own unnamed
+    # ".tmpXXXXXX" beside the target, which a kill leaves behind)
+    atomic_write_bytes(path, save(flat))
     return _sha256(path)
 
 

@@ -17,9 +17,9 @@ Every ``<clip>``/``<struct>`` placeholder's embedding is replaced by a projected
 (:meth:`EchoSonarR.prompt_embeds`), so the LM sees the view name, its clip tokens, then its
 structure tokens, and can copy the detector's boxes and measurements as text into its reasoning.
 A measurement past a finding's guideline cut-off carries the flag an echo measurement package
-prints (``taxonomy.findings_past_cutoff``, ``LMConfig.measurement_flags``, off by default), because the small
-LM trained on a few hundred studies did not learn to turn the bare numbers into findings
-(docs/notes/reason.md, sessions 3 and 4, says what the flags changed).
+prints (``taxonomy.findings_past_cutoff``, ``LMConfig.measurement_flags``, on by default
+since 2026-12-06: the evidence targets cite it), because the small LM trained on a few hundred
+studies did not learn to turn the bare numbers into findings (docs/notes/reason.md).
 Missing views are absent; clips whose view is not in ``taxonomy.VIEWS`` (e.g. ``OTHER``) are
 skipped. With ``use_structure_tokens=False`` the "structures:" block, the boxes and the
 measurements are all dropped (the "VLM without structure tokens" ablation).
