@@ -62,19 +62,24 @@ class CopyHead(nn.Module):
         # read one / two tokens ago (a box "(39,12," or a value "4.78" is read left to right)
         self.follow = nn.Parameter(torch.zeros(2)) if follow else None
 
-    def base_attention(self, h: Tensor, keys: Tensor, valid: Tensor) -> Tensor:
-        """``[B, T, P]`` pointer attention from content alone (no follow bonus)."""
-        s = torch.einsum("btd,bpd->btp", self.q(h.float()), keys) * self.scale
-        s = s.masked_fill(~valid[:, None, :], float("-inf"))
-        return torch.nan_to_num(s.softmax(-1), nan=0.0)
+    def scores(self, h: Tensor, keys: Tensor) -> Tensor:
+        """``[B, T, P]`` content scores of the pointer (before masking and the follow bonus)."""
+        return torch.einsum("btd,bpd->btp", self.q(h.float()), keys) * self.scale
+
+    @staticmethod
+    def attend(s: Tensor, valid: Tensor) -> Tensor:
+        """Softmax of scores ``[B, T, P]`` over the copyable slots ``valid`` ``[B, P]``; a row
+        with nothing to copy is all zero."""
+        return torch.nan_to_num(s.masked_fill(~valid[:, None, :], float("-inf")).softmax(-1),
+                                nan=0.0)
 
     def keys(self, prompt_hidden: Tensor) -> Tensor:
         """``[B, P, H]`` final hidden states of the prompt -> keys ``[B, P, d]``."""
         return self.k(prompt_hidden.float())
 
     def log_probs(self, h: Tensor, logits: Tensor, keys: Tensor, ids: Tensor, valid: Tensor,
-                  with_copy: bool = False, history: tuple[Tensor, Tensor] | None = None
-                  ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+                  with_copy: bool = False, history: tuple[Tensor, Tensor] | None = None,
+                  scores: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Log-probabilities of the mixture.
 
         Args:
@@ -83,8 +88,11 @@ class CopyHead(nn.Module):
             keys: ``[B, P, d]`` from :meth:`keys`; ``ids`` ``[B, P]`` the prompt token ids;
                 ``valid`` ``[B, P]`` bool, True where a prompt token may be copied.
             history: flat (decoding) input only, with ``follow``: the content attentions
-                ``[B, P]`` of the previous two predictions (:meth:`base_attention`), most
-                recent first; a 3-D input takes them from its own earlier positions.
+                ``[B, P]`` of the previous two predictions (:meth:`attend` of :meth:`scores`),
+                most recent first (zeros when None); a 3-D input takes them from its own
+                earlier positions.
+            scores: :meth:`scores` of ``h`` when the caller has them already (``[B, T, P]``,
+                also for flat input: ``[B, 1, P]``).
 
         Returns ``[B, T, V]`` (or ``[B, V]``) float32 log-probabilities; with ``with_copy``
         also the pointer's attention ``[B, T, P]`` and the gate's logit ``[B, T]`` (without the
@@ -94,19 +102,19 @@ class CopyHead(nn.Module):
         if flat:
             h, logits = h[:, None], logits[:, None]
         h = h.float()
-        s = torch.einsum("btd,bpd->btp", self.q(h), keys) * self.scale
+        s = self.scores(h, keys) if scores is None else scores
         if self.follow is not None:
-            a0 = torch.nan_to_num(s.masked_fill(~valid[:, None, :], float("-inf")).softmax(-1),
-                                  nan=0.0)
+            a0 = None if flat else self.attend(s, valid)
             for k in (1, 2):
-                if flat:
-                    prev = (history[k - 1] if history is not None else a0[:, 0] * 0)[:, None]
-                else:  # position t reads the attention of position t - k
+                if not flat:  # position t reads the content attention of position t - k
                     prev = F.pad(a0, (0, 0, k, 0))[:, :a0.shape[1]]
-                nxt = F.pad(prev, (k, 0))[..., :a0.shape[-1]]  # slot j gets slot j - k's mass
+                elif history is not None:
+                    prev = history[k - 1][:, None]
+                else:
+                    prev = torch.zeros_like(s)
+                nxt = F.pad(prev, (k, 0))[..., :s.shape[-1]]  # slot j gets slot j - k's mass
                 s = s + self.follow[k - 1] * torch.log(nxt + 1e-3)
-        s = s.masked_fill(~valid[:, None, :], float("-inf"))
-        a = torch.nan_to_num(s.softmax(-1), nan=0.0)  # a row with nothing to copy: all zero
+        a = self.attend(s, valid)
         pc = logits.new_zeros(logits.shape, dtype=torch.float32).scatter_add_(
             -1, ids[:, None, :].expand(-1, h.shape[1], -1), a)
         gl = self.gate(h)  # [B, T, 1]
@@ -147,8 +155,8 @@ class CopyStep:
         if fed > 1:  # a forced run: the predictions inside it were never made
             zero = torch.zeros_like(self.history[0])
             self.history = (zero, zero)
+        s = self.head.scores(h[:, None], self.keys)  # once: the mixture and the history
         out = self.head.log_probs(h, logits, self.keys, self.ids, self.valid,
-                                  history=self.history)
-        a0 = self.head.base_attention(h[:, None], self.keys, self.valid)[:, 0]
-        self.history = (a0, self.history[0])
+                                  history=self.history, scores=s)
+        self.history = (self.head.attend(s, self.valid)[:, 0], self.history[0])
         return out

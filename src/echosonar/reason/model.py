@@ -200,12 +200,27 @@ class EchoSonarR(nn.Module):
                                     use_cache=False)
         return out.last_hidden_state, (ar[None] < plen[:, None]).long(), plen
 
-    def _completion_logits(self, hidden: Tensor, plen: Tensor, t: int) -> Tensor:
-        """``[B, t, V]`` logits predicting completion tokens 0..t-1 from a packed pass."""
+    @staticmethod
+    def _completion_hidden(hidden: Tensor, plen: Tensor, t: int) -> Tensor:
+        """``[B, t, H]`` the packed pass's hidden states predicting completion tokens 0..t-1."""
         idx = (plen[:, None] - 1 + torch.arange(t, device=hidden.device)[None]).clamp(
             max=hidden.shape[1] - 1)
-        h = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
-        return self.lm.get_output_embeddings()(h)
+        return hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
+
+    def _completion_logits(self, hidden: Tensor, plen: Tensor, t: int) -> Tensor:
+        """``[B, t, V]`` logits predicting completion tokens 0..t-1 from a packed pass."""
+        return self.lm.get_output_embeddings()(self._completion_hidden(hidden, plen, t))
+
+    def _packed_prompt(self, tok: Tensor, plen: Tensor, *more: Tensor) -> tuple[Tensor, ...]:
+        """Left-padded prompt ids ``tok`` ``[B, P]`` (and any ``more`` per-token tensors of
+        that layout) in the packed pass's order (row i's prompt at ``[0, plen_i)``), plus the
+        ``[B, P]`` mask of copyable slots there: ``(ids, copyable, *more)``."""
+        p = tok.shape[1]
+        ar = torch.arange(p, device=tok.device)
+        idx = (ar[None] + (p - plen)[:, None]).clamp(max=p - 1)
+        ids = tok.gather(1, idx)
+        live = ar[None] < plen[:, None]
+        return (ids, live & self._copyable(ids, live.long()), *(x.gather(1, idx) for x in more))
 
     def _copyable(self, tok: Tensor, mask: Tensor) -> Tensor:
         """``[B, P]`` bool: prompt tokens the copy head may copy -- number tokens (digits
@@ -223,19 +238,13 @@ class EchoSonarR(nn.Module):
         head's logits, or with a copy head the mixture's log-probabilities (``tok``: the
         left-padded prompt ids, whose rows sit at packed positions ``[0, plen)``). With
         ``with_copy`` (copy head only) also the pointer's attention ``[B, t, P]``."""
-        logits = self._completion_logits(hidden, plen, t)
+        h = self._completion_hidden(hidden, plen, t)
+        logits = self.lm.get_output_embeddings()(h)
         if self.copy_head is None:
             return logits
-        p = tok.shape[1]
-        ar = torch.arange(p, device=tok.device)
-        ids = tok.gather(1, (ar[None] + (p - plen)[:, None]).clamp(max=p - 1))
-        valid = ar[None] < plen[:, None]
-        valid = valid & self._copyable(ids, valid.long())
-        idx = (plen[:, None] - 1 + torch.arange(t, device=hidden.device)[None]).clamp(
-            max=hidden.shape[1] - 1)
-        h = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
-        return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :p]), ids,
-                                        valid, with_copy)
+        ids, valid = self._packed_prompt(tok, plen)
+        return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :tok.shape[1]]),
+                                        ids, valid, with_copy)
 
     def _pointer_nll(self, attn: Tensor, gate: Tensor, tgt: Tensor, tmask: Tensor,
                      targets: list[str], ptok: Tensor, pseg: Tensor, plen: Tensor) -> Tensor:
@@ -245,12 +254,8 @@ class EchoSonarR(nn.Module):
         target tokens that have such a source; plus the gate's (``gate`` ``[B, T]`` logits)
         binary cross-entropy against "this token has such a source", over every target
         token."""
-        p = ptok.shape[1]
-        ar = torch.arange(p, device=ptok.device)
-        idx = (ar[None] + (p - plen)[:, None]).clamp(max=p - 1)
-        ids, seg = ptok.gather(1, idx), pseg.gather(1, idx)
-        live = ar[None] < plen[:, None]
-        seg = seg.masked_fill(~(live & self._copyable(ids, live.long())), -1)
+        ids, copyable, seg = self._packed_prompt(ptok, plen, pseg)
+        seg = seg.masked_fill(~copyable, -1)
         tseg = self.target_segments(targets, tuple(tgt.shape)).to(tgt.device)
         src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
         src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
