@@ -198,6 +198,26 @@ _NA_RE = re.compile(r"^not acquired; not assessable: (.*)\.$")
 _CITE_RE = re.compile(r"^(\S+) (\(\d{1,2},\d{1,2},\d{1,2},\d{1,2}\))$")
 
 
+def citation_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans ``[a, b)`` of what the reasoning lines of ``text`` cite from the prompt:
+    each acquired view line's structure boxes and its evidence (the parts a copy head may copy;
+    lines that do not follow the format give none).
+
+    >>> t = "<think>\\nview A2C: structures LV (10,10,50,60). evidence: lvedd_cm 4.5. findings: none. implication: fine.\\n"
+    >>> [t[a:b] for a, b in citation_spans(t)]
+    ['LV (10,10,50,60)', 'lvedd_cm 4.5']
+    """
+    out, pos = [], 0
+    for line in text.split("\n"):
+        vm = _VIEW_RE.match(line)
+        acq = _ACQ_RE.match(vm.group(2)) if vm else None
+        if acq:
+            base = pos + vm.start(2)
+            out += [(base + acq.start(g), base + acq.end(g)) for g in (1, 2)]
+        pos += len(line) + 1
+    return out
+
+
 def _names(text: str, sep: str, errors: list[str], where: str) -> list[str]:
     """Finding names of one list (``none`` = empty): each known, once, ``healthy`` alone."""
     text = text.strip()

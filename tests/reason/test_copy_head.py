@@ -9,6 +9,7 @@ import torch
 from echosonar.reason.copy_head import CopyHead
 from echosonar.reason.model import build_model
 from echosonar.reason.synthetic import tiny_setup
+from echosonar.textformat import citation_spans
 
 
 def test_mixture_is_a_distribution_that_moves_mass_to_prompt_tokens():
@@ -52,9 +53,9 @@ def test_training_and_decoding_paths_score_the_same(copy_setup):
     # most likely one too, and its log-prob is finite
     from echosonar.reason.decode import sample_completions  # noqa: F401 (the loop under test)
     assert torch.isfinite(lp[mask.bool()]).all()
-    emb, pm, ptok, _ = model.prompt_inputs(batch)
+    emb, pm, ptok, _, pcite = model.prompt_inputs(batch)
     hidden, _, plen = model._packed(emb, pm, ids, mask)
-    scores = model._completion_logprobs_packed(hidden, plen, ids.shape[1], ptok)
+    scores = model._completion_logprobs_packed(hidden, plen, ids.shape[1], ptok, pcite)
     assert torch.equal(scores.argmax(-1)[mask.bool()], ids[mask.bool()])
 
 
@@ -116,7 +117,7 @@ def test_pointer_sources_are_the_cited_views_block(copy_setup):
     j = next(i for i, (a, _) in enumerate(ids["offset_mapping"]) if a >= len("<think>\n") + 6)
     assert seg[j] == VIEWS.index(view) + 1
     assert seg[0] == 0  # the <think> tag
-    _, pm, ptok, pseg = model.prompt_inputs([sf])
+    _, pm, ptok, pseg, _ = model.prompt_inputs([sf])
     shown = {VIEWS[k - 1] for k in pseg[0].unique().tolist() if k > 0}
     assert shown == {v.view for v in sf.views if v.view in VIEWS}
 
@@ -137,7 +138,54 @@ def test_follow_bonus_is_the_same_in_training_and_decoding():
     assert got["hf"][0] == got["auto"][0]
     ids = got["hf"][1]
     mask = (ids != model.pad_id).long()
-    emb, pm, ptok, _ = model.prompt_inputs(batch)
+    emb, pm, ptok, _, pcite = model.prompt_inputs(batch)
     hidden, _, plen = model._packed(emb, pm, ids, mask)
-    scores = model._completion_logprobs_packed(hidden, plen, ids.shape[1], ptok)
+    scores = model._completion_logprobs_packed(hidden, plen, ids.shape[1], ptok, pcite)
     assert torch.equal(scores.argmax(-1)[mask.bool()], ids[mask.bool()])
+
+
+def test_evidence_citations_have_a_source_in_their_views_block(copy_setup):
+    """``lm.copy_tokens=evidence``: every token of an evidence target's citations (boxes and
+    measurements, names included) has a copyable prompt token with its id in the cited
+    view's block, so the pointer can read a whole citation off the prompt; words outside the
+    citations (``findings``, the tags) get no copy supervision and placeholders are never
+    copyable."""
+    studies, model = copy_setup
+    from echosonar.reason.data import sft_target
+
+    assert model.config.copy_tokens == "evidence"
+    for sf in studies[:3]:
+        text = sft_target(sf, "evidence", flags=model.config.measurement_flags)
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        shape = (1, len(ids))
+        cite = model.target_cite_mask([text], shape)[0].bool()
+        seg = model.target_segments([text], shape)[0]
+        _, _, ptok, pseg, pcite = model.prompt_inputs([sf])
+        assert not pcite[0][(ptok[0] == model.clip_id) | (ptok[0] == model.struct_id)].any()
+        assert cite.sum() > 0
+        # a view without measurements says so in words ("no detector measurements"): only
+        # citations the prompt prints verbatim must be copyable
+        parts = model.prompt_parts(sf)
+        shown = {parts.text[a:b] for a, b in parts.cite_spans}
+        offs = model.tokenizer(text, add_special_tokens=False,
+                               return_offsets_mapping=True)["offset_mapping"]
+        verbatim = [(a, b) for a, b in citation_spans(text) if text[a:b] in shown]
+        assert verbatim
+        for j in cite.nonzero()[:, 0].tolist():
+            if not any(offs[j][0] < b and offs[j][1] > a for a, b in verbatim):
+                continue
+            src = pcite[0] & (pseg[0] == seg[j]) & (ptok[0] == ids[j])
+            assert src.any(), model.tokenizer.decode([ids[j]])
+        words = model.tokenizer.convert_ids_to_tokens(ids)
+        assert not any(cite[j] for j, w in enumerate(words) if "findings" in w)
+
+
+def test_numbers_mode_copies_digit_tokens_only():
+    studies, tok, base = tiny_setup(n=2, seed=3, layers=2)
+    cfg = dataclasses.replace(base.config, copy_head=True, copy_tokens="numbers")
+    model = build_model(cfg, tok, base.feature_dims)
+    _, pm, ptok, _, pcite = model.prompt_inputs(studies[:1])
+    words = model.tokenizer.convert_ids_to_tokens(ptok[0][pcite[0]].tolist())
+    assert words and all(w.isdigit() for w in words)
+    with pytest.raises(ValueError, match="copy_tokens"):
+        build_model(dataclasses.replace(cfg, copy_tokens="names"), tok, base.feature_dims)

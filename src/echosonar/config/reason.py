@@ -50,6 +50,11 @@ class LMConfig:
     copy_follow: bool = opt(False, "copy head only: a learned bonus for the prompt slot right "
                                    "after the one the pointer read one or two tokens ago "
                                    "(CopyNet's selective read)")
+    copy_tokens: str = opt("evidence", "copy head only: what the pointer may copy -- "
+                                       "'evidence' (every token of each view's boxes and "
+                                       "measurements text, names included, so a citation is "
+                                       "read off the prompt whole) or 'numbers' (digit tokens "
+                                       "only; the generator writes the names)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
     measurement_head: bool = opt(True, "add a linear head on the detector's measurements as "
                                        "numbers (standardised per view and quantity) to the "

@@ -32,10 +32,11 @@ from echosonar.config.reason import LMConfig
 from echosonar.reason.copy_head import CopyHead
 from echosonar.reason.decode import _base_lm, _cache_kw_for, sample_completions
 from echosonar.reason.measure_head import MeasurementHead
-from echosonar.reason.prompt import PromptParts, build_prompt
+from echosonar.reason.prompt import PromptParts, build_prompt, spans_mask
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import LABEL_KEYS, STRUCTURES, VIEWS
+from echosonar.textformat import citation_spans
 
 
 def projector(d_in: int, d_out: int, init_std: float = 0.02) -> nn.Sequential:
@@ -76,6 +77,9 @@ class EchoSonarR(nn.Module):
         if config.view_segments:  # row 0: outside any view block
             self.view_segment = nn.Embedding(len(VIEWS) + 1, h)
             nn.init.normal_(self.view_segment.weight, std=config.init_std)
+        if config.copy_tokens not in ("evidence", "numbers"):
+            raise ValueError(f"lm.copy_tokens must be 'evidence' or 'numbers', got "
+                             f"{config.copy_tokens!r}")
         self.copy_head = CopyHead(h, follow=config.copy_follow) if config.copy_head else None
         self.label_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Linear(2 * h, len(LABEL_KEYS)))
         self.meas_head = MeasurementHead(len(LABEL_KEYS)) if config.measurement_head else None
@@ -105,14 +109,15 @@ class EchoSonarR(nn.Module):
         Raises ``ValueError`` (naming the study) when a study's feature widths differ from the
         model's ``feature_dims``.
         """
-        emb, mask, _, _ = self.prompt_inputs(batch)
+        emb, mask, _, _, _ = self.prompt_inputs(batch)
         return emb, mask
 
     def prompt_inputs(self, batch: list[StudyFeatures]
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """:meth:`prompt_embeds` plus the prompt's token ids ``[B, P]`` (pad where masked) and,
-        for models with view segments or a copy head, each token's view segment ``[B, P]``
-        (:meth:`PromptParts.segment_ids`; else None)."""
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """:meth:`prompt_embeds` plus the prompt's token ids ``[B, P]`` (pad where masked),
+        for models with view segments or a copy head each token's view segment ``[B, P]``
+        (:meth:`PromptParts.segment_ids`; else None), and for models with a copy head the
+        ``[B, P]`` bool mask of the tokens it may copy (``lm.copy_tokens``; else None)."""
         dev = self.device
         parts = [self.prompt_parts(sf) for sf in batch]
         for sf, p in zip(batch, parts, strict=True):
@@ -144,7 +149,7 @@ class EchoSonarR(nn.Module):
             kind = torch.from_numpy(_cat([p.struct_type for p in parts])).to(dev)
             emb = _scatter(emb, tok == self.struct_id,
                            self.struct_proj(st) + self.struct_type(kind), "structure")
-        seg = None
+        seg = cite = None
         if want_seg:
             seg = torch.zeros((len(ids), plen), dtype=torch.long)
             for i, (p, e) in enumerate(zip(parts, enc, strict=True)):
@@ -153,7 +158,16 @@ class EchoSonarR(nn.Module):
             seg = seg.to(dev)
         if self.config.view_segments:
             emb = emb + self.view_segment(seg)
-        return emb, mask, tok, seg
+        if self.copy_head is not None:
+            if self.config.copy_tokens == "numbers":
+                cite = self._number_tokens(tok) & mask.bool()
+            else:
+                cite = torch.zeros((len(ids), plen), dtype=torch.bool)
+                for i, (p, e) in enumerate(zip(parts, enc, strict=True)):
+                    cite[i, plen - len(e["input_ids"]):] = torch.from_numpy(
+                        p.cite_mask(e["offset_mapping"]))
+                cite = cite.to(dev)
+        return emb, mask, tok, seg, cite
 
     # ------------------------------------------------------------------ forward passes
     def _hidden(self, embeds: Tensor, mask: Tensor) -> Tensor:
@@ -211,52 +225,57 @@ class EchoSonarR(nn.Module):
         """``[B, t, V]`` logits predicting completion tokens 0..t-1 from a packed pass."""
         return self.lm.get_output_embeddings()(self._completion_hidden(hidden, plen, t))
 
-    def _packed_prompt(self, tok: Tensor, plen: Tensor, *more: Tensor) -> tuple[Tensor, ...]:
-        """Left-padded prompt ids ``tok`` ``[B, P]`` (and any ``more`` per-token tensors of
-        that layout) in the packed pass's order (row i's prompt at ``[0, plen_i)``), plus the
-        ``[B, P]`` mask of copyable slots there: ``(ids, copyable, *more)``."""
+    def _packed_prompt(self, tok: Tensor, plen: Tensor, cite: Tensor, *more: Tensor
+                       ) -> tuple[Tensor, ...]:
+        """Left-padded prompt ids ``tok`` ``[B, P]``, its copy mask ``cite`` (and any ``more``
+        per-token tensors of that layout) in the packed pass's order (row i's prompt at
+        ``[0, plen_i)``): ``(ids, copyable, *more)``."""
         p = tok.shape[1]
         ar = torch.arange(p, device=tok.device)
         idx = (ar[None] + (p - plen)[:, None]).clamp(max=p - 1)
-        ids = tok.gather(1, idx)
         live = ar[None] < plen[:, None]
-        return (ids, live & self._copyable(ids, live.long()), *(x.gather(1, idx) for x in more))
+        return (tok.gather(1, idx), live & cite.gather(1, idx), *(x.gather(1, idx) for x in more))
 
-    def _copyable(self, tok: Tensor, mask: Tensor) -> Tensor:
-        """``[B, P]`` bool: prompt tokens the copy head may copy -- number tokens (digits
-        only), never words, placeholders, padding or special tokens."""
+    def _number_tokens(self, tok: Tensor) -> Tensor:
+        """``[B, P]`` bool: number tokens (digits only) -- never words, placeholders or
+        special tokens."""
         if getattr(self, "_number_ids", None) is None or self._number_ids.device != tok.device:
             vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
             self._number_ids = torch.tensor([bool(t) and t.isdigit() for t in vocab],
                                             device=tok.device)
         known = tok.clamp(0, len(self._number_ids) - 1)
-        return mask.bool() & self._number_ids[known] & (tok < len(self._number_ids))
+        return self._number_ids[known] & (tok < len(self._number_ids))
 
     def _completion_logprobs_packed(self, hidden: Tensor, plen: Tensor, t: int, tok: Tensor,
-                                    with_copy: bool = False) -> Any:
+                                    cite: Tensor | None, with_copy: bool = False) -> Any:
         """``[B, t, V]`` scores predicting completion tokens 0..t-1 from a packed pass: the LM
-        head's logits, or with a copy head the mixture's log-probabilities (``tok``: the
-        left-padded prompt ids, whose rows sit at packed positions ``[0, plen)``). With
-        ``with_copy`` (copy head only) also the pointer's attention ``[B, t, P]``."""
+        head's logits, or with a copy head the mixture's log-probabilities (``tok``/``cite``:
+        the left-padded prompt ids and copy mask, whose rows sit at packed positions
+        ``[0, plen)``). With ``with_copy`` (copy head only) also the pointer's attention
+        ``[B, t, P]``."""
         h = self._completion_hidden(hidden, plen, t)
         logits = self.lm.get_output_embeddings()(h)
         if self.copy_head is None:
             return logits
-        ids, valid = self._packed_prompt(tok, plen)
+        ids, valid = self._packed_prompt(tok, plen, cite)
         return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :tok.shape[1]]),
                                         ids, valid, with_copy)
 
     def _pointer_nll(self, attn: Tensor, gate: Tensor, tgt: Tensor, tmask: Tensor,
-                     targets: list[str], ptok: Tensor, pseg: Tensor, plen: Tensor) -> Tensor:
+                     targets: list[str], ptok: Tensor, pseg: Tensor, pcite: Tensor,
+                     plen: Tensor) -> Tensor:
         """The copy head's own loss (summed): ``-log`` of the pointer's attention ``attn``
         ``[B, T, P]`` (packed prompt positions) on the copyable prompt tokens that carry the
         target token's value *in the block of the view whose reasoning line it is in*, over
-        target tokens that have such a source; plus the gate's (``gate`` ``[B, T]`` logits)
-        binary cross-entropy against "this token has such a source", over every target
-        token."""
-        ids, copyable, seg = self._packed_prompt(ptok, plen, pseg)
+        target tokens that have such a source (with ``lm.copy_tokens=evidence`` only tokens of
+        the line's citations, ``textformat.citation_spans``); plus the gate's (``gate``
+        ``[B, T]`` logits) binary cross-entropy against "this token has such a source", over
+        every target token."""
+        ids, copyable, seg = self._packed_prompt(ptok, plen, pcite, pseg)
         seg = seg.masked_fill(~copyable, -1)
         tseg = self.target_segments(targets, tuple(tgt.shape)).to(tgt.device)
+        if self.config.copy_tokens == "evidence":
+            tseg = tseg * self.target_cite_mask(targets, tuple(tgt.shape)).to(tgt.device)
         src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
         src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
         has = src.any(-1)
@@ -282,6 +301,16 @@ class EchoSonarR(nn.Module):
                     if lo <= a < hi:
                         out[i, j] = k
                         break
+        return out
+
+    def target_cite_mask(self, targets: list[str], shape: tuple[int, int]) -> Tensor:
+        """``[B, T]`` long, 1 on target tokens inside a reasoning line's citations
+        (:func:`~echosonar.textformat.citation_spans`), 0 elsewhere."""
+        out = torch.zeros(shape, dtype=torch.long)
+        for i, text in enumerate(targets):
+            offs = self.tokenizer(text, add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"][:shape[1]]
+            out[i, :len(offs)] = torch.from_numpy(spans_mask(offs, citation_spans(text)))
         return out
 
     def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
@@ -341,17 +370,18 @@ class EchoSonarR(nn.Module):
         ``label_logits`` ``[B, L]``. Prompt positions never enter the LM loss; studies without
         labels give no aux loss.
         """
-        embeds, pmask, ptok, pseg = self.prompt_inputs(batch)
+        embeds, pmask, ptok, pseg, pcite = self.prompt_inputs(batch)
         # each row's target is cut so that ITS prompt + target fit max_len (batch-independent)
         tgt, tmask = self.encode_targets(targets, (self.config.max_len - pmask.sum(1)).tolist())
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
         copy_nll = None
         if self.copy_head is not None and copy_weight > 0:
             logits, attn, gate = self._completion_logprobs_packed(hidden, plen, tgt.shape[1],
-                                                                  ptok, with_copy=True)
-            copy_nll = self._pointer_nll(attn, gate, tgt, tmask, targets, ptok, pseg, plen)
+                                                                  ptok, pcite, with_copy=True)
+            copy_nll = self._pointer_nll(attn, gate, tgt, tmask, targets, ptok, pseg, pcite,
+                                         plen)
         else:
-            logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok)
+            logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok, pcite)
         labels = tgt.masked_fill(tmask == 0, -100)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                              ignore_index=-100, reduction="none")
@@ -387,13 +417,14 @@ class EchoSonarR(nn.Module):
                             completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
         """Per-token log-probs ``[B, T]`` of given completions (right-padded ids ``[B, T]``,
         mask ``[B, T]``; zeros where masked), logits divided by ``temperature``. For GRPO."""
-        embeds, pmask, ptok, _ = self.prompt_inputs(batch)
+        embeds, pmask, ptok, _, pcite = self.prompt_inputs(batch)
         if completion_ids.shape[0] != embeds.shape[0]:  # G completions per study
             g = completion_ids.shape[0] // embeds.shape[0]
             embeds, pmask, ptok = (x.repeat_interleave(g, 0) for x in (embeds, pmask, ptok))
+            pcite = None if pcite is None else pcite.repeat_interleave(g, 0)
         hidden, _, plen = self._packed(embeds, pmask, completion_ids, completion_mask.long())
         logits = self._completion_logprobs_packed(hidden, plen, completion_ids.shape[1],
-                                                  ptok).float()
+                                                  ptok, pcite).float()
         logits = logits / temperature
         lp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
         return lp * completion_mask
@@ -450,9 +481,9 @@ class EchoSonarR(nn.Module):
         from echosonar.reason.copy_head import CopyStep
         from echosonar.reason.decode import make_step
 
-        embeds, mask, tok, _ = self.prompt_inputs(batch)
+        embeds, mask, tok, _, valid = self.prompt_inputs(batch)
         hidden = self._hidden(embeds, mask)
-        keys, valid = self.copy_head.keys(hidden), self._copyable(tok, mask)
+        keys = self.copy_head.keys(hidden)
 
         def build(lm: nn.Module) -> CopyStep:
             inner = make_step(lm, engine)

@@ -72,10 +72,15 @@ def view_text(v: ViewFeatures, use_structure_tokens: bool, flags: bool = False) 
     reference-range flags when ``flags``), or "" without structure tokens."""
     if not use_structure_tokens:
         return ""
+    boxes, meas = _cited_parts(v, flags)
+    return f"boxes: {boxes}.\nmeasurements: {meas}.\n"
+
+
+def _cited_parts(v: ViewFeatures, flags: bool) -> tuple[str, str]:
+    """The two texts a reasoning line cites verbatim: the boxes and the measurements."""
     boxes = [f"{s} {box_to_text(v.boxes[s])}" for s in STRUCTURES if s in v.boxes]
     meas = [measurement_text(k, x, flags) for k, x in numeric_measurements(v.measurements)]
-    return (f"boxes: {', '.join(boxes) or 'none'}.\n"
-            f"measurements: {', '.join(meas) or 'none'}.\n")
+    return ", ".join(boxes) or "none", ", ".join(meas) or "none"
 
 
 def ordered_views(sf: StudyFeatures) -> list[ViewFeatures]:
@@ -98,6 +103,9 @@ class PromptParts:
         view_starts: character offset in ``text`` where each view's block begins (its
             ``view V (...)`` header), in ``views`` order; the block runs to the next start
             (the last one to the final ``<gen>``).
+        cite_spans: character spans ``[a, b)`` of each block's boxes and measurements text
+            (what a reasoning line cites verbatim; ``textformat.citation_spans`` is the
+            generation's side).
     """
 
     text: str
@@ -106,6 +114,11 @@ class PromptParts:
     struct_type: np.ndarray
     views: list[str]
     view_starts: list[int] = field(default_factory=list)
+    cite_spans: list[tuple[int, int]] = field(default_factory=list)
+
+    def cite_mask(self, offsets: list[tuple[int, int]]) -> np.ndarray:
+        """Per-token bool ``[T]``: the token overlaps a :attr:`cite_spans` span."""
+        return spans_mask(offsets, self.cite_spans)
 
     def segment_ids(self, offsets: list[tuple[int, int]]) -> np.ndarray:
         """Per-token segment ``[T]`` from the tokens' character ``offsets``: ``1 +`` the
@@ -141,7 +154,7 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
         raise ValueError(f"study {sf.key}: no view of {', '.join(VIEWS)} to build a prompt from")
     k = len(STRUCTURES)
     lines = [f"{BOS}echo study; views: {', '.join(v.view for v in views)}.\n"]
-    clips, structs, types, starts = [], [], [], []
+    clips, structs, types, starts, cites = [], [], [], [], []
     for v in views:
         starts.append(sum(len(x) for x in lines))
         ct = np.asarray(v.clip_tokens, np.float32)
@@ -160,7 +173,12 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
                                  f"{sc.shape}")
             structs.append(np.concatenate([st, sc[:, None]], axis=1))
             types.append(np.arange(k))
-            lines.append(f"structures:\n{STRUCT * k}\n{view_text(v, True, measurement_flags)}")
+            head = f"structures:\n{STRUCT * k}\nboxes: "
+            boxes, meas = _cited_parts(v, measurement_flags)
+            a = sum(len(x) for x in lines) + len(head)
+            b = a + len(boxes) + len(".\nmeasurements: ")
+            cites += [(a, a + len(boxes)), (b, b + len(meas))]
+            lines.append(f"{head}{boxes}.\nmeasurements: {meas}.\n")
     lines.append(GEN)
     d_det = structs[0].shape[1] if structs else 0
     return PromptParts(
@@ -168,7 +186,20 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
         clip=np.concatenate(clips, axis=0),
         struct=np.concatenate(structs, axis=0) if structs else np.zeros((0, d_det), np.float32),
         struct_type=np.concatenate(types).astype(np.int64) if types else np.zeros(0, np.int64),
-        views=[v.view for v in views], view_starts=starts)
+        views=[v.view for v in views], view_starts=starts, cite_spans=cites)
+
+
+def spans_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
+    """Per-token bool ``[T]`` from tokens' character ``offsets``: True where a token overlaps
+    one of the character ``spans`` ``[a, b)``.
+
+    >>> spans_mask([(0, 3), (3, 4), (4, 8)], [(2, 4)]).tolist()
+    [True, True, False]
+    """
+    out = np.zeros(len(offsets), bool)
+    for i, (a, b) in enumerate(offsets):
+        out[i] = any(a < hi and b > lo for lo, hi in spans)
+    return out
 
 
 def feature_dims(sf: StudyFeatures) -> dict[str, int]:
