@@ -15,6 +15,7 @@ from echosonar.ingest.view_ood import (
     OODError,
     assess_clips,
     auroc,
+    conformal_threshold,
     fit_ood,
     layer_dims,
     layer_features,
@@ -77,6 +78,40 @@ def test_fit_levels_and_scores(fitted):
     finally:
         model.ood = st
     assert auroc([1, 2], [3, 4]) == 1.0 and auroc([1], [1]) == 0.5
+
+
+def test_conformal_threshold_and_study_calibration(fitted):
+    # the ceil((n + 1)(1 - alpha))-th smallest: with 99 scores and alpha 2 %, the 98th
+    v = np.arange(1, 100, dtype=float)
+    assert conformal_threshold(v, 0.02) == 98.0 and conformal_threshold(v, 0.5) == 50.0
+    assert conformal_threshold(v[:40], 0.02) is None  # too few for a 2 % guarantee
+    model, rng = fitted
+    # 12 held-out clips, no study ids: too few, so the farthest clip x 1.2 (and said so)
+    assert model.ood.meta["warn_rule"].startswith("farthest") and \
+        model.ood.meta["held_out_studies"] == 12
+    # with a calibration set of 60 two-clip studies the rule is the conformal one, per study
+    frames = [_fan(rng, i % 2) for i in range(120)]
+    cal = ViewData(frames, np.array([i % 2 for i in range(120)]), ["calibration"] * 120,
+                   np.repeat(np.arange(60), 2))
+    train = ViewData([_fan(rng, i % 2) for i in range(36)], np.array([i % 2 for i in range(36)]),
+                     ["train"] * 36)
+    st = fit_ood(model, train, ViewData([], np.zeros(0, np.int64), []), augment_passes=0,
+                 calibration=cal)
+    assert st.meta["held_out_studies"] == 60 and st.meta["val_clips"] == 120
+    assert st.meta["warn_rule"].startswith("conformal")
+    x, col = torch.stack([_inp(model, f) for f in frames]), torch.zeros(120, dtype=torch.bool)
+    from echosonar.ingest.view_ood import scores_from_inputs
+
+    sc = scores_from_inputs(model, st, x, col)["mahalanobis"].numpy()
+    maxima = sc.reshape(60, 2).max(1)
+    assert st.warn_at == pytest.approx(np.sort(maxima)[int(np.ceil(61 * 0.98)) - 1], rel=1e-4)
+
+
+def _inp(model, frames):
+    from echosonar.ingest.view_model import clip_input
+
+    c = model.config
+    return clip_input(frames, c.n_frames, c.image_size, normalize=c.normalize)
 
 
 def test_stats_roundtrip_and_safe_loading(fitted, tmp_path):

@@ -58,6 +58,12 @@ class DetectConfig:
                                   "cross-entropy (DETR's eos_coef)")
     augment: float = opt(1.0, "augmentation strength (0 = none): scale/shift, gain, gamma, "
                          "blur, noise")
+    us_augment: float = opt(0.0, "probability scale of the ultrasound-specific domain "
+                            "randomisation shared with the view classifier "
+                            "(echosonar.us_augment; 0 = none): depth zoom about the apex and "
+                            "sector width (boxes follow), reject level and greyscale map, depth "
+                            "attenuation and TGC, near-field haze, lateral dropout, speckle, "
+                            "cavity noise, blur, burned-in marks")
     view_dropout: float = opt(0.2, "probability of hiding the view (OTHER) during training, so "
                               "the detector still works when the view is unknown")
     max_clips: int = opt(0, "train on at most this many clips (0 = all)")

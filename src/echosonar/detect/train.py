@@ -25,7 +25,13 @@ import torch
 
 from echosonar.config import EchoSonarConfig, save_yaml
 from echosonar.config.detect import DetectConfig
-from echosonar.detect.data import FrameSet, augment, build_frameset, epoch_indices
+from echosonar.detect.data import (
+    FrameSet,
+    augment,
+    build_frameset,
+    epoch_indices,
+    us_augment_frames,
+)
 from echosonar.detect.losses import DetectionLoss
 from echosonar.detect.model import OTHER_INDEX, Detector
 from echosonar.io.atomic import atomic_write_json, atomic_write_text
@@ -66,8 +72,11 @@ def train_epoch(model: Detector, data: FrameSet, loss_fn: DetectionLoss,
     bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", force=show)
     for bi in bar:
         frames = data.frames[bi].float() / 255.0
-        frames, present, boxes = augment(frames, data.present[bi], data.boxes[bi], cfg.augment,
-                                         gen)
+        present, boxes = data.present[bi], data.boxes[bi]
+        if cfg.us_augment > 0:  # before the generic jitter, as for the view classifier
+            frames, present, boxes = us_augment_frames(frames, present, boxes, cfg.us_augment,
+                                                       gen)
+        frames, present, boxes = augment(frames, present, boxes, cfg.augment, gen)
         views = data.views[bi].clone()
         views[torch.rand(len(bi), generator=gen) < cfg.view_dropout] = OTHER_INDEX
         out = model(frames, views)

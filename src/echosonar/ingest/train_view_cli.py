@@ -8,8 +8,9 @@ checkpoint (``model.safetensors`` + ``config.json``), ``config.yaml``, ``run_inf
 (:mod:`echosonar.ingest.view_ood`) into ``--out/ood_stats.safetensors`` (from 200 clips up).
 
 ``--ood-only`` trains nothing: it fits the guard for the classifier already in ``--out`` on the
-train split of ``--data`` (calibrated on its val split) — how a classifier trained before the
-guard existed gets one. Ship ``ood_stats.safetensors`` with the weights.
+train split of ``--data`` (calibrated on its val split and every ``--ood-calibration`` set) —
+how a classifier trained before the guard existed gets one, or a guard is recalibrated. Ship
+``ood_stats.safetensors`` with the weights.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not train: fit the out-of-distribution guard of the classifier "
                              "already in --out on the train split of --data (calibrated on its "
                              "val split) and write --out/ood_stats.safetensors")
+    parser.add_argument("--ood-calibration", action="append", default=[], metavar="DIR",
+                        help="extra held-out simulated set or clip cache (all its clips, e.g. "
+                             "a fresh `echosonar simulate --seed N`) pooled with the val split "
+                             "to calibrate the OOD guard's warning threshold (repeatable)")
     add_config_args(parser)
 
 
@@ -60,9 +65,10 @@ def real_fixture_prediction(model: Any, cfg: Any) -> dict[str, Any] | None:
                                                               strict=True)}}
 
 
-def write_ood(model: Any, train: Any, val: Any, out: Path, tcfg: Any) -> Any:
-    """Fit the OOD guard (:mod:`echosonar.ingest.view_ood`), save it next to the weights and
-    print its thresholds and how far pydicom's real A4C cine lies."""
+def write_ood(model: Any, train: Any, val: Any, out: Path, tcfg: Any,
+              calibration: Any = None) -> Any:
+    """Fit the OOD guard (:mod:`echosonar.ingest.view_ood`; held out: ``val`` plus
+    ``calibration``), save it next to the weights and print its thresholds."""
     import torch
 
     from echosonar.ingest.view_ood import MIN_FIT_CLIPS, fit_ood
@@ -72,13 +78,14 @@ def write_ood(model: Any, train: Any, val: Any, out: Path, tcfg: Any) -> Any:
               f"{MIN_FIT_CLIPS} (the app then warns that clips are not checked)")
         return None
     torch.set_num_threads(max(1, tcfg.threads))
-    stats = fit_ood(model, train, val, seed=tcfg.seed)
+    stats = fit_ood(model, train, val, seed=tcfg.seed, calibration=calibration)
     stats.meta["classifier_sha256"] = _weights_sha(out)
     path = stats.save(out)
     model.ood = stats
-    print(f"OOD guard: warn at distance {stats.warn_at:.2f}, reject at {stats.reject_at:.2f} "
-          f"(val clean {stats.meta['val_clean']}, augmented {stats.meta['val_augmented']}) "
-          f"-> {path}")
+    print(f"OOD guard: warn at distance {stats.warn_at:.2f} ({stats.meta['warn_rule']}, "
+          f"{stats.meta['held_out_studies']} held-out studies), reject at "
+          f"{stats.reject_at:.2f} (held-out clean {stats.meta['val_clean']}, augmented "
+          f"{stats.meta['val_augmented']}) -> {path}")
     return stats
 
 
@@ -137,6 +144,17 @@ def run(args: argparse.Namespace) -> int:
         print("echosonar train view-classifier: no training clips with a known view",
               file=sys.stderr)
         return 2
+    calibration = None
+    for path in args.ood_calibration:
+        extra = view_data(load_studies(path, cfg, args.workers or icfg.workers),
+                          list(mcfg.classes), tcfg.seed)
+        extra.splits = ["calibration"] * len(extra)
+        if calibration is None:
+            calibration = extra
+        else:
+            from echosonar.ingest.view_ood import _pool
+
+            calibration = _pool(calibration, extra)
     if args.ood_only:
         from echosonar.ingest.view_model import ViewClassifier
         from echosonar.io.checkpoint import CheckpointError
@@ -146,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         except CheckpointError as e:
             print(f"echosonar train view-classifier: {e}", file=sys.stderr)
             return 2
-        write_ood(model, train, data.subset("val"), Path(args.out), tcfg)
+        write_ood(model, train, data.subset("val"), Path(args.out), tcfg, calibration)
         return 0
     print(f"training on {len(train)} clips ({len(data)} in {args.data})")
     model, losses = train_view_classifier(train, mcfg, tcfg, progress=True)
@@ -170,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out / "run_info.json", run_info(tcfg.seed, data=str(args.data),
                                                       evals=dict(evals)))
     atomic_write_json(out / "metrics.json", metrics)
-    write_ood(model, train, data.subset("val"), out, tcfg)
+    write_ood(model, train, data.subset("val"), out, tcfg, calibration)
     for k, v in metrics.items():
         if isinstance(v, dict) and "accuracy" in v:
             print(f"{k:>14}: accuracy {v['accuracy']:.3f} on {v['n']} clips")
