@@ -56,6 +56,7 @@ def test_inputs_sharing_a_study_key_keep_their_own_folders(tmp_path, fake_bundle
     (["--threads", "0"], r"--threads must be between 1 and 256"),
     (["--set", "app.threads=-4"], r"app.threads must be between 1"),
     (["--set", "app.max_new_tokens=-1"], r"app.max_new_tokens must be between 1"),
+    (["--set", "app.engine=fp16"], r"app.engine must be one of auto, int8, hf"),
 ])
 def test_numeric_options_out_of_range_are_refused(tmp_path, study_dir, capsys, extra, message):
     rc = main(["analyze", str(study_dir), "--model", str(tmp_path / "no-bundle"), "--out",

@@ -93,8 +93,8 @@ def test_predict_vlm_uses_the_model_interface():
                              ["LV enlargement"], {s: "Text" for s in REPORT_SECTIONS})
 
     class Model:
-        def generate(self, batch, max_new_tokens, do_sample, thresholds=None):
-            assert do_sample is False and thresholds is None
+        def generate(self, batch, max_new_tokens, do_sample, thresholds=None, engine="auto"):
+            assert do_sample is False and thresholds is None and engine == "int8"
             return [[good] if sf.key == "a" else ["garbage"] for sf in batch]
 
         def label_scores(self, batch):
@@ -103,7 +103,7 @@ def test_predict_vlm_uses_the_model_interface():
             return torch.full((len(batch), len(LABEL_KEYS)), 0.25)
 
     studies = [StudyFeatures(key=k, views=[]) for k in ("a", "b", "c")]
-    preds = predict_vlm(Model(), studies, batch_size=2, log=lambda s: None)
+    preds = predict_vlm(Model(), studies, batch_size=2, log=lambda s: None, engine="int8")
     assert preds["a"].labels == {"lv_enlargement"} and preds["a"].well_formed
     assert preds["b"].labels == set() and preds["b"].well_formed is False
     assert preds["c"].scores["healthy"] == 0.25

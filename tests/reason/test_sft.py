@@ -160,3 +160,24 @@ def test_init_from_starts_a_new_phase_from_trained_weights(data, tmp_path):
     with pytest.raises(SFTError, match="choose one"):
         train_sft(cfg, None, tmp_path / "p2", train=train[:4], val=val, resume=True,
                   init_from=first["model_dir"])
+
+
+def test_bf16_precision_learns_like_fp32_and_rejects_bad_values(data, tmp_path):
+    """sft.precision=bf16 (CPU autocast): the same run's losses stay close to fp32's and
+    both fall; the products really ran in bfloat16 (the losses differ); a bad value fails
+    before any work."""
+    train, val = data
+    runs = {}
+    for prec in ("fp32", "bf16"):
+        cfg = _cfg("sft.steps=10", "sft.lr=1e-2", "sft.save_every=0", "sft.eval_every=0",
+                   "sft.refit_heads=false", f"sft.precision={prec}")
+        runs[prec] = [r["loss"] for r in
+                      train_sft(cfg, None, tmp_path / prec, train=train[:4], val=val)["history"]]
+    for losses in runs.values():
+        assert sum(losses[-3:]) < 0.8 * sum(losses[:3])
+    assert runs["fp32"] != runs["bf16"]
+    assert runs["bf16"][0] == pytest.approx(runs["fp32"][0], rel=0.02)
+    assert runs["bf16"][-1] == pytest.approx(runs["fp32"][-1], rel=0.1)
+    with pytest.raises(SFTError, match="precision"):
+        train_sft(_cfg("sft.precision=fp16"), None, tmp_path / "bad", train=train, val=val)
+    assert not (tmp_path / "bad").exists()

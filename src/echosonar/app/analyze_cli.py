@@ -121,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
                          "app.threads": (cfg.app.threads, *THREADS)})
     if cfg.app.max_new_tokens:  # 0 = the bundle's value
         errs += range_errors({"app.max_new_tokens": (cfg.app.max_new_tokens, *MAX_NEW_TOKENS)})
+    from echosonar.reason.decode import ENGINES
+
+    if cfg.app.engine not in ENGINES:
+        errs.append(f"app.engine must be one of {', '.join(ENGINES)}, not {cfg.app.engine!r}")
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         errs.append(f"input not found: {', '.join(missing)}")

@@ -161,13 +161,14 @@ def clip_measurements(det: Any) -> dict[str, float]:
 
 
 def generate(vlm: Any, sf: Any, max_new_tokens: int,
-             thresholds: dict[str, float] | None = None) -> str:
-    """Greedy generation; guided by the label head at ``thresholds`` when given."""
+             thresholds: dict[str, float] | None = None, engine: str = "auto") -> str:
+    """Greedy generation; guided by the label head at ``thresholds`` when given; ``engine``
+    picks the decode step (``reason.decode.make_step``: auto, int8 or hf)."""
     import torch
 
     with torch.no_grad():
         return vlm.generate([sf], max_new_tokens=int(max_new_tokens), do_sample=False,
-                            thresholds=thresholds)[0][0]
+                            thresholds=thresholds, engine=engine)[0][0]
 
 
 def label_scores(vlm: Any, sf: Any) -> list[float]:

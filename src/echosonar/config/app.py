@@ -15,6 +15,9 @@ class AppConfig:
     decoding: str = opt("guided", "'guided' (findings lists = the label head's calls at the "
                                   "bundle's thresholds, format skeleton forced; see "
                                   "reason.guided) or 'free' (plain greedy decoding)")
+    engine: str = opt("auto", "decode step: 'auto' (the hand-written Llama step, fp32), 'int8' "
+                              "(the same over int8 dynamically quantized matrices; the label "
+                              "head stays fp32) or 'hf' (the model's own forward)")
     # -- server ----------------------------------------------------------------------------
     host: str = opt("127.0.0.1", "address echosonar serve binds to (keep it on localhost)")
     port: int = opt(8765, "port echosonar serve listens on")

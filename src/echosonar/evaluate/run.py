@@ -51,13 +51,14 @@ def train_label_matrix(features: str | Path) -> np.ndarray | None:
 
 def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
                 max_new_tokens: int = 1280, log: Callable[[str], None] = print,
-                thresholds: Mapping[str, float] | None = None
+                thresholds: Mapping[str, float] | None = None, engine: str = "auto"
                 ) -> dict[str, StudyPrediction]:
     """Greedy generations + label scores of an EchoSonar-R model for ``StudyFeatures``.
 
     Predicted labels are the parsed answer's findings (malformed -> empty set); scores are
     ``model.label_scores`` (``[B, L]`` probabilities, ``LABEL_KEYS`` order). With
     ``thresholds`` the decoding is guided (``reason.guided``: findings lists = head calls).
+    ``engine``: the decode step (``reason.decode.make_step``: auto, int8 or hf).
     """
     import torch
 
@@ -67,7 +68,8 @@ def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
         batch = list(studies[i:i + batch_size])
         with torch.no_grad():
             texts = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                   thresholds=None if thresholds is None else dict(thresholds))
+                                   thresholds=None if thresholds is None else dict(thresholds),
+                                   engine=engine)
             scores = model.label_scores(batch).float().cpu().numpy()
         for sf, t, s in zip(batch, texts, scores, strict=True):
             out[sf.key] = prediction_from_generation(
@@ -488,11 +490,13 @@ def evaluate_source(source: Path, features: Path, cfg: EvalConfig, preset: str |
         own_val = _has_val(features)
         thr = decoding_thresholds(model, features if own_val else
                                   (train_features or features), cfg, log)
-        preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log, thr)
+        preds = predict_vlm(model, studies, cfg.batch_size, cfg.max_new_tokens, log, thr,
+                            cfg.engine)
         name = name or base.name
         pred_file = write_predictions(out / f"predictions_{suffix}.json", preds, name, cfg.split,
                                       checkpoint=str(path), features=str(features),
-                                      decoding=cfg.decoding, thresholds=thr)
+                                      decoding=cfg.decoding, thresholds=thr,
+                                      engine=cfg.engine)
     judge = None
     if cfg.green_judge:
         from echosonar.evaluate.green_llm import LLMJudge

@@ -201,6 +201,10 @@ class HFStep:
         return out.logits[:, -1, :]
 
 
+#: the named decode steps (:func:`make_step`)
+ENGINES: tuple[str, ...] = ("auto", "int8", "hf", "lean")
+
+
 def make_step(lm: nn.Module, engine: str | Callable[[nn.Module], Any] = "auto") -> Any:
     """The decode step for ``lm``: ``"auto"`` = :class:`LlamaStep` when ``lm`` is
     Llama-shaped, else :class:`HFStep`; ``"hf"`` / ``"lean"`` force one; ``"int8"`` is
@@ -210,7 +214,7 @@ def make_step(lm: nn.Module, engine: str | Callable[[nn.Module], Any] = "auto") 
 
     if callable(engine):
         return engine(lm)
-    if engine not in ("auto", "hf", "lean", "int8"):
+    if engine not in ENGINES:
         raise ValueError(f"engine must be auto, hf, lean, int8 or a callable, got {engine!r}")
     if engine == "hf" or (engine == "auto" and not llama_shaped(lm)):
         return HFStep(lm)

@@ -65,6 +65,25 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+#: ``sft.precision`` choices
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
+def train_autocast(device: str | torch.device, precision: str = "fp32") -> Any:
+    """The autocast context of a training pass: bf16 on CUDA (always); on CPU bf16 when
+    ``precision`` is ``"bf16"`` (products in bfloat16 -- several times fp32's rate where the
+    CPU has AVX512-BF16 or AMX; weights, optimizer state and losses stay fp32), else none."""
+    from echosonar.reason.model import _autocast
+
+    if precision not in PRECISIONS:
+        raise SFTError(f"sft.precision must be one of {', '.join(PRECISIONS)}, not "
+                       f"{precision!r}")
+    device = torch.device(device)
+    if precision == "bf16" and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return _autocast(device)
+
+
 def _all_reduce(values: list[float], device: str, world: int) -> list[float]:
     if world == 1:
         return values
@@ -165,11 +184,11 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
     kill (no final save beyond the periodic checkpoints)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from echosonar.reason.model import _autocast
     from echosonar.utils.progress import progress
     from echosonar.utils.repro import run_info, seed_everything
 
     s = cfg.sft
+    train_autocast("cpu", s.precision)  # a bad value fails before any work
     if s.balance < 0 or s.finding_weight <= 0:
         raise SFTError(f"sft.balance must be >= 0 (got {s.balance}) and sft.finding_weight > 0 "
                        f"(got {s.finding_weight})")
@@ -242,7 +261,7 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
         for j, mb in enumerate(chunks):
             sync = j == len(chunks) - 1 or world == 1
             ctx = contextlib.nullcontext() if sync else ddp.no_sync()
-            with ctx, _autocast(torch.device(device)):
+            with ctx, train_autocast(device, s.precision):
                 o = ddp(mb, [targets[sf.key] for sf in mb], s.finding_weight,
                         s.copy_loss_weight)
                 # x world: DDP averages gradients over ranks, we want the global sum / counts
