@@ -1,36 +1,52 @@
-"""SFT step benchmark: step time, FLOP/s and MFU vs the measured fp32 matmul peak, tokens/s,
-and how the step grows with the number of views.
+"""SFT step throughput: target tokens/s, model FLOP/s and MFU against the fp32 and bf16 matmul
+peaks measured in the same run, fp32 vs ``sft.precision=bf16`` side by side -> docs/bench/sft.md
 
-    nice python bench/bench_sft.py [--threads 2] [--steps 4] [--batch 8] [--out docs/bench/sft.md]
+    python bench/bench_sft.py [--features FEATURES] [--threads 1] [--steps 3] [--batch 8]
+        [--sizes default big] [--out docs/bench/sft.md]
 
-Data: synthetic studies (reason.synthetic) shaped like the real feature cache (1+8 clip tokens of
-width 128, 12 structure tokens of width 64, boxes + measurements text), at the default LMConfig.
-FLOPs are counted two ways: "executed" (torch FlopCounterMode over one forward+backward: every
-matmul and attention actually run, padding included) and "model" (6 x matmul params x real tokens
-+ causal attention 6 x S^2 x H per layer on real lengths + the LM head on target tokens only),
-which is the usual MFU numerator. Peak = best of repeated fp32 [n x n] @ [n x n] matmuls in the
-same process and thread count.
+Studies: ``--features`` is a feature cache (its train split; a random batch of ``--batch``
+studies, seed 0, as SFT draws them: mixed view counts, SFT's default targets); without it,
+synthetic studies shaped like one (reason.synthetic, six views). Models, randomly initialised:
+``default`` = the default LMConfig (2.2 M parameters); ``big`` = hidden 384, 5 layers, 6 heads
+(about 9.5 M). Each step is ``forward_sft`` + backward + AdamW, exactly what ``train_sft``
+runs; precisions alternate step by step (the host is shared: a drift hits both alike), after
+one warm-up step each. Reported: the best step (the least disturbed) and the median.
+
+FLOPs. "model": 6 x (matrix parameters of the decoder) x real tokens + causal attention
+(6 x S^2 x H per layer per study, real lengths) + the LM head on target tokens only (the step
+computes logits nowhere else) + the projectors: the usual MFU numerator, padding excluded.
+Peaks: the best of ten 1024^3 products, fp32 and bf16, in this process and thread count,
+before and after each model's rows; MFU = model FLOP/s / the best fp32 peak (and, for bf16
+rows, also / the bf16 peak). The CPU-time columns divide by process-CPU seconds instead of
+wall seconds (step and peak alike): on a shared host they discount the time the process waited
+for a core. Load: the 1-minute load average at the start and end of each model's rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+SIZES = {"default": [], "big": ["lm.hidden_size=384", "lm.layers=5", "lm.heads=6"]}
 
-def matmul_peak(n: int = 1024, reps: int = 10) -> tuple[float, float]:
-    """``(FLOP per wall second, FLOP per process-CPU second)``, best of ``reps``."""
+
+def matmul_peak(dtype, n: int = 1024, reps: int = 10) -> tuple[float, float]:
+    """``(FLOP per wall second, FLOP per process-CPU second)`` of the best of ``reps``
+    ``[n, n] @ [n, n]`` products in ``dtype``."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best, best_cpu = float("inf"), float("inf")
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = best_cpu = float("inf")
     for _ in range(reps):
         t0, c0 = time.perf_counter(), time.process_time()
         a @ b
@@ -39,124 +55,174 @@ def matmul_peak(n: int = 1024, reps: int = 10) -> tuple[float, float]:
     return 2 * n**3 / best, 2 * n**3 / max(best_cpu, 1e-9)
 
 
-def model_flops(model, batch, targets) -> float:
-    """Useful FLOPs of one training step (fwd + bwd = 3 x fwd) on real tokens."""
+def model_flops(model, batch, targets) -> tuple[float, int, int]:
+    """``(useful FLOPs of one training step, target tokens, all real tokens)``."""
     cfg = model.lm.config
     h, layers, v = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     per_layer = sum(p.numel() for p in model.lm.get_decoder().layers[0].parameters()
                     if p.dim() == 2)
-    total = 0.0
-    for ids, t in zip(model.prompt_ids(batch), targets, strict=True):
-        p = len(ids)
-        n_t = len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1
-        s = p + n_t
-        total += 2 * per_layer * layers * s  # linear layers, forward
-        total += 2 * s * s * h * layers  # QK^T + AV, causal half of 4 S^2 H
-        total += 2 * h * v * n_t  # LM head on target positions only
     proj = sum(p.numel() for n, p in model.named_parameters()
-               if p.dim() == 2 and ("proj" in n and "lm." not in n))
-    n_vis = sum(len(ids) for ids in model.prompt_ids(batch))  # upper bound for projector rows
-    return 3 * (total + 2 * proj * n_vis / 4)
+               if p.dim() == 2 and "proj" in n and not n.startswith("lm."))
+    fwd, n_t_all, n_all = 0.0, 0, 0
+    for ids, t in zip(model.prompt_ids(batch), targets, strict=True):
+        n_t = min(len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1,
+                  model.config.max_len - len(ids))
+        s = len(ids) + n_t
+        fwd += 2 * per_layer * layers * s + 2 * s * s * h * layers + 2 * h * v * n_t
+        fwd += 2 * proj * len(ids) / 4  # upper bound: the projectors see only feature rows
+        n_t_all, n_all = n_t_all + n_t, n_all + s
+    return 3 * fwd, n_t_all, n_all
 
 
-def time_steps(model, opt, batch, targets, steps: int) -> list[tuple[float, float]]:
-    """``[(wall seconds, process-CPU seconds)]`` per step after one warm-up step."""
+def build(size: str, features: str | None, batch_size: int):
+    import numpy as np
     import torch
-
-    times = []
-    for _ in range(steps + 1):  # first step warms up allocators and kernels
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = model.forward_sft(batch, targets)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append((time.perf_counter() - t0, time.process_time() - c0))
-    return times[1:]
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--views", default="1,2,4,6")
-    ap.add_argument("--out", default="docs/bench/sft.md")
-    args = ap.parse_args()
-
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from echosonar.config import load_config
-    from echosonar.reason.data import sft_target
+    from echosonar.reason.data import load_split, sft_target
     from echosonar.reason.model import build_model
     from echosonar.reason.prompt import feature_dims
     from echosonar.reason.synthetic import synthetic_studies
     from echosonar.reason.tokenizer import corpus_from_studies, train_tokenizer
 
-    torch.set_num_threads(args.threads)
+    cfg = load_config(overrides=SIZES[size])
+    s = cfg.sft
+    if features:
+        pool = load_split(features, "train")
+        rng = np.random.default_rng(0)
+        batch = [pool[i] for i in rng.choice(len(pool), batch_size, replace=False)]
+    else:
+        pool = synthetic_studies(200, seed=0, d_enc=128, d_det=64, n_tokens=8)
+        batch = synthetic_studies(batch_size, seed=106, d_enc=128, d_det=64, n_tokens=8,
+                                  min_views=6, max_views=6)
+    tok = train_tokenizer(corpus_from_studies(pool, s.target, cfg.lm.measurement_flags,
+                                              s.report), cfg.lm.vocab_size)
     torch.manual_seed(0)
-    cfg = load_config().lm
-    shape = dict(d_enc=128, d_det=64, n_tokens=8)
-    corpus_studies = synthetic_studies(200, seed=0, **shape)
-    tok = train_tokenizer(corpus_from_studies(corpus_studies), cfg.vocab_size)
-    model = build_model(cfg, tok, feature_dims(corpus_studies[0]))
-    n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    peak0 = matmul_peak()
+    model = build_model(cfg.lm, tok, feature_dims(batch[0]))
+    if model.meas_head is not None:
+        model.meas_head.fit_stats(pool)
+    targets = [sft_target(sf, s.target, cfg.lm.measurement_flags, s.report) for sf in batch]
+    return model, batch, targets
 
+
+def one_step(model, opt, batch, targets, precision: str) -> tuple[float, float]:
+    """``(wall seconds, process-CPU seconds)`` of one SFT step (the pass ``train_sft``
+    runs)."""
+    import torch
+
+    from echosonar.reason.sft import train_autocast
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with train_autocast("cpu", precision):
+        out = model.forward_sft(batch, targets)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def bench_size(size: str, args) -> list[dict]:
+    import torch
+
+    model, batch, targets = build(size, args.features, args.batch)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    flops, n_target, n_all = model_flops(model, batch, targets)
+    load0 = os.getloadavg()[0]
+    peaks = {"fp32": [matmul_peak(torch.float32)], "bf16": [matmul_peak(torch.bfloat16)]}
+    times: dict[str, list[tuple[float, float]]] = {p: [] for p in args.precisions}
+    for rep in range(args.steps + 1):  # rep 0 warms up
+        for p in args.precisions:
+            dt = one_step(model, opt, batch, targets, p)
+            if rep:
+                times[p].append(dt)
+    peaks["fp32"].append(matmul_peak(torch.float32))
+    peaks["bf16"].append(matmul_peak(torch.bfloat16))
+    load1 = os.getloadavg()[0]
     rows = []
-    for k in [int(x) for x in args.views.split(",")]:
-        batch = synthetic_studies(args.batch, seed=100 + k, min_views=k, max_views=k, **shape)
-        targets = [sft_target(sf) for sf in batch]
-        pk0 = matmul_peak()  # per row: the shared host's load drifts within a run
-        times = time_steps(model, opt, batch, targets, args.steps)
-        pk1 = matmul_peak()
-        pk, pk_cpu = max(pk0[0], pk1[0]), max(pk0[1], pk1[1])
-        with FlopCounterMode(display=False) as fc:
-            model.forward_sft(batch, targets)["loss"].backward()
-        opt.zero_grad(set_to_none=True)
-        executed = fc.get_total_flops()
-        useful = model_flops(model, batch, targets)
-        emb, mask = model.prompt_embeds(batch)
-        n_tok = int(mask.sum()) + sum(len(tok(t)["input_ids"]) + 1 for t in targets)
-        step = min(t for t, _ in times)  # least-disturbed step; the median is listed too
-        cpu = min(c for _, c in times)
-        rows.append(dict(views=k, step=step, median=statistics.median(t for t, _ in times),
-                         prompt=emb.shape[1], tokens=n_tok, tok_s=n_tok / step,
-                         executed=executed / step, useful=useful / step, peak=pk,
-                         mfu_cpu=useful / cpu / pk_cpu))
+    for p in args.precisions:
+        best = min(w for w, _ in times[p])
+        cpu = min(c for _, c in times[p])
+        own = peaks["bf16" if p == "bf16" else "fp32"]
+        rows.append(dict(size=size, params=n_params, precision=p, best=best, cpu=cpu,
+                         median=statistics.median(w for w, _ in times[p]),
+                         target_tok_s=n_target / best, tok_s=n_all / best,
+                         gflops=flops / best / 1e9,
+                         peak32=max(w for w, _ in peaks["fp32"]) / 1e9,
+                         peak16=max(w for w, _ in peaks["bf16"]) / 1e9,
+                         mfu_cpu32=flops / cpu / max(c for _, c in peaks["fp32"]),
+                         mfu_cpu_own=flops / cpu / max(c for _, c in own),
+                         tokens=(n_target, n_all), load=(load0, load1),
+                         hidden=model.lm.config.hidden_size,
+                         layers=model.lm.config.num_hidden_layers))
         print(rows[-1], flush=True)
-    peak = max([peak0[0]] + [r["peak"] for r in rows])
+    return rows
+
+
+def render(args, rows: list[dict]) -> str:
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    src = "`--features FEATURES` (a feature cache's train split)" if args.features else \
+        "synthetic six-view studies"
+    cmd = "python bench/bench_sft.py" + (" --features FEATURES" if args.features else "") + \
+        f" --threads {args.threads} --steps {args.steps} --batch {args.batch} --sizes " + \
+        " ".join(args.sizes)
     lines = [
-        "# SFT step benchmark (`bench/bench_sft.py`)", "",
-        f"Command: `nice python bench/bench_sft.py --threads {args.threads} --steps "
-        f"{args.steps} --batch {args.batch}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{args.threads} threads, shared host (other jobs running: numbers are noisy).  ",
-        f"Model: default LMConfig ({cfg.arch}, hidden {cfg.hidden_size}, {cfg.layers} layers, "
-        f"vocab {len(tok)}), {n_params / 1e6:.2f} M parameters; batch {args.batch} studies; "
-        "features 1+8 clip tokens x 128, 12 structure tokens x 64.  ",
-        f"fp32 matmul peak (1024^3, best of 10) measured before and after each row, same "
-        f"process and threads; best seen: **{peak / 1e9:.1f} GFLOP/s**. Step time = best of "
-        f"{args.steps} steps (median in brackets); MFU = model FLOP/s / that row's peak. "
-        "MFU (CPU time) divides model FLOP per process-CPU-second by the matmul's FLOP per "
-        "process-CPU-second: on a shared host it discounts time the process was descheduled "
-        "(both threads' CPU time count, so spin-waits count against it).", "",
-        "| views | prompt len (padded) | tokens/step | step time (s) | tokens/s | executed "
-        "GFLOP/s | model GFLOP/s | row peak GFLOP/s | MFU (wall) | MFU (CPU time) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "# SFT step throughput (`bench/bench_sft.py`)", "",
+        f"Command: `{cmd}`  ",
+        f"Date {datetime.date.today()}, commit {commit}; host {platform.machine()}, "
+        f"{os.cpu_count()} cores (shared: 1-minute load average in the table), torch "
+        f"{torch.__version__}, {args.threads} thread(s).  ",
+        f"Data: {src}, one batch of {args.batch} studies; a step = `forward_sft` + backward + "
+        "AdamW; best of "
+        f"{args.steps} steps per precision (median in brackets), precisions interleaved.  ",
+        "Model FLOPs count real tokens only (decoder matrices, causal attention, the LM head on "
+        "target tokens, projectors); peaks are the best 1024^3 products in the same process.", "",
+        "| model | params | precision | step s | CPU s | target tok/s | all tok/s | "
+        "model GFLOP/s | fp32 peak | bf16 peak | MFU vs fp32 peak | MFU vs own peak | "
+        "MFU (CPU time) vs fp32 / own peak | x fp32 (wall, CPU) | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    base = {r["size"]: r for r in rows if r["precision"] == "fp32"}
     for r in rows:
-        lines.append(f"| {r['views']} | {r['prompt']} | {r['tokens']} | {r['step']:.2f} "
-                     f"({r['median']:.2f}) | {r['tok_s']:.0f} | {r['executed'] / 1e9:.1f} | "
-                     f"{r['useful'] / 1e9:.1f} | {r['peak'] / 1e9:.1f} | "
-                     f"{100 * r['useful'] / r['peak']:.0f}% | {100 * r['mfu_cpu']:.0f}% |")
-    text = "\n".join(lines) + "\n"
-    print(text)
+        own = r["peak16"] if r["precision"] == "bf16" else r["peak32"]
+        ref = base.get(r["size"])
+        lines.append(
+            f"| {r['size']} ({r['hidden']}x{r['layers']}) | {r['params'] / 1e6:.1f} M | "
+            f"{r['precision']} | {r['best']:.2f} ({r['median']:.2f}) | {r['cpu']:.2f} | "
+            f"{r['target_tok_s']:.0f} | {r['tok_s']:.0f} | {r['gflops']:.1f} | "
+            f"{r['peak32']:.0f} | {r['peak16']:.0f} | {100 * r['gflops'] / r['peak32']:.0f}% | "
+            f"{100 * r['gflops'] / own:.0f}% | {100 * r['mfu_cpu32']:.0f}% / "
+            f"{100 * r['mfu_cpu_own']:.0f}% | "
+            f"{ref['best'] / r['best'] if ref else float('nan'):.2f}, "
+            f"{ref['cpu'] / r['cpu'] if ref else float('nan'):.2f} | "
+            f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--features", default=None, help="feature cache (its train split)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--sizes", nargs="+", default=["default", "big"], choices=sorted(SIZES))
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
+                    choices=["fp32", "bf16"])
+    ap.add_argument("--out", default="docs/bench/sft.md")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = [r for size in args.sizes for r in bench_size(size, args)]
+    md = render(args, rows)
+    print(md)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        Path(args.out).write_text(md)
     return 0
 
 
