@@ -34,8 +34,8 @@ def sector_mask(x: torch.Tensor, k: int = 9) -> torch.Tensor:
     return torch.maximum(lit, closed).unsqueeze(1)
 
 
-def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0, geometry: bool = False
-               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0, geometry: bool = False,
+               depth_zoom: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Ultrasound-specific domain randomisation of a batch ``[B, F, 3, S, S]`` in [0, 1].
 
     What a real scanner, preset and patient change and EchoSim keeps fixed, each applied to a
@@ -51,7 +51,9 @@ def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0, geometry: bo
     renormalised to its 99th percentile, as :func:`~echosonar.ingest.view_model.clip_input`
     does at inference. Colour clips get the same treatment (the colour survives).
 
-    With ``geometry``, returns ``(x, zoom)``: ``zoom [B, 2]`` the lateral and axial zoom about
+    ``depth_zoom=False`` leaves out the zoom about the apex (the sector-width stretch stays),
+    for callers whose own augmentation already scales the image. With ``geometry``, returns
+    ``(x, zoom)``: ``zoom [B, 2]`` the lateral and axial zoom about
     the apex of each clip (1, 1 for clips left as simulated); :func:`apex_zoom_boxes` maps boxes
     with it. The random draws are the same either way.
     """
@@ -67,6 +69,8 @@ def us_augment(x: torch.Tensor, g: torch.Generator, p: float = 1.0, geometry: bo
     # -- geometry: zoom about the apex (top centre), sector width ----------------------------
     z = torch.where(u[:, 0] < 0.55 * p, 0.5 + 0.5 * u[:, 1],           # deeper sector: 0.5-1
                     torch.where(u[:, 0] > 1 - 0.15 * p, 1.0 + 0.3 * u[:, 1], torch.ones(b)))
+    if not depth_zoom:  # the caller scales the image itself (the detector's own zoom)
+        z = torch.ones(b)
     zx = z * torch.exp((u[:, 2] - 0.5) * 0.5 * min(p, 1.0))            # width 0.78-1.28x
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = 1 / zx

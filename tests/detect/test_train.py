@@ -75,7 +75,7 @@ def _cfg(epochs):
     sets = [f"detect.{k}={json.dumps(v)}" for k, v in TINY.items()]
     return load_config(overrides=sets + [f"detect.epochs={epochs}", "detect.batch_size=8",
                                          "detect.frames_per_clip=2", "detect.warmup_steps=2",
-                                         "detect.threads=1"])
+                                         "detect.threads=1", "detect.us_augment=1.0"])
 
 
 def test_train_detector_writes_outputs_and_resumes_exactly(tiny_cache, tmp_path, monkeypatch):
@@ -127,3 +127,20 @@ def test_train_cli_reports_a_missing_cache_clearly(tmp_path, capsys):
     rc = main(["train", "detector", "--cache", str(tmp_path / "none"), "--out",
                str(tmp_path / "o")])
     assert rc == 2 and "no clip cache index" in capsys.readouterr().err
+
+
+def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tiny_cache, tmp_path):
+    from echosonar.io.checkpoint import CheckpointError
+
+    train_mod.train_detector(_cfg(1), tiny_cache, tmp_path / "a", log=lambda *_: None)
+    ta, _ = load_checkpoint(tmp_path / "a")
+    cfg = _cfg(0)
+    cfg.detect.init_from = str(tmp_path / "a")
+    train_mod.train_detector(cfg, tiny_cache, tmp_path / "b", log=lambda *_: None)
+    tb, _ = load_checkpoint(tmp_path / "b")
+    for k in ta:  # no epoch: only the measurement calibration is refitted
+        if k != "measure_calib":
+            assert torch.equal(ta[k], tb[k]), k
+    cfg.detect.embed_dim = 16
+    with pytest.raises(CheckpointError, match="architecture"):
+        train_mod.train_detector(cfg, tiny_cache, tmp_path / "c", log=lambda *_: None)

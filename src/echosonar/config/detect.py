@@ -64,8 +64,14 @@ class DetectConfig:
                             "sector width (boxes follow), reject level and greyscale map, depth "
                             "attenuation and TGC, near-field haze, lateral dropout, speckle, "
                             "cavity noise, blur, burned-in marks")
+    us_depth_zoom: bool = opt(True, "with us_augment: also zoom out/in about the apex (on top "
+                              "of `augment`'s own zoom 0.6-1.25x, so a heart can shrink to "
+                              "0.3x); false keeps only its sector-width stretch")
     view_dropout: float = opt(0.2, "probability of hiding the view (OTHER) during training, so "
                               "the detector still works when the view is unknown")
+    init_from: str = opt("", "start from this detector checkpoint folder (same architecture) "
+                         "instead of random weights: fine-tuning, e.g. with us_augment, keeps the "
+                         "structure-token space a language model was trained on close")
     max_clips: int = opt(0, "train on at most this many clips (0 = all)")
     eval_every: int = opt(3, "evaluate on the val split every this many epochs (0 = only at "
                           "the end)")

@@ -213,16 +213,17 @@ def augment(frames: Tensor, present: Tensor, boxes: Tensor, strength: float,
 
 
 def us_augment_frames(frames: Tensor, present: Tensor, boxes: Tensor, p: float,
-                      gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+                      gen: torch.Generator, depth_zoom: bool = True
+                      ) -> tuple[Tensor, Tensor, Tensor]:
     """Ultrasound-specific domain randomisation (:func:`echosonar.us_augment.us_augment`, the
     view classifier's) of a batch of frames ``[B, 3, S, S]`` 0..1 with their targets (boxes
-    cxcywh ``[B, K, 4]``): each frame is a one-frame clip; boxes follow the zoom about the apex,
-    and a box with < 40 % of its area left in the frame becomes absent."""
+    cxcywh ``[B, K, 4]``): each frame is a one-frame clip; boxes follow the zoom about the apex
+    (``depth_zoom``), and a box with < 40 % of its area left in the frame becomes absent."""
     if p <= 0:
         return frames, present, boxes
     from echosonar.us_augment import apex_zoom_boxes, us_augment
 
-    x, zoom = us_augment(frames[:, None], gen, p, geometry=True)
+    x, zoom = us_augment(frames[:, None], gen, p, geometry=True, depth_zoom=depth_zoom)
     xy = apex_zoom_boxes(cxcywh_to_xyxy(boxes), zoom)
     area_old = ((xy[..., 2] - xy[..., 0]) * (xy[..., 3] - xy[..., 1])).clamp(min=0)
     xy = xy.clamp(0, 1)

@@ -75,7 +75,7 @@ def train_epoch(model: Detector, data: FrameSet, loss_fn: DetectionLoss,
         present, boxes = data.present[bi], data.boxes[bi]
         if cfg.us_augment > 0:  # before the generic jitter, as for the view classifier
             frames, present, boxes = us_augment_frames(frames, present, boxes, cfg.us_augment,
-                                                       gen)
+                                                       gen, cfg.us_depth_zoom)
         frames, present, boxes = augment(frames, present, boxes, cfg.augment, gen)
         views = data.views[bi].clone()
         views[torch.rand(len(bi), generator=gen) < cfg.view_dropout] = OTHER_INDEX
@@ -127,6 +127,13 @@ def train_detector(cfg: EchoSonarConfig, cache: str | Path, out: str | Path,
     log(f"train: {len(train_studies)} studies, {data.n_clips} clips, {len(data)} frames; "
         f"val: {len(val_studies)} studies ({time.time() - t0:.1f}s to load)")
     model = Detector(dcfg)
+    if dcfg.init_from and not (resume and (out / STATE_META).is_file()):
+        init, init_cfg = load_checkpoint(dcfg.init_from, Detector.checkpoint_kind)
+        if {k: init_cfg["config"].get(k) for k in _ARCH} != _arch_only(dcfg):
+            raise CheckpointError(f"detect.init_from={dcfg.init_from}: its architecture differs "
+                                  "from the config's")
+        model.load_state_dict(init, strict=True)
+        log(f"initialised from {dcfg.init_from}")
     opt = torch.optim.AdamW(model.parameters(), lr=dcfg.lr, weight_decay=dcfg.weight_decay)
     n_epoch = len(epoch_indices(data, dcfg.frames_per_clip, torch.Generator().manual_seed(0),
                                 dcfg.repeat_threshold))
