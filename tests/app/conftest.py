@@ -100,7 +100,7 @@ def _features(bundle, study, cfg, timer):
     return StudyFeatures(key=study.key, views=views), dets
 
 
-def _generate(vlm, sf, max_new_tokens, thresholds=None):
+def _generate(vlm, sf, max_new_tokens, thresholds=None, engine="auto"):
     present = {v.view: v for v in sf.views}
     lines = []
     for view in VIEWS:

@@ -138,21 +138,23 @@ def test_file_names_never_reach_the_result(tmp_path, fake_bundle, fake_stages):
 def test_decoding_is_guided_by_the_bundle_thresholds(study_dir, fake_bundle, fake_stages):
     from echosonar.config import load_config
 
-    seen = []
+    seen, engines = [], []
     real = fake_stages.generate
 
-    def spy(vlm, sf, max_new_tokens, thresholds=None):
+    def spy(vlm, sf, max_new_tokens, thresholds=None, engine="auto"):
         seen.append(thresholds)
-        return real(vlm, sf, max_new_tokens, thresholds)
+        engines.append(engine)
+        return real(vlm, sf, max_new_tokens, thresholds, engine)
 
     stages = copy.copy(fake_stages)  # a SimpleNamespace of stage functions
     stages.generate = spy
     cfg = load_config()
     analyze_study(study_dir, fake_bundle, cfg, stages=stages)
     assert seen[-1] == fake_bundle.spec.thresholds  # app.decoding defaults to guided
-    cfg.app.decoding = "free"
+    assert engines[-1] == "auto"
+    cfg.app.decoding, cfg.app.engine = "free", "int8"
     analyze_study(study_dir, fake_bundle, cfg, stages=stages)
-    assert seen[-1] is None
+    assert seen[-1] is None and engines[-1] == "int8"  # app.engine reaches the decode step
     cfg.app.decoding = "beam"
     with pytest.raises(AnalysisError, match="'guided' or 'free'"):
         analyze_study(study_dir, fake_bundle, cfg, stages=stages)

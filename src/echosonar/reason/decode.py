@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -109,6 +110,29 @@ def preallocate_cache(cache: Any, extra: int) -> Any:
     return cache
 
 
+@dataclass
+class Prefill:
+    """One pass of the model over LEFT-padded prompts (:func:`prefill_prompt`): its KV
+    ``cache``, the ``logits`` ``[B, V]`` after each prompt's last token and, when asked for,
+    the final normed hidden states ``hidden`` ``[B, P, H]`` (what the label head and the copy
+    head read), so one pass serves them and the decoding."""
+
+    cache: Any
+    logits: Tensor
+    hidden: Tensor | None = None
+
+
+def prefill_prompt(lm: nn.Module, embeds: Tensor, mask: Tensor, hidden: bool = False
+                   ) -> Prefill:
+    """Run ``lm`` over ``embeds [B, P, H]`` (``mask [B, P]``) with a fresh cache, positions as
+    HF ``generate`` builds them (:func:`prompt_positions`)."""
+    cache = new_cache()
+    out = lm_forward(lm, cache=cache, inputs_embeds=embeds, attention_mask=mask,
+                     position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1,
+                     output_hidden_states=hidden)
+    return Prefill(cache, out.logits[:, -1, :], out.hidden_states[-1] if hidden else None)
+
+
 def prompt_positions(mask: Tensor) -> Tensor:
     """Position ids for a LEFT-padded mask ``[B, P]`` (as HF generate builds them: real tokens
     count from 0, pads get 1 — they are masked anyway).
@@ -176,16 +200,17 @@ class HFStep:
         self.lm = lm
         #: set by a wrapping step that needs ``last_hidden`` ([N, H], after the final norm)
         self.want_hidden = False
+        #: a :class:`Prefill` of these prompts already run (used once by ``prefill``)
+        self.prefilled: Prefill | None = None
 
     def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
-        self.cache = new_cache()
-        out = lm_forward(self.lm, cache=self.cache, inputs_embeds=embeds, attention_mask=mask,
-                         position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1)
+        pre, self.prefilled = self.prefilled or prefill_prompt(self.lm, embeds, mask), None
+        self.cache = pre.cache
         repeat_cache(self.cache, g)
         preallocate_cache(self.cache, budget)
         self.attn = mask.repeat_interleave(g, 0)
         self.pos = mask.long().sum(-1, keepdim=True).repeat_interleave(g, 0)  # last pos + 1
-        return out.logits[:, -1, :].repeat_interleave(g, 0)
+        return pre.logits.repeat_interleave(g, 0)
 
     def __call__(self, tok: Tensor) -> Tensor:
         """``tok [N, k]`` (k >= 1 tokens per row) -> logits after the last one ``[N, V]``."""
@@ -234,7 +259,8 @@ def sample_completions(lm: nn.Module, embeds: Tensor, mask: Tensor, *, num_sampl
                        do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0,
                        generator: torch.Generator | None = None, return_logits: bool = False,
                        choose: Callable[[Tensor], Tensor] | None = None,
-                       engine: str | Callable[[nn.Module], Any] = "auto"
+                       engine: str | Callable[[nn.Module], Any] = "auto",
+                       prefilled: Prefill | None = None
                        ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Prefill ``embeds [B, P, H]`` (LEFT-padded, ``mask [B, P]``) once, repeat its KV cache
     ``num_samples`` (G) times, then decode one token for all ``N = B * G`` rows per step.
@@ -242,13 +268,20 @@ def sample_completions(lm: nn.Module, embeds: Tensor, mask: Tensor, *, num_sampl
     ``choose(logits [N, V]) -> tokens [N] or [N, k]`` replaces sampling when given (a stateful
     controller such as ``reason.guided.GuidedDecoder``; called once per step, in order); k > 1
     tokens (a run the controller forces on every row) are fed to the model in one step.
-    ``engine`` picks the step (:func:`make_step`).
+    ``engine`` picks the step (:func:`make_step`). ``prefilled``: these prompts'
+    :func:`prefill_prompt`, already run (e.g. for the label head), reused instead of a second
+    pass.
 
     Returns ``(ids [N, T], mask [N, T], step_logits)`` with ``T <= max_new_tokens`` (decoding
     stops once every row has produced EOS); rows after their EOS hold ``pad_token_id``.
     ``step_logits`` holds the raw ``[N, V]`` logits of each step when ``return_logits``.
     """
     step = make_step(lm, engine)
+    if prefilled is not None:
+        inner = step
+        while hasattr(inner, "inner"):  # a wrapping step (copy head) prefills through it
+            inner = inner.inner
+        inner.prefilled = prefilled
     logits = step.prefill(embeds, mask, num_samples, max_new_tokens)
     n = logits.shape[0]
     ids = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=embeds.device)

@@ -304,25 +304,27 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
     ``called`` are the head's assessable finding keys per study. ``model`` is an
     ``EchoSonarR``; ``engine`` picks the decode step (``decode.make_step``), ``runs`` feeds
     forced runs in one step (:class:`GuidedDecoder`)."""
-    from echosonar.reason.decode import sample_completions
+    from echosonar.reason.decode import prefill_prompt, sample_completions
 
     batch = list(batch)
     with torch.no_grad():
-        scores = model.label_scores(batch).float().cpu().tolist()
+        # one pass over the prompts: the label head's states, the copy head's keys, the cache
+        embeds, mask = model.prompt_embeds(batch)
+        pre = prefill_prompt(model.lm, embeds, mask, hidden=True)
+        scores = model.label_scores(batch, (pre.hidden, mask)).float().cpu().tolist()
         acquired = [[v.view for v in sf.views] for sf in batch]
         # a finding no acquired view can show is "not assessable", not called
         called = [[k for k in decisions(s, thresholds) if assessable(k, tuple(a))]
                   for s, a in zip(scores, acquired, strict=True)]
         boxes = [{v.view: dict(v.boxes) for v in sf.views} for sf in batch]
         dec = GuidedDecoder(model.tokenizer, acquired, called, boxes, runs=runs)
-        embeds, mask = model.prompt_embeds(batch)
         budget = min(max_new_tokens, model.config.max_len - embeds.shape[1])
         if budget <= 0:
             return [""] * len(batch), called
         ids, keep, _ = sample_completions(
             model.lm, embeds, mask, num_samples=1, max_new_tokens=budget,
             eos_token_id=model.eos_id, pad_token_id=model.pad_id, do_sample=False, choose=dec,
-            engine=model.decode_engine(batch, engine))
+            engine=model.decode_engine(batch, engine, pre.hidden), prefilled=pre)
     texts = [model.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
              for row, m in zip(ids.cpu(), keep.cpu(), strict=True)]
     return texts, called

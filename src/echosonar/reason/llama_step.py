@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from echosonar.reason.decode import _base_lm, lm_forward, new_cache, prompt_positions
+from echosonar.reason.decode import Prefill, _base_lm, prefill_prompt
 
 
 def _affine(mod: nn.Module) -> tuple[Tensor, Tensor | None]:
@@ -130,12 +130,14 @@ class LlamaStep:
         self.norm_w = dec.norm.weight.detach()
         #: set by a wrapping step that needs ``last_hidden`` ([N, H], after the final norm)
         self.want_hidden = False
+        #: a ``decode.Prefill`` of these prompts already run (used once by ``prefill``)
+        self.prefilled: Prefill | None = None
 
     def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
-        """HF prefill of the B prompts; returns the first logits ``[B * G, V]``."""
-        cache = new_cache()
-        out = lm_forward(self.lm, cache=cache, inputs_embeds=embeds, attention_mask=mask,
-                         position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1)
+        """HF prefill of the B prompts (or the ``prefilled`` one); returns the first logits
+        ``[B * G, V]``."""
+        pre, self.prefilled = self.prefilled or prefill_prompt(self.lm, embeds, mask), None
+        cache = pre.cache
         b, p = mask.shape
         self.b, self.g, self.p, self.t = b, g, p, 0
         self.kp = [layer.keys for layer in cache.layers]
@@ -155,7 +157,7 @@ class LlamaStep:
         half = self.hd // 2
         sin = torch.cat([-sin[..., :half], sin[..., half:]], -1)
         self.cos, self.sin = cos[:, :, None, :], sin[:, :, None, :]
-        return out.logits[:, -1, :].repeat_interleave(g, 0)
+        return pre.logits.repeat_interleave(g, 0)
 
     def __call__(self, tok: Tensor) -> Tensor:
         """``tok [N, k]`` (k >= 1 tokens per row: k > 1 feeds a forced run in one step) ->

@@ -30,7 +30,12 @@ from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
 from echosonar.reason.copy_head import CopyHead
-from echosonar.reason.decode import _base_lm, _cache_kw_for, sample_completions
+from echosonar.reason.decode import (
+    _base_lm,
+    _cache_kw_for,
+    prefill_prompt,
+    sample_completions,
+)
 from echosonar.reason.measure_head import MeasurementHead
 from echosonar.reason.prompt import PromptParts, build_prompt, spans_mask
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
@@ -407,11 +412,15 @@ class EchoSonarR(nn.Module):
                 "n_tokens": n_tok, "n_labelled": torch.tensor(len(have)), "logits": logits,
                 "target_ids": tgt, "target_mask": tmask, "label_logits": label_logits}
 
-    def label_scores(self, batch: list[StudyFeatures]) -> Tensor:
-        """``[B, len(taxonomy.LABELS)]`` probabilities (``LABEL_KEYS`` order), prompt only."""
-        embeds, mask = self.prompt_embeds(batch)
-        return torch.sigmoid(self._label_logits(self._pooled(self._hidden(embeds, mask), mask),
-                                                batch))
+    def label_scores(self, batch: list[StudyFeatures],
+                     prompt: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``[B, len(taxonomy.LABELS)]`` probabilities (``LABEL_KEYS`` order), prompt only.
+        ``prompt``: ``(final hidden states [B, P, H], mask [B, P])`` of ``batch``'s prompts when
+        a pass over them has run (``decode.Prefill``); else one is run here."""
+        if prompt is None:
+            embeds, mask = self.prompt_embeds(batch)
+            prompt = (self._hidden(embeds, mask), mask)
+        return torch.sigmoid(self._label_logits(self._pooled(*prompt), batch))
 
     def completion_logprobs(self, batch: list[StudyFeatures], completion_ids: Tensor,
                             completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
@@ -472,17 +481,19 @@ class EchoSonarR(nn.Module):
         out = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(batch))]
         return (out, ids, mask) if return_ids else out
 
-    def decode_engine(self, batch: list[StudyFeatures], engine: Any = "auto") -> Any:
+    def decode_engine(self, batch: list[StudyFeatures], engine: Any = "auto",
+                      hidden: Tensor | None = None) -> Any:
         """The decode step for ``batch`` (``decode.make_step``'s ``engine`` argument): ``engine``
         itself, or with a copy head a builder of :class:`~echosonar.reason.copy_head.CopyStep`
-        over it (the prompt's keys come from one extra pass over the prompt)."""
+        over it (the prompt's keys come from its final hidden states: ``hidden`` ``[B, P, H]``
+        when a pass over the prompt has run, ``decode.Prefill``, else one extra pass)."""
         if self.copy_head is None:
             return engine
         from echosonar.reason.copy_head import CopyStep
         from echosonar.reason.decode import make_step
 
         embeds, mask, tok, _, valid = self.prompt_inputs(batch)
-        hidden = self._hidden(embeds, mask)
+        hidden = self._hidden(embeds, mask) if hidden is None else hidden
         keys = self.copy_head.keys(hidden)
 
         def build(lm: nn.Module) -> CopyStep:
@@ -495,16 +506,18 @@ class EchoSonarR(nn.Module):
     def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
                 engine="auto"):
         # the one decoding loop of evaluation, analyze and GRPO (reason.decode)
-        engine = self.decode_engine(batch, engine)
         embeds, mask = self.prompt_embeds(batch)
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
         if budget <= 0:
             empty = torch.zeros((len(batch) * g, 0), dtype=torch.long, device=embeds.device)
             return empty, empty.clone()
+        # one pass over the prompts: the cache, and the copy head's keys when it has one
+        pre = prefill_prompt(self.lm, embeds, mask, hidden=self.copy_head is not None)
         ids, keep, _ = sample_completions(
             self.lm, embeds, mask, num_samples=g, max_new_tokens=budget,
             eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, generator=generator, engine=engine)
+            temperature=temperature, top_p=top_p, generator=generator,
+            engine=self.decode_engine(batch, engine, pre.hidden), prefilled=pre)
         return ids, keep
 
     # ------------------------------------------------------------------ checkpoints
