@@ -66,7 +66,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "small": {  # the default: every stage at a budget that fits ~10 min on 2 quiet cores
         "studies": 32,
         "config": {
-            "sim": {"image_size": 80},
+            "sim": {"image_size": 80, "workers": 2},  # rendering is per study: both cores
             "ingest": {"view_train": {"epochs": 2, "max_clips": 96}},
             "detect": {"epochs": 2, "frames_per_clip": 2, "max_clips": 96, "eval_every": 0},
             "encode": {"pretrain": {"epochs": 2, "max_clips": 96}},
@@ -86,6 +86,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "medium": {  # enough training for well-formed reasoning; tens of minutes on 2 cores
         "studies": 200,
         "config": {
+            "sim": {"workers": 2},
             "ingest": {"view_train": {"epochs": 8}},
             "detect": {"epochs": 8},
             "encode": {"pretrain": {"epochs": 4}},
@@ -444,7 +445,7 @@ def run_demo(out: str | Path, model: str | Path | None = None, studies: int = DE
         shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
     argv = ["simulate", "--studies", str(studies), "--seed", str(seed), "--out", str(sim),
-            "--workers", "1"]
+            "--workers", str(min(2, studies))]  # one study per core (same files as 1 worker)
     log(f"$ echosonar {' '.join(argv)}")
     if main(argv) != 0:
         raise QuickstartError(f"`echosonar {' '.join(argv)}` failed")
