@@ -1,16 +1,18 @@
 """SFT step throughput: target tokens/s, model FLOP/s and MFU against the fp32 and bf16 matmul
-peaks measured in the same run, fp32 vs ``sft.precision=bf16`` side by side -> docs/bench/sft.md
+peaks measured in the same run; padded vs real-tokens-only passes, fp32 vs ``sft.precision=bf16``
+side by side -> docs/bench/sft.md
 
     python bench/bench_sft.py [--features FEATURES] [--threads 1] [--steps 3] [--batch 8]
-        [--sizes default big] [--out docs/bench/sft.md]
+        [--sizes default big] [--variants fp32-padded fp32 bf16-padded bf16]
+        [--out docs/bench/sft.md]
 
 Studies: ``--features`` is a feature cache (its train split; a random batch of ``--batch``
 studies, seed 0, as SFT draws them: mixed view counts, SFT's default targets); without it,
 synthetic studies shaped like one (reason.synthetic, six views). Models, randomly initialised:
 ``default`` = the default LMConfig (2.2 M parameters); ``big`` = hidden 384, 5 layers, 6 heads
 (about 9.5 M). Each step is ``forward_sft`` + backward + AdamW, exactly what ``train_sft``
-runs; precisions alternate step by step (the host is shared: a drift hits both alike), after
-one warm-up step each. Reported: the best step (the least disturbed) and the median.
+runs; variants (:data:`VARIANTS`) alternate step by step (the host is shared: a drift hits all
+alike), after one warm-up step each. Reported: the best step (the least disturbed) and the median.
 
 FLOPs. "model": 6 x (matrix parameters of the decoder) x real tokens + causal attention
 (6 x S^2 x H per layer per study, real lengths) + the LM head on target tokens only (the step
@@ -105,13 +107,19 @@ def build(size: str, features: str | None, batch_size: int):
     return model, batch, targets
 
 
-def one_step(model, opt, batch, targets, precision: str) -> tuple[float, float]:
+#: variant -> (sft.precision, teacher-forced pass over real tokens only: reason.varlen)
+VARIANTS = {"fp32-padded": ("fp32", False), "fp32": ("fp32", True),
+            "bf16-padded": ("bf16", False), "bf16": ("bf16", True)}
+
+
+def one_step(model, opt, batch, targets, variant: str) -> tuple[float, float]:
     """``(wall seconds, process-CPU seconds)`` of one SFT step (the pass ``train_sft``
-    runs)."""
+    runs) in ``variant`` (:data:`VARIANTS`)."""
     import torch
 
     from echosonar.reason.sft import train_autocast
 
+    precision, model.varlen = VARIANTS[variant]
     t0, c0 = time.perf_counter(), time.process_time()
     with train_autocast("cpu", precision):
         out = model.forward_sft(batch, targets)
@@ -131,9 +139,9 @@ def bench_size(size: str, args) -> list[dict]:
     flops, n_target, n_all = model_flops(model, batch, targets)
     load0 = os.getloadavg()[0]
     peaks = {"fp32": [matmul_peak(torch.float32)], "bf16": [matmul_peak(torch.bfloat16)]}
-    times: dict[str, list[tuple[float, float]]] = {p: [] for p in args.precisions}
+    times: dict[str, list[tuple[float, float]]] = {p: [] for p in args.variants}
     for rep in range(args.steps + 1):  # rep 0 warms up
-        for p in args.precisions:
+        for p in args.variants:
             dt = one_step(model, opt, batch, targets, p)
             if rep:
                 times[p].append(dt)
@@ -141,11 +149,11 @@ def bench_size(size: str, args) -> list[dict]:
     peaks["bf16"].append(matmul_peak(torch.bfloat16))
     load1 = os.getloadavg()[0]
     rows = []
-    for p in args.precisions:
+    for p in args.variants:
         best = min(w for w, _ in times[p])
         cpu = min(c for _, c in times[p])
-        own = peaks["bf16" if p == "bf16" else "fp32"]
-        rows.append(dict(size=size, params=n_params, precision=p, best=best, cpu=cpu,
+        own = peaks[VARIANTS[p][0]]
+        rows.append(dict(size=size, params=n_params, variant=p, best=best, cpu=cpu,
                          median=statistics.median(w for w, _ in times[p]),
                          target_tok_s=n_target / best, tok_s=n_all / best,
                          gflops=flops / best / 1e9,
@@ -169,7 +177,7 @@ def render(args, rows: list[dict]) -> str:
         "synthetic six-view studies"
     cmd = "python bench/bench_sft.py" + (" --features FEATURES" if args.features else "") + \
         f" --threads {args.threads} --steps {args.steps} --batch {args.batch} --sizes " + \
-        " ".join(args.sizes)
+        " ".join(args.sizes) + " --variants " + " ".join(args.variants)
     lines = [
         "# SFT step throughput (`bench/bench_sft.py`)", "",
         f"Command: `{cmd}`  ",
@@ -178,21 +186,25 @@ def render(args, rows: list[dict]) -> str:
         f"{torch.__version__}, {args.threads} thread(s).  ",
         f"Data: {src}, one batch of {args.batch} studies; a step = `forward_sft` + backward + "
         "AdamW; best of "
-        f"{args.steps} steps per precision (median in brackets), precisions interleaved.  ",
+        f"{args.steps} steps per variant (median in brackets), variants interleaved. Variants: "
+        "`fp32-padded` = the teacher-forced pass through the HF decoder over rows padded to "
+        "the batch's longest (the code before `reason.varlen`); `fp32` = real tokens only "
+        "(`reason.varlen`, the default); `bf16` / `bf16-padded` = the same with "
+        "`sft.precision=bf16`.  ",
         "Model FLOPs count real tokens only (decoder matrices, causal attention, the LM head on "
         "target tokens, projectors); peaks are the best 1024^3 products in the same process.", "",
-        "| model | params | precision | step s | CPU s | target tok/s | all tok/s | "
+        "| model | params | variant | step s | CPU s | target tok/s | all tok/s | "
         "model GFLOP/s | fp32 peak | bf16 peak | MFU vs fp32 peak | MFU vs own peak | "
-        "MFU (CPU time) vs fp32 / own peak | x fp32 (wall, CPU) | load |",
+        f"MFU (CPU time) vs fp32 / own peak | x {args.variants[0]} (wall, CPU) | load |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    base = {r["size"]: r for r in rows if r["precision"] == "fp32"}
+    base = {r["size"]: r for r in rows if r["variant"] == args.variants[0]}
     for r in rows:
-        own = r["peak16"] if r["precision"] == "bf16" else r["peak32"]
+        own = r["peak16"] if VARIANTS[r["variant"]][0] == "bf16" else r["peak32"]
         ref = base.get(r["size"])
         lines.append(
             f"| {r['size']} ({r['hidden']}x{r['layers']}) | {r['params'] / 1e6:.1f} M | "
-            f"{r['precision']} | {r['best']:.2f} ({r['median']:.2f}) | {r['cpu']:.2f} | "
+            f"{r['variant']} | {r['best']:.2f} ({r['median']:.2f}) | {r['cpu']:.2f} | "
             f"{r['target_tok_s']:.0f} | {r['tok_s']:.0f} | {r['gflops']:.1f} | "
             f"{r['peak32']:.0f} | {r['peak16']:.0f} | {100 * r['gflops'] / r['peak32']:.0f}% | "
             f"{100 * r['gflops'] / own:.0f}% | {100 * r['mfu_cpu32']:.0f}% / "
@@ -210,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--sizes", nargs="+", default=["default", "big"], choices=sorted(SIZES))
-    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
-                    choices=["fp32", "bf16"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="docs/bench/sft.md")
     args = ap.parse_args(argv)
     import torch

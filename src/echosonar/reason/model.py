@@ -64,6 +64,8 @@ class EchoSonarR(nn.Module):
     ``feature_dims`` (``{"clip": D_enc, "structure": D_det}``)."""
 
     checkpoint_kind = "echosonar_r"
+    #: teacher-forced passes of a Llama-shaped LM over real tokens only (``_packed``)
+    varlen = True
 
     def __init__(self, config: LMConfig, tokenizer: Any, lm: nn.Module,
                  feature_dims: dict[str, int]) -> None:
@@ -207,17 +209,25 @@ class EchoSonarR(nn.Module):
         comes after them), so attention runs as ``is_causal`` (about half the FLOPs of a padded
         mask) and positions are ``arange``. Returns ``(hidden [B, S, H], pos_mask [B, S]`` (1 on
         prompt rows), ``plen [B])``; completion token j of row i is predicted at p_i - 1 + j.
+        A Llama-shaped LM (``varlen`` on) computes only the real rows, no filler
+        (:mod:`echosonar.reason.varlen`; the filler's hidden states are then zeros).
         """
+        from echosonar.reason.llama_step import llama_shaped
+        from echosonar.reason.varlen import packed_hidden
+
         b, p, _ = embeds.shape
         full = torch.cat([embeds, self.lm.get_input_embeddings()(ids)], 1)
         plen, tlen = pmask.sum(1), imask.sum(1)
         s = int((plen + tlen).max())
         ar = torch.arange(s, device=full.device)
-        idx = (ar[None] + (p - plen)[:, None]).clamp(max=full.shape[1] - 1)
-        x = full.gather(1, idx[..., None].expand(-1, -1, full.shape[-1]))
-        out = self.lm.get_decoder()(inputs_embeds=x, position_ids=ar[None].expand(b, -1),
-                                    use_cache=False)
-        return out.last_hidden_state, (ar[None] < plen[:, None]).long(), plen
+        if self.varlen and llama_shaped(self.lm):
+            hidden = packed_hidden(self.lm, full, torch.cat([pmask, imask], 1).bool())
+        else:
+            idx = (ar[None] + (p - plen)[:, None]).clamp(max=full.shape[1] - 1)
+            x = full.gather(1, idx[..., None].expand(-1, -1, full.shape[-1]))
+            hidden = self.lm.get_decoder()(inputs_embeds=x, position_ids=ar[None].expand(b, -1),
+                                           use_cache=False).last_hidden_state
+        return hidden, (ar[None] < plen[:, None]).long(), plen
 
     @staticmethod
     def _completion_hidden(hidden: Tensor, plen: Tensor, t: int) -> Tensor:
