@@ -88,15 +88,17 @@ def run_case(files: list[Path], bundle, cfg, repeats: int) -> dict[str, float]: 
     from echosonar.app.pipeline import analyze_study
 
     analyze_study(files, bundle, cfg)  # warm-up (lazy imports, allocator)
-    rows, peaks, gen_tokens = [], [], []
+    rows, peaks, gen_tokens, cpu = [], [], [], []
     for _ in range(repeats):
+        c0 = time.process_time()
         a = analyze_study(files, bundle, cfg)
+        cpu.append(time.process_time() - c0)
         rows.append(a.result["timing_s"])
         peaks.append(a.result.get("peak_memory_mb") or float("nan"))
         gen_tokens.append(len(bundle.vlm.tokenizer.encode(a.result.get("generation") or "")))
     out = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     decode, prep = split_ingest(files, cfg, repeats)
-    out.update(decode=decode, preprocess=prep, peak_mb=max(peaks),
+    out.update(decode=decode, preprocess=prep, peak_mb=max(peaks), cpu=min(cpu),
                gen_tokens=statistics.median(gen_tokens))
     return out
 
@@ -189,15 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         "`analyze_study` (the `echosonar analyze` code path). Seconds, median of "
         f"{args.repeats} runs after a warm-up; decode/preprocess split by timing `read_file` "
         "and `preprocess` on the same files. `gen tokens` = length of the generated reasoning "
-        "(tokens), which drives the generate time.", "",
+        "(tokens), which drives the generate time. `CPU s` = the process's CPU seconds for the "
+        "whole analysis (least of the runs): on a shared host, what it costs an idle core.", "",
         "| frames/clip | views | decoding | engine | " + " | ".join(STAGES)
-        + " | total | gen tokens | peak MiB |",
-        "|" + "---|" * (len(STAGES) + 7),
+        + " | total | CPU s | gen tokens | peak MiB |",
+        "|" + "---|" * (len(STAGES) + 8),
     ]
     for (frames, n, mode, engine), r in results.items():
         lines.append(f"| {frames} | {n} | {mode} | {engine} | "
                      + " | ".join(f"{r.get(k, 0.0):.3f}" for k in STAGES)
-                     + f" | {r['total']:.3f} | {r['gen_tokens']:.0f} | {r['peak_mb']:.0f} |")
+                     + f" | {r['total']:.3f} | {r['cpu']:.3f} | {r['gen_tokens']:.0f} | "
+                     f"{r['peak_mb']:.0f} |")
     lines.append("")
     if prof_text:
         lines += ["### Profile of one 6-view analysis (cProfile, cumulative)", "", "```",
