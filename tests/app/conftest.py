@@ -115,10 +115,10 @@ def _generate(vlm, sf, max_new_tokens, thresholds=None, engine="auto"):
                                     tuple(present))]
             lines.append(render_view_line(view, None, not_assessable=na))
     report = {s: f"{s} text for {sf.key}." for s in REPORT_SECTIONS}
-    return render_generation(lines, ["LV enlargement"], report)
+    return render_generation(lines, ["LV enlargement"], report), _scores()
 
 
-def _scores(vlm, sf):
+def _scores():
     out = [0.1] * len(LABEL_KEYS)
     out[LABEL_KEYS.index("lv_enlargement")] = 0.81
     out[LABEL_KEYS.index("mitral_regurgitation")] = 0.55  # positive by score, not in text
@@ -130,7 +130,7 @@ def make_fake_stages():
 
     ns = types.SimpleNamespace(
         ingest=_ingest, label_views=_label_views, features=_features, generate=_generate,
-        label_scores=_scores, keyframe_indices=real.keyframe_indices,
+        keyframe_indices=real.keyframe_indices,
         clip_structures=real.clip_structures, clip_measurements=real.clip_measurements)
     for name in ("view_classifier", "detector", "encoder", "vlm"):
         setattr(ns, f"load_{name}", lambda path, _n=name: f"fake-{_n}")

@@ -111,7 +111,8 @@ def test_report_escapes_model_text(study_dir, fake_bundle, fake_stages):
 
 
 def test_label_score_count_checked(study_dir, fake_bundle, fake_stages):
-    fake_stages.label_scores = lambda vlm, sf: [0.5] * (len(LABEL_KEYS) - 1)
+    real = fake_stages.generate
+    fake_stages.generate = lambda *a: (real(*a)[0], [0.5] * (len(LABEL_KEYS) - 1))
     with pytest.raises(AnalysisError, match="label scores"):
         analyze_study(study_dir, fake_bundle, stages=fake_stages)
 

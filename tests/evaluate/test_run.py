@@ -93,14 +93,14 @@ def test_predict_vlm_uses_the_model_interface():
                              ["LV enlargement"], {s: "Text" for s in REPORT_SECTIONS})
 
     class Model:
-        def generate(self, batch, max_new_tokens, do_sample, thresholds=None, engine="auto"):
-            assert do_sample is False and thresholds is None and engine == "int8"
-            return [[good] if sf.key == "a" else ["garbage"] for sf in batch]
-
-        def label_scores(self, batch):
+        def generate(self, batch, max_new_tokens, do_sample, thresholds=None, engine="auto",
+                     return_scores=False):
             import torch
 
-            return torch.full((len(batch), len(LABEL_KEYS)), 0.25)
+            assert do_sample is False and thresholds is None and engine == "int8"
+            assert return_scores  # one prompt pass gives the scores too
+            return ([[good] if sf.key == "a" else ["garbage"] for sf in batch],
+                    torch.full((len(batch), len(LABEL_KEYS)), 0.25))
 
     studies = [StudyFeatures(key=k, views=[]) for k in ("a", "b", "c")]
     preds = predict_vlm(Model(), studies, batch_size=2, log=lambda s: None, engine="int8")

@@ -1,5 +1,6 @@
 """One pass over the prompt serves the label head, the copy head's keys and the decoding
-(decode.prefill_prompt / Prefill): the same scores and text as separate passes, one pass run."""
+(decode.prefill_prompt / Prefill): the same scores and text as separate passes, one pass run;
+``generate(return_scores=True)`` returns the scores of that pass (evaluate, analyze)."""
 
 import pytest
 import torch
@@ -70,6 +71,11 @@ def test_guided_and_free_decoding_run_one_prompt_pass(setup, engine):
         again = [model.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
                  for r, m in zip(ids, keep, strict=True)]
         assert texts == again
-        free, n = _count_prompt_passes(
-            model, lambda: model.generate(batch, max_new_tokens=20, engine=engine), plen)
-        assert n == 1
+        own = model.label_scores(batch)
+        for thresholds in (None, thr):  # free and guided: text and label scores, one pass
+            (texts, scores), n = _count_prompt_passes(
+                model, lambda t=thresholds: model.generate(
+                    batch, max_new_tokens=20, engine=engine, thresholds=t,
+                    return_scores=True), plen)
+            assert n == 1 and len(texts) == len(batch)
+            assert torch.allclose(scores, own, atol=1e-6)

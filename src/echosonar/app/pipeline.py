@@ -188,9 +188,9 @@ def analyze_study(paths: Sequence[str | Path] | str | Path, bundle: Bundle, cfg:
                 dets[i] = d
             report("generate", STAGE_PLAN[3][1])
             with timer("generate"):
-                text = stages.generate(bundle.vlm, sf, bundle.spec.max_new_tokens,
-                                       _guide(cfg, bundle.spec.thresholds), cfg.app.engine)
-                scores = stages.label_scores(bundle.vlm, sf)
+                text, scores = stages.generate(bundle.vlm, sf, bundle.spec.max_new_tokens,
+                                               _guide(cfg, bundle.spec.thresholds),
+                                               cfg.app.engine)
         report("report", STAGE_PLAN[4][1])
     timing = {k: round(timer.seconds.get(k, 0.0), 4) for k in TIMING_KEYS if k != "total"}
     timing["total"] = round(time.perf_counter() - t_start, 4)

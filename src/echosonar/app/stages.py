@@ -12,8 +12,8 @@ logic. :func:`echosonar.app.pipeline.analyze_study` takes any object with these 
     keyframe_indices(clip, det) -> (ed, es, estimated)
     clip_structures(det, ed, es) -> [{"name", "score", "present", "box_ed", "box_es"}]
     clip_measurements(det) -> {name: float}
-    generate(vlm, sf, max_new_tokens) -> str                        greedy
-    label_scores(vlm, sf) -> [float] * len(taxonomy.LABEL_KEYS)
+    generate(vlm, sf, max_new_tokens, thresholds, engine)
+        -> (str, [float] * len(taxonomy.LABEL_KEYS))                greedy text, label scores
 """
 
 from __future__ import annotations
@@ -161,18 +161,14 @@ def clip_measurements(det: Any) -> dict[str, float]:
 
 
 def generate(vlm: Any, sf: Any, max_new_tokens: int,
-             thresholds: dict[str, float] | None = None, engine: str = "auto") -> str:
-    """Greedy generation; guided by the label head at ``thresholds`` when given; ``engine``
-    picks the decode step (``reason.decode.make_step``: auto, int8 or hf)."""
+             thresholds: dict[str, float] | None = None, engine: str = "auto"
+             ) -> tuple[str, list[float]]:
+    """Greedy generation and the label scores (one pass over the prompt serves both); guided
+    by the label head at ``thresholds`` when given; ``engine`` picks the decode step
+    (``reason.decode.make_step``: auto, int8 or hf)."""
     import torch
 
     with torch.no_grad():
-        return vlm.generate([sf], max_new_tokens=int(max_new_tokens), do_sample=False,
-                            thresholds=thresholds, engine=engine)[0][0]
-
-
-def label_scores(vlm: Any, sf: Any) -> list[float]:
-    import torch
-
-    with torch.no_grad():
-        return [float(v) for v in _np(vlm.label_scores([sf]))[0]]
+        texts, scores = vlm.generate([sf], max_new_tokens=int(max_new_tokens), do_sample=False,
+                                     thresholds=thresholds, engine=engine, return_scores=True)
+    return texts[0][0], [float(v) for v in _np(scores)[0]]

@@ -56,7 +56,7 @@ def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
     """Greedy generations + label scores of an EchoSonar-R model for ``StudyFeatures``.
 
     Predicted labels are the parsed answer's findings (malformed -> empty set); scores are
-    ``model.label_scores`` (``[B, L]`` probabilities, ``LABEL_KEYS`` order). With
+    the label head's (``[B, L]`` probabilities, ``LABEL_KEYS`` order). With
     ``thresholds`` the decoding is guided (``reason.guided``: findings lists = head calls).
     ``engine``: the decode step (``reason.decode.make_step``: auto, int8 or hf).
     """
@@ -67,10 +67,11 @@ def predict_vlm(model: Any, studies: Sequence[Any], batch_size: int = 8,
     for i in range(0, len(studies), batch_size):
         batch = list(studies[i:i + batch_size])
         with torch.no_grad():
-            texts = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                   thresholds=None if thresholds is None else dict(thresholds),
-                                   engine=engine)
-            scores = model.label_scores(batch).float().cpu().numpy()
+            texts, scores = model.generate(
+                batch, max_new_tokens=max_new_tokens, do_sample=False,
+                thresholds=None if thresholds is None else dict(thresholds), engine=engine,
+                return_scores=True)  # the scores come from the decoding's prompt pass
+            scores = scores.float().cpu().numpy()
         for sf, t, s in zip(batch, texts, scores, strict=True):
             out[sf.key] = prediction_from_generation(
                 t[0], {k: float(v) for k, v in zip(LABEL_KEYS, s, strict=True)})

@@ -23,9 +23,8 @@ def predict(model: Any, studies: Iterable[StudyFeatures], batch_size: int = 8,
     out: list[dict[str, Any]] = []
     for i in range(0, len(studies), batch_size):
         batch = studies[i:i + batch_size]
-        texts = model.generate(batch, max_new_tokens=max_new_tokens)
-        with torch.no_grad():
-            scores = model.label_scores(batch).float().cpu().numpy()
+        texts, scores = model.generate(batch, max_new_tokens=max_new_tokens, return_scores=True)
+        scores = scores.float().cpu().numpy()
         for sf, (text,), sc in zip(batch, texts, scores, strict=True):
             p = parse_generation(text)
             out.append({"key": sf.key, "text": text, "well_formed": p.well_formed,

@@ -299,9 +299,10 @@ def _token_texts(tokenizer: Any) -> list[str]:
 
 def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, float],
                     max_new_tokens: int, engine: str = "auto", runs: bool = True
-                    ) -> tuple[list[str], list[list[str]]]:
-    """Guided greedy generations for ``batch`` (``StudyFeatures``): ``(texts, called)`` where
-    ``called`` are the head's assessable finding keys per study. ``model`` is an
+                    ) -> tuple[list[str], list[list[str]], Tensor]:
+    """Guided greedy generations for ``batch`` (``StudyFeatures``): ``(texts, called,
+    scores)`` where ``called`` are the head's assessable finding keys per study and
+    ``scores`` ``[B, L]`` the label head's probabilities they come from. ``model`` is an
     ``EchoSonarR``; ``engine`` picks the decode step (``decode.make_step``), ``runs`` feeds
     forced runs in one step (:class:`GuidedDecoder`)."""
     from echosonar.reason.decode import prefill_prompt, sample_completions
@@ -311,20 +312,20 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
         # one pass over the prompts: the label head's states, the copy head's keys, the cache
         embeds, mask = model.prompt_embeds(batch)
         pre = prefill_prompt(model.lm, embeds, mask, hidden=True)
-        scores = model.label_scores(batch, (pre.hidden, mask)).float().cpu().tolist()
+        probs = model.label_scores(batch, (pre.hidden, mask))
         acquired = [[v.view for v in sf.views] for sf in batch]
         # a finding no acquired view can show is "not assessable", not called
         called = [[k for k in decisions(s, thresholds) if assessable(k, tuple(a))]
-                  for s, a in zip(scores, acquired, strict=True)]
+                  for s, a in zip(probs.float().cpu().tolist(), acquired, strict=True)]
         boxes = [{v.view: dict(v.boxes) for v in sf.views} for sf in batch]
         dec = GuidedDecoder(model.tokenizer, acquired, called, boxes, runs=runs)
         budget = min(max_new_tokens, model.config.max_len - embeds.shape[1])
         if budget <= 0:
-            return [""] * len(batch), called
+            return [""] * len(batch), called, probs
         ids, keep, _ = sample_completions(
             model.lm, embeds, mask, num_samples=1, max_new_tokens=budget,
             eos_token_id=model.eos_id, pad_token_id=model.pad_id, do_sample=False, choose=dec,
             engine=model.decode_engine(batch, engine, pre.hidden), prefilled=pre)
     texts = [model.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
              for row, m in zip(ids.cpu(), keep.cpu(), strict=True)]
-    return texts, called
+    return texts, called, probs

@@ -454,7 +454,7 @@ class EchoSonarR(nn.Module):
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  num_samples: int = 1, generator: torch.Generator | None = None,
                  return_ids: bool = False, thresholds: dict[str, float] | None = None,
-                 engine: str = "auto") -> Any:
+                 engine: str = "auto", return_scores: bool = False) -> Any:
         """Decode with a KV cache: the prompt is prefilled once and its cache repeated for the
         ``num_samples`` completions of each study. Greedy unless ``do_sample``.
 
@@ -468,7 +468,9 @@ class EchoSonarR(nn.Module):
 
         Returns ``[[text] * num_samples for each study]`` (text up to the first eos, special
         tokens removed, tags kept). With ``return_ids`` also ``(ids [B*G, T], mask [B*G, T])``
-        where mask covers tokens up to and including the first eos.
+        where mask covers tokens up to and including the first eos. With ``return_scores``
+        also the label scores ``[B, L]`` (:meth:`label_scores`) from the same prompt pass:
+        ``(texts, [ids, mask,] scores)``.
         """
         if thresholds is not None and (do_sample or num_samples != 1 or return_ids):
             raise ValueError("guided decoding (thresholds=...) is greedy with one completion "
@@ -480,16 +482,21 @@ class EchoSonarR(nn.Module):
                 if thresholds is not None:
                     from echosonar.reason.guided import guided_generate
 
-                    return [[t] for t in guided_generate(self, batch, thresholds,
-                                                         max_new_tokens, engine)[0]]
-                ids, mask = self._decode(batch, max_new_tokens, do_sample, temperature, top_p,
-                                         num_samples, generator, engine)
+                    texts, _, scores = guided_generate(self, batch, thresholds, max_new_tokens,
+                                                       engine)
+                    out = [[t] for t in texts]
+                    return (out, scores) if return_scores else out
+                ids, mask, scores = self._decode(batch, max_new_tokens, do_sample, temperature,
+                                                 top_p, num_samples, generator, engine,
+                                                 return_scores)
         finally:
             self.train(was_training)
         texts = [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
                  for row, m in zip(ids.cpu(), mask.cpu(), strict=True)]
         out = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(batch))]
-        return (out, ids, mask) if return_ids else out
+        res = (out, ids, mask) if return_ids else (out,)
+        res += (scores,) if return_scores else ()
+        return res if len(res) > 1 else out
 
     def decode_engine(self, batch: list[StudyFeatures], engine: Any = "auto",
                       hidden: Tensor | None = None) -> Any:
@@ -514,21 +521,21 @@ class EchoSonarR(nn.Module):
         return build
 
     def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
-                engine="auto"):
+                engine="auto", scores=False):
         # the one decoding loop of evaluation, analyze and GRPO (reason.decode)
         embeds, mask = self.prompt_embeds(batch)
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
         if budget <= 0:
             empty = torch.zeros((len(batch) * g, 0), dtype=torch.long, device=embeds.device)
-            return empty, empty.clone()
-        # one pass over the prompts: the cache, and the copy head's keys when it has one
-        pre = prefill_prompt(self.lm, embeds, mask, hidden=self.copy_head is not None)
+            return empty, empty.clone(), self.label_scores(batch) if scores else None
+        # one pass over the prompts: the cache, the label head's states, the copy head's keys
+        pre = prefill_prompt(self.lm, embeds, mask, hidden=scores or self.copy_head is not None)
         ids, keep, _ = sample_completions(
             self.lm, embeds, mask, num_samples=g, max_new_tokens=budget,
             eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=do_sample,
             temperature=temperature, top_p=top_p, generator=generator,
             engine=self.decode_engine(batch, engine, pre.hidden), prefilled=pre)
-        return ids, keep
+        return ids, keep, self.label_scores(batch, (pre.hidden, mask)) if scores else None
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: Any, meta: dict[str, Any] | None = None) -> Any:
