@@ -78,9 +78,9 @@ def test_detector_layout_on_the_real_a4c(rows):
     assert d.get("atria_below_ventricles") is True, d
 
 
-@pytest.mark.xfail(reason="issue 19 target LVEDD 3.5-7 cm: the EchoSim-only detector measures "
-                          "about 7.4 cm on the real cine (docs/REAL_ECHO.md)", strict=False)
 def test_detector_lvedd_on_the_real_a4c(rows):
+    """Issue 19's target; the shipped detector (fine-tuned with the ultrasound randomisation)
+    reads 6.86 cm, the first one (EchoSim only) 7.42 (docs/REAL_ECHO.md)."""
     d = rows["examples_ybr_color.dcm"].detector
     if not d:
         pytest.skip("no detector")
