@@ -82,9 +82,9 @@ class SFTConfig:
     device: str = opt("auto", "auto, cpu or cuda[:i] (auto = CUDA when present)")
     threads: int = opt(2, "torch CPU threads per process (0 = torch default)")
     precision: str = opt("fp32", "CPU matrix products: 'fp32', or 'bf16' (autocast: products in "
-                                 "bfloat16, weights, optimizer and losses in fp32; 1.6x the "
-                                 "step on a CPU with AVX512-BF16, docs/bench/sft.md). CUDA "
-                                 "always autocasts to bf16")
+                                 "bfloat16, weights, optimizer and losses in fp32; 1.85x the "
+                                 "default model's step on a CPU with AVX512-BF16, same losses "
+                                 "to 0.1 %: docs/bench/sft.md). CUDA always autocasts to bf16")
     seed: int = opt(0, "random seed")
     balance: float = opt(0.0, "class-balanced sampling: a study is drawn with probability "
                               "~ (1/prevalence)^balance of its rarest positive label (0 = each "
