@@ -14,9 +14,10 @@ preprocess (``preprocess``) by timing those two calls on the same files. Peak me
 process's resident high-water mark during one analysis (``VmHWM`` after a reset). ``--profile``
 runs cProfile over one 6-view analysis and lists the top functions by cumulative time.
 ``--quickstart`` adds the wall time and per-step peak memory recorded in a quickstart summary.
-``--engine`` times the generation with each decode step of ``reason.decode.make_step`` (one row
-each, interleaved per view count): ``auto`` (the hand-written Llama step), ``hf`` (the model's
-own forward through the same loop: the decoding of earlier commits), ``int8``.
+``--engine`` times the generation with each decode step of ``reason.decode.make_step``
+(``app.engine``; one row each, interleaved per view count): ``auto`` (the hand-written Llama
+step), ``hf`` (the model's own forward through the same loop: the decoding of earlier
+commits), ``int8``.
 """
 
 from __future__ import annotations
@@ -38,19 +39,6 @@ from pathlib import Path
 from echosonar.taxonomy import VIEWS
 
 STAGES = ("decode", "preprocess", "view", "detect", "encode", "generate")
-
-
-def use_engine(engine: str) -> None:
-    """Make ``EchoSonarR.generate`` (what ``analyze`` calls) decode with ``engine``."""
-    from echosonar.reason.model import EchoSonarR
-
-    orig = getattr(EchoSonarR.generate, "_orig", EchoSonarR.generate)
-
-    def generate(self, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
-        return orig(self, *args, **{"engine": engine, **kw})
-
-    generate._orig = orig
-    EchoSonarR.generate = generate
 
 
 def simulate(out: Path, frames: int, seed: int) -> list[Path]:
@@ -162,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in args.decoding:
                     for engine in args.engine:
                         cfg.app.decoding = mode
-                        use_engine(engine)
+                        cfg.app.engine = engine  # what `--set app.engine=...` sets
                         results[(frames, n, mode, engine)] = r = run_case(
                             files[:n], bundle, cfg, args.repeats)
                         print(f"frames={frames} views={n} decoding={mode} engine={engine}: "
                               + ", ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
             cfg.app.decoding = args.decoding[0]
-            use_engine(args.engine[0])
+            cfg.app.engine = args.engine[0]
             if args.profile and i == 0:
                 prof_text = profile(files, bundle, cfg)
 
