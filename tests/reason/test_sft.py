@@ -181,3 +181,23 @@ def test_bf16_precision_learns_like_fp32_and_rejects_bad_values(data, tmp_path):
     with pytest.raises(SFTError, match="precision"):
         train_sft(_cfg("sft.precision=fp16"), None, tmp_path / "bad", train=train, val=val)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_failing_sample_is_logged_and_the_trained_model_is_kept(data, tmp_path, monkeypatch):
+    """Samples are diagnostics: a decoding failure at the last step must not lose the run
+    (the checkpoint and the final model are written, the error is in the log)."""
+    import echosonar.reason.sft as sft
+
+    def boom(*a, **k):
+        raise ImportError("decode step unavailable")
+
+    monkeypatch.setattr(sft, "sample_record", boom)
+    train, val = data
+    cfg = _cfg("sft.steps=3", "sft.save_every=0", "sft.eval_every=0", "sft.sample_every=0")
+    res = train_sft(cfg, None, tmp_path / "run", train=train[:4], val=val)
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    assert (tmp_path / "run" / "checkpoint" / "config.json").is_file()
+    assert res["model_dir"] is not None
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    err = [r for r in log if r["kind"] == "sample_error"]
+    assert len(err) == 1 and "decode step unavailable" in err[0]["error"]

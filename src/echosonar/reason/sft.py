@@ -292,15 +292,21 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
             v.update(kind="val", step=step + 1)
             val_hist.append(v)
             log.write(v)
-        if rank == 0 and val and s.samples and (
-                (s.sample_every and (step + 1) % s.sample_every == 0) or last):
-            log.write(sample_record(model, val[:s.samples], step + 1, s.max_new_tokens))
         if (s.save_every and (step + 1) % s.save_every == 0) or last:
             if rank == 0:
                 with atomic_dir(ckpt) as tmp:
                     model.save_pretrained(tmp, meta={"step": step + 1})
                     save_training_state(tmp, opt, sched, step + 1, extra={"world": world})
             _barrier(world)
+        # samples are a diagnostic: they come after the checkpoint, and a failure to decode
+        # is logged, never the end of a run
+        if rank == 0 and val and s.samples and (
+                (s.sample_every and (step + 1) % s.sample_every == 0) or last):
+            try:
+                log.write(sample_record(model, val[:s.samples], step + 1, s.max_new_tokens))
+            except Exception as e:  # noqa: BLE001 (any decoding failure)
+                log.write({"kind": "sample_error", "step": step + 1,
+                           "error": f"{type(e).__name__}: {e}"})
         if stop_after is not None and step + 1 >= stop_after and not last:
             return {"history": history, "val": val_hist, "model_dir": None, "model": model}
     model_dir = out / "model"
