@@ -83,6 +83,10 @@ def test_train_and_ingest_commands(sim_set, tmp_path, capsys):
     assert {"val", "again", "real_fixture"} <= set(metrics)
     assert metrics["real_fixture"]["view"] in CLASSIFIER_VIEWS
     assert 0 < metrics["real_fixture"]["confidence"] <= 1
+    # a calibration set that is not there is a clear error, not a traceback
+    assert main(["train", "view-classifier", "--data", str(tmp_path / "cache"), "--out", str(out),
+                 "--ood-only", "--ood-calibration", str(tmp_path / "nope"), *sets]) == 2
+    assert "--ood-calibration" in capsys.readouterr().err
     capsys.readouterr()
     # DICOMs without views: the classifier decides, --views prints each decision
     assert main(["ingest", str(sim_set / "studies"), "--out", str(tmp_path / "c2"), "--views",

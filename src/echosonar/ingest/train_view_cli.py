@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ood-only", action="store_true",
                         help="do not train: fit the out-of-distribution guard of the classifier "
                              "already in --out on the train split of --data (calibrated on its "
-                             "val split) and write --out/ood_stats.safetensors")
+                             "val split and any --ood-calibration sets) and write "
+                             "--out/ood_stats.safetensors")
     parser.add_argument("--ood-calibration", action="append", default=[], metavar="DIR",
                         help="extra held-out simulated set or clip cache (all its clips, e.g. "
                              "a fresh `echosonar simulate --seed N`) pooled with the val split "
@@ -146,15 +147,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     calibration = None
     for path in args.ood_calibration:
-        extra = view_data(load_studies(path, cfg, args.workers or icfg.workers),
-                          list(mcfg.classes), tcfg.seed)
-        extra.splits = ["calibration"] * len(extra)
-        if calibration is None:
-            calibration = extra
-        else:
-            from echosonar.ingest.view_ood import _pool
+        from echosonar.ingest.view_ood import pool_view_data
 
-            calibration = _pool(calibration, extra)
+        try:
+            extra = view_data(load_studies(path, cfg, args.workers or icfg.workers),
+                              list(mcfg.classes), tcfg.seed)
+        except FileNotFoundError as e:
+            print(f"echosonar train view-classifier: --ood-calibration: {e}", file=sys.stderr)
+            return 2
+        extra.splits = ["calibration"] * len(extra)
+        calibration = extra if calibration is None else pool_view_data(calibration, extra)
     if args.ood_only:
         from echosonar.ingest.view_model import ViewClassifier
         from echosonar.io.checkpoint import CheckpointError

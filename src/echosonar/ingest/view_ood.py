@@ -337,7 +337,7 @@ def study_maxima(scores: np.ndarray, study: np.ndarray | None) -> np.ndarray:
     return np.array([scores[study == k].max() for k in np.unique(study)])
 
 
-def _pool(a: Any, b: Any) -> Any:
+def pool_view_data(a: Any, b: Any) -> Any:
     """Two :class:`~echosonar.ingest.view_train.ViewData` as one, study ids kept apart."""
     def ids(d: Any) -> np.ndarray:
         return np.arange(len(d)) if d.study is None else np.asarray(d.study)
@@ -364,7 +364,7 @@ def fit_ood(model: Any, train: Any, val: Any, augment_passes: int = 2, seed: int
     the ``reject_quantile`` of held-out clips under the training augmentation times
     ``reject_margin``."""
     if calibration is not None and len(calibration):
-        val = _pool(val, calibration) if len(val) else calibration
+        val = pool_view_data(val, calibration) if len(val) else calibration
     if len(val) == 0:
         rng = np.random.default_rng(seed)
         hold = rng.random(len(train)) < 0.2
