@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["simulate", "ingest", "detect", "encode", "sft", "grpo", "app"]
+ORDER = ["simulate", "ingest", "detect", "encode", "sft", "grpo", "app", "app_decode",
+         "app_decoding", "decode", "decode_int8", "decode_compile"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,11 +33,13 @@ def main() -> None:
                    key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
     parts = ["# EchoSonar benchmarks\n",
              "Measured on the project's 2-core CPU machine (no GPU was lent to the sessions that "
-             "wrote these, so there are no CUDA rows). Simulator, detector, SFT-step, analyze and "
-             "quickstart figures were re-measured on a quiet machine (load about 1); ingest, "
-             "encoder and GRPO pages were measured while the machine was shared (load 8-12), so "
-             "their wall-clock figures are lower bounds. Each page names its command and "
-             "conditions. "
+             "wrote these, so there are no CUDA rows). Simulator and detector figures were "
+             "measured on a quiet machine (load about 1); ingest, encoder and GRPO pages while "
+             "the machine was shared (load 8-12), so their wall-clock figures are lower bounds; "
+             "the SFT, decoding and analyze pages of 2026-12-06 at load 5-9, with the variants "
+             "they compare run interleaved in one process and CPU-time columns beside the wall "
+             "times (what an idle core would take). Each page names its command, date, commit "
+             "and load. "
              "The last section (from docs/SCALING.md) covers larger-scale use.\n"]
     for p in pages:
         parts.append("\n".join(demote(p.read_text().strip().splitlines())))
