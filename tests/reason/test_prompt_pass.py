@@ -79,3 +79,16 @@ def test_guided_and_free_decoding_run_one_prompt_pass(setup, engine):
                     return_scores=True), plen)
             assert n == 1 and len(texts) == len(batch)
             assert torch.allclose(scores, own, atol=1e-6)
+
+
+def test_grpo_rollouts_run_one_prompt_pass(setup):
+    from echosonar.reason.rollout import rollout
+
+    studies, model = setup
+    batch = studies[:2]
+    with torch.no_grad():
+        plen = model.prompt_embeds(batch)[0].shape[1]
+        out, n = _count_prompt_passes(
+            model, lambda: rollout(model, batch, num_samples=3, max_new_tokens=8,
+                                   generator=torch.Generator().manual_seed(0)), plen)
+    assert n == 1 and out.completion_ids.shape[0] == 6  # was 2 with a copy head (its keys' own pass)

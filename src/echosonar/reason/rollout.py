@@ -29,6 +29,7 @@ from echosonar.reason.decode import (  # noqa: F401 - re-exported: the GRPO code
     lm_forward,
     new_cache,
     next_tokens,
+    prefill_prompt,
     prompt_positions,
     repeat_cache,
     sample_completions,
@@ -101,11 +102,16 @@ def rollout(policy: GRPOPolicy, studies: list[Any], *, num_samples: int, max_new
     max_len = getattr(getattr(policy, "config", None), "max_len", None)
     if isinstance(max_len, int) and max_len > 0:
         max_new_tokens = max(1, min(max_new_tokens, max_len - embeds.shape[1]))
+    engine, pre = "auto", None
+    if hasattr(policy, "decode_engine"):  # one prompt pass: the cache and the copy head's keys
+        pre = prefill_prompt(policy.lm, embeds, mask,
+                             hidden=getattr(policy, "copy_head", None) is not None)
+        engine = policy.decode_engine(studies, "auto", pre.hidden)
     ids, cmask, logits = sample_completions(
         policy.lm, embeds, mask, num_samples=num_samples, max_new_tokens=max_new_tokens,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=do_sample,
         temperature=temperature, top_p=top_p, generator=generator, return_logits=return_logits,
-        engine=policy.decode_engine(studies) if hasattr(policy, "decode_engine") else "auto")
+        engine=engine, prefilled=pre)
     truncated = ~(ids == tok.eos_token_id).any(-1) if tok.eos_token_id is not None else \
         torch.ones(ids.shape[0], dtype=torch.bool)
     texts = decode_completions(tok, ids, cmask, tok.eos_token_id)
