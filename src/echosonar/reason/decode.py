@@ -9,6 +9,10 @@ behind LoRA, sliding windows, length-dependent RoPE scaling) through :class:`HFS
 model's own forward with a cache. Both answer the same two calls: ``prefill(embeds, mask, G,
 T)`` -> the first logits, then ``step(tokens [N, k])`` -> the logits after them.
 
+One pass over a prompt serves everything that reads it: :func:`prefill_prompt` returns the cache,
+the first logits and (on request) the final hidden states, which the label head and the copy
+head read; handed to :func:`sample_completions` as ``prefilled``, the step reuses it.
+
 Completion masks come from the FIRST EOS (EOS included), never from pad equality: many
 tokenizers use ``pad == eos``, and a completion may legitimately contain the pad id.
 """
