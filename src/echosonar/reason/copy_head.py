@@ -22,10 +22,13 @@ occurs in every block), whatever the gate does -- plus a binary cross-entropy th
 gate exactly on those tokens. With ``lm.copy_follow`` the pointer also gets CopyNet's
 "selective read" as a learned bonus: the slot right after the one it read one or two tokens
 ago (``(39,12,`` and ``4.78`` are read left to right), so it need not re-derive from context
-which corner of a box or which digit group comes next. Vision
-placeholders, padding, special tokens and words are never copied: only number tokens (the
-tokenizer keeps digits in runs of at most two, so a box corner or a measurement's digits are
-whole tokens), the values a citation must not change; the generator writes everything else. The mixture's log-probabilities
+which corner of a box or which digit group comes next. What may be copied is
+``lm.copy_tokens``: ``evidence`` (default) every token of each view block's boxes and
+measurements text (``PromptParts.cite_spans``), names included, supervised on the tokens of a
+reasoning line's citations (``textformat.citation_spans``) -- with ``numbers`` (number tokens
+only; the tokenizer keeps digits in runs of at most two) the generator wrote the names around
+the copied values and got them wrong (``MV`` cited twice, ``la_ap_pct`` for ``la_ap_cm``).
+Vision placeholders, padding and special tokens are never copied. The mixture's log-probabilities
 stand in for logits everywhere (SFT loss, the decoding loop, GRPO log-probs): ``softmax`` of
 log-probabilities returns the same distribution, so samplers, masks and temperature work
 unchanged.
