@@ -158,8 +158,9 @@ def test_evidence_citations_have_a_source_in_their_views_block(copy_setup):
         text = sft_target(sf, "evidence", flags=model.config.measurement_flags)
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
         shape = (1, len(ids))
-        cite = model.target_cite_mask([text], shape)[0].bool()
-        seg = model.target_segments([text], shape)[0]
+        seg = model.target_segments([text], shape, cites_only=True)[0]
+        cite = seg > 0
+        assert (seg[cite] == model.target_segments([text], shape)[0][cite]).all()
         _, _, ptok, pseg, pcite = model.prompt_inputs([sf])
         assert not pcite[0][(ptok[0] == model.clip_id) | (ptok[0] == model.struct_id)].any()
         assert cite.sum() > 0

@@ -310,7 +310,8 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
     batch = list(batch)
     with torch.no_grad():
         # one pass over the prompts: the label head's states, the copy head's keys, the cache
-        embeds, mask = model.prompt_embeds(batch)
+        inputs = model.prompt_inputs(batch)
+        embeds, mask = inputs[:2]
         pre = prefill_prompt(model.lm, embeds, mask, hidden=True)
         probs = model.label_scores(batch, (pre.hidden, mask))
         acquired = [[v.view for v in sf.views] for sf in batch]
@@ -325,7 +326,7 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
         ids, keep, _ = sample_completions(
             model.lm, embeds, mask, num_samples=1, max_new_tokens=budget,
             eos_token_id=model.eos_id, pad_token_id=model.pad_id, do_sample=False, choose=dec,
-            engine=model.decode_engine(batch, engine, pre.hidden), prefilled=pre)
+            engine=model.decode_engine(batch, engine, pre.hidden, inputs), prefilled=pre)
     texts = [model.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
              for row, m in zip(ids.cpu(), keep.cpu(), strict=True)]
     return texts, called, probs

@@ -288,9 +288,9 @@ class EchoSonarR(nn.Module):
         every target token."""
         ids, copyable, seg = self._packed_prompt(ptok, plen, pcite, pseg)
         seg = seg.masked_fill(~copyable, -1)
-        tseg = self.target_segments(targets, tuple(tgt.shape)).to(tgt.device)
-        if self.config.copy_tokens == "evidence":
-            tseg = tseg * self.target_cite_mask(targets, tuple(tgt.shape)).to(tgt.device)
+        tseg = self.target_segments(targets, tuple(tgt.shape),
+                                    cites_only=self.config.copy_tokens == "evidence")
+        tseg = tseg.to(tgt.device)
         src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
         src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
         has = src.any(-1)
@@ -298,13 +298,18 @@ class EchoSonarR(nn.Module):
         gate_bce = F.binary_cross_entropy_with_logits(gate, has.float(), reduction="none")
         return -(torch.log(p_src) * has).sum() + (gate_bce * tmask).sum()
 
-    def target_segments(self, targets: list[str], shape: tuple[int, int]) -> Tensor:
+    def target_segments(self, targets: list[str], shape: tuple[int, int],
+                        cites_only: bool = False) -> Tensor:
         """``[B, T]``: for each target token, ``1 +`` the ``taxonomy.VIEWS`` index of the
-        reasoning line (``view V: ...``) it starts in, 0 elsewhere (tags, answer, report)."""
+        reasoning line (``view V: ...``) it starts in, 0 elsewhere (tags, answer, report).
+        ``cites_only``: 0 also on tokens outside the line's citations
+        (:func:`~echosonar.textformat.citation_spans`)."""
         out = torch.zeros(shape, dtype=torch.long)
         for i, text in enumerate(targets):
             offs = self.tokenizer(text, add_special_tokens=False,
                                   return_offsets_mapping=True)["offset_mapping"][:shape[1]]
+            if cites_only:
+                keep = torch.from_numpy(spans_mask(offs, citation_spans(text)))
             spans, pos = [], 0
             for line in text.split("\n"):
                 head = line.split(":", 1)[0]
@@ -316,16 +321,8 @@ class EchoSonarR(nn.Module):
                     if lo <= a < hi:
                         out[i, j] = k
                         break
-        return out
-
-    def target_cite_mask(self, targets: list[str], shape: tuple[int, int]) -> Tensor:
-        """``[B, T]`` long, 1 on target tokens inside a reasoning line's citations
-        (:func:`~echosonar.textformat.citation_spans`), 0 elsewhere."""
-        out = torch.zeros(shape, dtype=torch.long)
-        for i, text in enumerate(targets):
-            offs = self.tokenizer(text, add_special_tokens=False,
-                                  return_offsets_mapping=True)["offset_mapping"][:shape[1]]
-            out[i, :len(offs)] = torch.from_numpy(spans_mask(offs, citation_spans(text)))
+            if cites_only:
+                out[i, :len(offs)] *= keep
         return out
 
     def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
@@ -499,17 +496,19 @@ class EchoSonarR(nn.Module):
         return res if len(res) > 1 else out
 
     def decode_engine(self, batch: list[StudyFeatures], engine: Any = "auto",
-                      hidden: Tensor | None = None) -> Any:
+                      hidden: Tensor | None = None, inputs: tuple | None = None) -> Any:
         """The decode step for ``batch`` (``decode.make_step``'s ``engine`` argument): ``engine``
         itself, or with a copy head a builder of :class:`~echosonar.reason.copy_head.CopyStep`
         over it (the prompt's keys come from its final hidden states: ``hidden`` ``[B, P, H]``
-        when a pass over the prompt has run, ``decode.Prefill``, else one extra pass)."""
+        when a pass over the prompt has run, ``decode.Prefill``, else one extra pass).
+        ``inputs``: ``batch``'s :meth:`prompt_inputs` when the caller has them (else they are
+        built here)."""
         if self.copy_head is None:
             return engine
         from echosonar.reason.copy_head import CopyStep
         from echosonar.reason.decode import make_step
 
-        embeds, mask, tok, _, valid = self.prompt_inputs(batch)
+        embeds, mask, tok, _, valid = self.prompt_inputs(batch) if inputs is None else inputs
         hidden = self._hidden(embeds, mask) if hidden is None else hidden
         keys = self.copy_head.keys(hidden)
 
@@ -523,7 +522,8 @@ class EchoSonarR(nn.Module):
     def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
                 engine="auto", scores=False):
         # the one decoding loop of evaluation, analyze and GRPO (reason.decode)
-        embeds, mask = self.prompt_embeds(batch)
+        inputs = self.prompt_inputs(batch)
+        embeds, mask = inputs[:2]
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
         if budget <= 0:
             empty = torch.zeros((len(batch) * g, 0), dtype=torch.long, device=embeds.device)
@@ -534,7 +534,7 @@ class EchoSonarR(nn.Module):
             self.lm, embeds, mask, num_samples=g, max_new_tokens=budget,
             eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=do_sample,
             temperature=temperature, top_p=top_p, generator=generator,
-            engine=self.decode_engine(batch, engine, pre.hidden), prefilled=pre)
+            engine=self.decode_engine(batch, engine, pre.hidden, inputs), prefilled=pre)
         return ids, keep, self.label_scores(batch, (pre.hidden, mask)) if scores else None
 
     # ------------------------------------------------------------------ checkpoints

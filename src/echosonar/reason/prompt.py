@@ -70,17 +70,20 @@ def measurement_text(key: str, value: float, flags: bool = True) -> str:
 def view_text(v: ViewFeatures, use_structure_tokens: bool, flags: bool = False) -> str:
     """The text after a view's structure tokens: detector boxes and measurements (with
     reference-range flags when ``flags``), or "" without structure tokens."""
-    if not use_structure_tokens:
-        return ""
-    boxes, meas = _cited_parts(v, flags)
-    return f"boxes: {boxes}.\nmeasurements: {meas}.\n"
+    return _view_body(v, flags)[0] if use_structure_tokens else ""
 
 
-def _cited_parts(v: ViewFeatures, flags: bool) -> tuple[str, str]:
-    """The two texts a reasoning line cites verbatim: the boxes and the measurements."""
-    boxes = [f"{s} {box_to_text(v.boxes[s])}" for s in STRUCTURES if s in v.boxes]
-    meas = [measurement_text(k, x, flags) for k, x in numeric_measurements(v.measurements)]
-    return ", ".join(boxes) or "none", ", ".join(meas) or "none"
+def _view_body(v: ViewFeatures, flags: bool) -> tuple[str, list[tuple[int, int]]]:
+    """:func:`view_text` and the character spans ``[a, b)`` in it of the two texts a
+    reasoning line cites verbatim: the boxes and the measurements."""
+    boxes = ", ".join(f"{s} {box_to_text(v.boxes[s])}" for s in STRUCTURES if s in v.boxes)
+    meas = ", ".join(measurement_text(k, x, flags)
+                     for k, x in numeric_measurements(v.measurements))
+    boxes, meas = boxes or "none", meas or "none"
+    a = len("boxes: ")
+    b = a + len(boxes) + len(".\nmeasurements: ")
+    return (f"boxes: {boxes}.\nmeasurements: {meas}.\n",
+            [(a, a + len(boxes)), (b, b + len(meas))])
 
 
 def ordered_views(sf: StudyFeatures) -> list[ViewFeatures]:
@@ -173,12 +176,11 @@ def build_prompt(sf: StudyFeatures, use_structure_tokens: bool = True,
                                  f"{sc.shape}")
             structs.append(np.concatenate([st, sc[:, None]], axis=1))
             types.append(np.arange(k))
-            head = f"structures:\n{STRUCT * k}\nboxes: "
-            boxes, meas = _cited_parts(v, measurement_flags)
-            a = sum(len(x) for x in lines) + len(head)
-            b = a + len(boxes) + len(".\nmeasurements: ")
-            cites += [(a, a + len(boxes)), (b, b + len(meas))]
-            lines.append(f"{head}{boxes}.\nmeasurements: {meas}.\n")
+            head = f"structures:\n{STRUCT * k}\n"
+            body, spans = _view_body(v, measurement_flags)
+            at = sum(len(x) for x in lines) + len(head)
+            cites += [(at + a, at + b) for a, b in spans]
+            lines.append(head + body)
     lines.append(GEN)
     d_det = structs[0].shape[1] if structs else 0
     return PromptParts(
@@ -196,10 +198,10 @@ def spans_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> 
     >>> spans_mask([(0, 3), (3, 4), (4, 8)], [(2, 4)]).tolist()
     [True, True, False]
     """
-    out = np.zeros(len(offsets), bool)
-    for i, (a, b) in enumerate(offsets):
-        out[i] = any(a < hi and b > lo for lo, hi in spans)
-    return out
+    if not len(offsets) or not spans:
+        return np.zeros(len(offsets), bool)
+    tok, sp = np.asarray(offsets).reshape(-1, 2), np.asarray(spans)
+    return ((tok[:, :1] < sp[None, :, 1]) & (tok[:, 1:] > sp[None, :, 0])).any(1)
 
 
 def feature_dims(sf: StudyFeatures) -> dict[str, int]:
