@@ -71,6 +71,23 @@ def test_sft_loss_reaches_the_copy_head(copy_setup):
     model.zero_grad(set_to_none=True)
 
 
+def test_sft_loss_under_bf16_autocast_keeps_the_pointer_in_fp32(copy_setup):
+    # sft.precision=bf16 (and CUDA) run the step under autocast: the pointer's scores, gate and
+    # mixture must still be fp32 -- a bf16 attention once broke the scatter into the vocabulary
+    studies, model = copy_setup
+    from echosonar.reason.data import sft_target
+
+    tg = [sft_target(sf, "copy") for sf in studies[:2]]
+    ref = model.forward_sft(studies[:2], tg)["loss"].detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_sft(studies[:2], tg)
+    assert torch.isfinite(out["loss"]) and abs(out["loss"].item() - ref.item()) < 0.05 * ref.item()
+    out["loss"].backward()
+    assert model.copy_head.q.weight.grad.dtype == torch.float32
+    assert model.copy_head.q.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+
 def test_checkpoint_round_trip_keeps_the_copy_head(copy_setup, tmp_path):
     studies, model = copy_setup
     from echosonar.reason.model import EchoSonarR

@@ -43,6 +43,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _fp32(x: Tensor):
+    """The pointer's arithmetic stays in fp32 under autocast (bf16 SFT on a CPU, CUDA): its
+    softmax over the prompt and the log-mixture need the range, and the head is tiny."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 class CopyHead(nn.Module):
     """Pointer over prompt tokens, mixed into the next-token distribution.
 
@@ -67,7 +73,8 @@ class CopyHead(nn.Module):
 
     def scores(self, h: Tensor, keys: Tensor) -> Tensor:
         """``[B, T, P]`` content scores of the pointer (before masking and the follow bonus)."""
-        return torch.einsum("btd,bpd->btp", self.q(h.float()), keys) * self.scale
+        with _fp32(h):
+            return torch.einsum("btd,bpd->btp", self.q(h.float()), keys.float()) * self.scale
 
     @staticmethod
     def attend(s: Tensor, valid: Tensor) -> Tensor:
@@ -78,7 +85,8 @@ class CopyHead(nn.Module):
 
     def keys(self, prompt_hidden: Tensor) -> Tensor:
         """``[B, P, H]`` final hidden states of the prompt -> keys ``[B, P, d]``."""
-        return self.k(prompt_hidden.float())
+        with _fp32(prompt_hidden):
+            return self.k(prompt_hidden.float())
 
     def log_probs(self, h: Tensor, logits: Tensor, keys: Tensor, ids: Tensor, valid: Tensor,
                   with_copy: bool = False, history: tuple[Tensor, Tensor] | None = None,
@@ -101,11 +109,16 @@ class CopyHead(nn.Module):
         also the pointer's attention ``[B, T, P]`` and the gate's logit ``[B, T]`` (without the
         T axis for flat input), for their own losses.
         """
+        with _fp32(h):
+            return self._log_probs(h, logits, keys, ids, valid, with_copy, history, scores)
+
+    def _log_probs(self, h, logits, keys, ids, valid, with_copy, history, scores):  # noqa: ANN001
+        """:meth:`log_probs` with autocast off (see :func:`_fp32`)."""
         flat = h.dim() == 2
         if flat:
             h, logits = h[:, None], logits[:, None]
         h = h.float()
-        s = self.scores(h, keys) if scores is None else scores
+        s = self.scores(h, keys) if scores is None else scores.float()
         if self.follow is not None:
             a0 = None if flat else self.attend(s, valid)
             for k in (1, 2):
