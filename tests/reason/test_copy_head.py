@@ -207,3 +207,29 @@ def test_numbers_mode_copies_digit_tokens_only():
     assert words and all(w.isdigit() for w in words)
     with pytest.raises(ValueError, match="copy_tokens"):
         build_model(dataclasses.replace(cfg, copy_tokens="names"), tok, base.feature_dims)
+
+
+def test_grpo_scores_the_mixture_the_rollouts_sample_and_trains_the_pointer(copy_setup):
+    # GRPO's ratio and gradient must be taken under the distribution the rollouts sampled: with
+    # a copy head, the mixture (its step log-probs), not the generator's logits alone
+    studies, model = copy_setup
+    from echosonar.reason.grpo import policy_logps
+    from echosonar.reason.rollout import completion_logps, rollout
+
+    batch = studies[:2]
+    r = rollout(model, batch, num_samples=2, max_new_tokens=8, temperature=1.0,
+                generator=torch.Generator().manual_seed(0), return_logits=True)
+    lp, ent = policy_logps(model, batch, r.completion_ids, r.completion_mask, 2, 1.0, True)
+    m = r.completion_mask.bool()
+    sampled = torch.stack(r.step_logits, 1).float().log_softmax(-1)  # [N, T, V]
+    sampled = sampled.gather(-1, r.completion_ids[:, :sampled.shape[1], None])[..., 0]
+    torch.testing.assert_close(lp[m], sampled[m], rtol=0, atol=2e-4)
+    with torch.no_grad():
+        emb, pm = model.prompt_embeds(batch)
+        gen, _ = completion_logps(model.lm, emb, pm, r.completion_ids, r.completion_mask, 2, 1.0)
+    assert (lp[m] - gen[m]).abs().max() > 1e-2  # the generator alone is another distribution
+    assert ent is not None and torch.isfinite(ent[m]).all() and (ent[m] >= 0).all()
+    (-lp[m].sum()).backward()
+    assert model.copy_head.gate.weight.grad.abs().sum() > 0
+    assert model.copy_head.q.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)

@@ -52,6 +52,20 @@ CKPT = "checkpoint"
 FINAL = "final"
 
 
+def policy_logps(policy: nn.Module, studies: list[StudyFeatures], ids: Tensor, mask: Tensor,
+                 g: int, temperature: float, with_entropy: bool = False
+                 ) -> tuple[Tensor, Tensor | None]:
+    """Per-token log-probs ``[B*G, T]`` (and entropies) of ``policy``'s completions ``ids`` of
+    ``studies`` (G rows per study), under the distribution the rollouts sample from: with a copy
+    head its mixture -- scoring the generator alone would leave the pointer and its gate out of
+    the policy gradient -- else the LM's logits with the prompt run once per study."""
+    if getattr(policy, "copy_head", None) is not None:
+        out = policy.completion_logprobs(studies, ids, mask, temperature, with_entropy)
+        return out if with_entropy else (out, None)
+    embeds, pmask = policy.prompt_embeds(studies)
+    return completion_logps(policy.lm, embeds, pmask, ids, mask, g, temperature, with_entropy)
+
+
 class _LogpModule(nn.Module):
     """Wraps the policy so one ``forward`` (what DDP hooks) yields completion log-probs."""
 
@@ -61,9 +75,7 @@ class _LogpModule(nn.Module):
 
     def forward(self, studies: list[StudyFeatures], ids: Tensor, mask: Tensor, g: int,
                 temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-        embeds, pmask = self.policy.prompt_embeds(studies)
-        return completion_logps(self.policy.lm, embeds, pmask, ids, mask, g, temperature,
-                                with_entropy)
+        return policy_logps(self.policy, studies, ids, mask, g, temperature, with_entropy)
 
 
 class GRPOTrainer:
@@ -187,9 +199,8 @@ class GRPOTrainer:
                       mask: Tensor) -> Tensor:
         out = []
         for chunk, rows in self._chunks(groups):
-            embeds, pmask = model.prompt_embeds([gr.study for gr in chunk])
-            lp, _ = completion_logps(model.lm, embeds, pmask, ids[rows], mask[rows],
-                                     self.cfg.group_size, self.cfg.temperature)
+            lp, _ = policy_logps(model, [gr.study for gr in chunk], ids[rows], mask[rows],
+                                 self.cfg.group_size, self.cfg.temperature)
             out.append(lp)
         return torch.cat(out)
 

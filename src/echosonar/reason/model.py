@@ -430,9 +430,12 @@ class EchoSonarR(nn.Module):
         return torch.sigmoid(self._label_logits(self._pooled(*prompt), batch))
 
     def completion_logprobs(self, batch: list[StudyFeatures], completion_ids: Tensor,
-                            completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
+                            completion_mask: Tensor, temperature: float = 1.0,
+                            with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Per-token log-probs ``[B, T]`` of given completions (right-padded ids ``[B, T]``,
-        mask ``[B, T]``; zeros where masked), logits divided by ``temperature``. For GRPO."""
+        mask ``[B, T]``; zeros where masked), logits divided by ``temperature``: with a copy
+        head, of the mixture the decoding loop samples from. For GRPO; ``with_entropy`` also
+        returns the per-token entropy ``[B, T]`` of that distribution (detached)."""
         embeds, pmask, ptok, _, pcite = self.prompt_inputs(batch)
         if completion_ids.shape[0] != embeds.shape[0]:  # G completions per study
             g = completion_ids.shape[0] // embeds.shape[0]
@@ -441,9 +444,13 @@ class EchoSonarR(nn.Module):
         hidden, _, plen = self._packed(embeds, pmask, completion_ids, completion_mask.long())
         logits = self._completion_logprobs_packed(hidden, plen, completion_ids.shape[1],
                                                   ptok, pcite).float()
-        logits = logits / temperature
-        lp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-        return lp * completion_mask
+        logp = torch.log_softmax(logits / temperature, -1)
+        lp = logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) * completion_mask
+        if not with_entropy:
+            return lp
+        with torch.no_grad():
+            ent = -(logp.exp() * logp).sum(-1) * completion_mask
+        return lp, ent
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
