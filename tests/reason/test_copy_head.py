@@ -9,6 +9,7 @@ import torch
 from echosonar.reason.copy_head import CopyHead
 from echosonar.reason.model import build_model
 from echosonar.reason.synthetic import tiny_setup
+from echosonar.reason.targets import encode_targets, target_segments
 from echosonar.textformat import citation_spans
 
 
@@ -26,6 +27,10 @@ def test_mixture_is_a_distribution_that_moves_mass_to_prompt_tokens():
     head.gate.bias.data.fill_(-60.0)  # gate shut: exactly the LM
     lp = head.log_probs(h, logits, head.keys(torch.randn(2, 4, 8)), ids, valid)
     assert torch.allclose(lp, gen, atol=1e-5)
+
+
+def _encode(model, text, n):
+    return encode_targets(model.tokenizer, [text], n, model.eos_id, model.pad_id)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +133,7 @@ def test_pointer_sources_are_the_cited_views_block(copy_setup):
     sf = studies[0]
     text = sft_target(sf, "copy")
     ids = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    seg = model.target_segments([text], (1, len(ids["input_ids"])))[0]
+    seg = target_segments(_encode(model, text, len(ids["input_ids"])))[0]
     first = text.split("\n")[1]  # the first view line (after <think>)
     view = first.split(":")[0][5:]
     j = next(i for i, (a, _) in enumerate(ids["offset_mapping"]) if a >= len("<think>\n") + 6)
@@ -175,9 +180,10 @@ def test_evidence_citations_have_a_source_in_their_views_block(copy_setup):
         text = sft_target(sf, "evidence", flags=model.config.measurement_flags)
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
         shape = (1, len(ids))
-        seg = model.target_segments([text], shape, cites_only=True)[0]
+        enc = _encode(model, text, shape[1])
+        seg = target_segments(enc, cites_only=True)[0]
         cite = seg > 0
-        assert (seg[cite] == model.target_segments([text], shape)[0][cite]).all()
+        assert (seg[cite] == target_segments(enc)[0][cite]).all()
         _, _, ptok, pseg, pcite = model.prompt_inputs([sf])
         assert not pcite[0][(ptok[0] == model.clip_id) | (ptok[0] == model.struct_id)].any()
         assert cite.sum() > 0

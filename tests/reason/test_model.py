@@ -11,6 +11,7 @@ from echosonar.reason.data import sft_target
 from echosonar.reason.model import EchoSonarR, position_ids_from_mask
 from echosonar.reason.prompt import build_prompt
 from echosonar.reason.synthetic import tiny_setup
+from echosonar.reason.targets import decision_weights, encode_targets
 from echosonar.taxonomy import LABEL_KEYS
 
 
@@ -145,7 +146,10 @@ def test_finding_weight_scales_only_decision_tokens(setup):
         heavy = model.forward_sft(studies, targets, finding_weight=4.0)
     assert torch.equal(plain["lm_loss_sum"], same["lm_loss_sum"])
     assert heavy["n_tokens"] == plain["n_tokens"]  # normalisation stays the token count
-    w = model.decision_weights(targets, tuple(plain["target_ids"].shape), 4.0)
+    enc = encode_targets(model.tokenizer, targets, plain["target_mask"].sum(1).tolist(),
+                         model.eos_id, model.pad_id)
+    assert torch.equal(enc.ids, plain["target_ids"])  # the same cut as the SFT pass
+    w = decision_weights(enc, 4.0)
     assert set(w.unique().tolist()) <= {1.0, 4.0}
     for i, t in enumerate(targets):  # weighted tokens exist exactly where a finding is stated
         assert bool((w[i] == 4.0).any()) == bool(decision_spans(t)), t

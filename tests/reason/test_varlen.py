@@ -6,6 +6,7 @@ import torch
 
 from echosonar.reason.data import sft_target
 from echosonar.reason.synthetic import tiny_setup
+from echosonar.reason.targets import encode_targets
 
 
 @pytest.fixture(scope="module", params=[
@@ -34,7 +35,8 @@ def test_same_hidden_states_on_real_rows_and_zeros_after(setup):
 
     def hidden():
         embeds, pmask = model.prompt_embeds(batch)
-        tgt, tmask = model.encode_targets(targets, 4096)
+        enc = encode_targets(model.tokenizer, targets, 4096, model.eos_id, model.pad_id)
+        tgt, tmask = enc.ids, enc.mask
         return model._packed(embeds, pmask, tgt, tmask), pmask.sum(1) + tmask.sum(1)
 
     with torch.no_grad():
@@ -64,7 +66,8 @@ def test_same_sft_loss_gradients_and_logprobs(setup):
     assert gv.keys() == gh.keys() and any("layers.1.self_attn" in n for n in gv)
     for n in gv:
         assert torch.allclose(gv[n], gh[n], rtol=1e-3, atol=1e-6), n
-    ids, mask = model.encode_targets(targets, 64)
+    enc = encode_targets(model.tokenizer, targets, 64, model.eos_id, model.pad_id)
+    ids, mask = enc.ids, enc.mask
 
     def logprobs():
         with torch.no_grad():

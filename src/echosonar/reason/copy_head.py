@@ -142,6 +142,32 @@ class CopyHead(nn.Module):
         return (lp, a, gl) if with_copy else lp
 
 
+def pointer_nll(attn: Tensor, gate: Tensor, tgt: Tensor, tmask: Tensor, tseg: Tensor,
+                ids: Tensor, copyable: Tensor, seg: Tensor) -> Tensor:
+    """The copy head's own SFT loss (summed over the batch).
+
+    ``-log`` of the pointer's attention on the copyable prompt tokens that carry the target
+    token's id *in the block of the view whose reasoning line it is in*, over the target tokens
+    that have such a source; plus the gate's binary cross-entropy against "this token has such
+    a source", over every target token.
+
+    Args:
+        attn: ``[B, T, P]`` the pointer's attention (packed prompt positions); ``gate``
+            ``[B, T]`` its gate logits.
+        tgt, tmask: ``[B, T]`` target ids and mask.
+        tseg: ``[B, T]`` each target token's view segment (``reason.targets.target_segments``;
+            0 = no source wanted there).
+        ids, copyable, seg: ``[B, P]`` the packed prompt's ids, copy mask and view segments.
+    """
+    seg = seg.masked_fill(~copyable, -1)
+    src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
+    src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
+    has = src.any(-1)
+    p_src = (attn * src).sum(-1).clamp_min(1e-30)
+    gate_bce = F.binary_cross_entropy_with_logits(gate, has.float(), reduction="none")
+    return -(torch.log(p_src) * has).sum() + (gate_bce * tmask).sum()
+
+
 class CopyStep:
     """A decode step (``decode.make_step``'s interface) whose logits are the copy mixture's
     log-probabilities. ``inner`` must expose ``last_hidden`` ``[N, H]`` (the final normed hidden

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
-from echosonar.reason.copy_head import CopyHead
+from echosonar.reason.copy_head import CopyHead, pointer_nll
 from echosonar.reason.decode import (
     _base_lm,
     _cache_kw_for,
@@ -37,11 +37,11 @@ from echosonar.reason.decode import (
     sample_completions,
 )
 from echosonar.reason.measure_head import MeasurementHead
-from echosonar.reason.prompt import PromptParts, build_prompt, spans_mask
+from echosonar.reason.prompt import PromptParts, build_prompt
+from echosonar.reason.targets import decision_weights, encode_targets, target_segments
 from echosonar.reason.tokenizer import CLIP, STRUCT, check_tokenizer
 from echosonar.schema import StudyFeatures
 from echosonar.taxonomy import LABEL_KEYS, STRUCTURES, VIEWS
-from echosonar.textformat import citation_spans
 
 
 def projector(d_in: int, d_out: int, init_std: float = 0.02) -> nn.Sequential:
@@ -276,92 +276,6 @@ class EchoSonarR(nn.Module):
         return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :tok.shape[1]]),
                                         ids, valid, with_copy)
 
-    def _pointer_nll(self, attn: Tensor, gate: Tensor, tgt: Tensor, tmask: Tensor,
-                     targets: list[str], ptok: Tensor, pseg: Tensor, pcite: Tensor,
-                     plen: Tensor) -> Tensor:
-        """The copy head's own loss (summed): ``-log`` of the pointer's attention ``attn``
-        ``[B, T, P]`` (packed prompt positions) on the copyable prompt tokens that carry the
-        target token's value *in the block of the view whose reasoning line it is in*, over
-        target tokens that have such a source (with ``lm.copy_tokens=evidence`` only tokens of
-        the line's citations, ``textformat.citation_spans``); plus the gate's (``gate``
-        ``[B, T]`` logits) binary cross-entropy against "this token has such a source", over
-        every target token."""
-        ids, copyable, seg = self._packed_prompt(ptok, plen, pcite, pseg)
-        seg = seg.masked_fill(~copyable, -1)
-        tseg = self.target_segments(targets, tuple(tgt.shape),
-                                    cites_only=self.config.copy_tokens == "evidence")
-        tseg = tseg.to(tgt.device)
-        src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
-        src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
-        has = src.any(-1)
-        p_src = (attn * src).sum(-1).clamp_min(1e-30)
-        gate_bce = F.binary_cross_entropy_with_logits(gate, has.float(), reduction="none")
-        return -(torch.log(p_src) * has).sum() + (gate_bce * tmask).sum()
-
-    def target_segments(self, targets: list[str], shape: tuple[int, int],
-                        cites_only: bool = False) -> Tensor:
-        """``[B, T]``: for each target token, ``1 +`` the ``taxonomy.VIEWS`` index of the
-        reasoning line (``view V: ...``) it starts in, 0 elsewhere (tags, answer, report).
-        ``cites_only``: 0 also on tokens outside the line's citations
-        (:func:`~echosonar.textformat.citation_spans`)."""
-        out = torch.zeros(shape, dtype=torch.long)
-        for i, text in enumerate(targets):
-            offs = self.tokenizer(text, add_special_tokens=False,
-                                  return_offsets_mapping=True)["offset_mapping"][:shape[1]]
-            if cites_only:
-                keep = torch.from_numpy(spans_mask(offs, citation_spans(text)))
-            spans, pos = [], 0
-            for line in text.split("\n"):
-                head = line.split(":", 1)[0]
-                if head.startswith("view ") and head[5:] in VIEWS:
-                    spans.append((pos, pos + len(line), VIEWS.index(head[5:]) + 1))
-                pos += len(line) + 1
-            for j, (a, _) in enumerate(offs):
-                for lo, hi, k in spans:
-                    if lo <= a < hi:
-                        out[i, j] = k
-                        break
-            if cites_only:
-                out[i, :len(offs)] *= keep
-        return out
-
-    def encode_targets(self, targets: list[str], max_tokens: Tensor | list[int] | int
-                       ) -> tuple[Tensor, Tensor]:
-        """Right-padded target ids ``[B, T]`` (text + eos) and mask. Row i is cut at
-        ``max_tokens[i]`` (an int applies to all rows)."""
-        if isinstance(max_tokens, int):
-            max_tokens = [max_tokens] * len(targets)
-        lim = [max(1, int(m)) for m in max_tokens]
-        ids = [(self.tokenizer(t, add_special_tokens=False)["input_ids"] + [self.eos_id])[:m]
-               for t, m in zip(targets, lim, strict=True)]
-        t = max(len(x) for x in ids)
-        out = torch.full((len(ids), t), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), t), dtype=torch.long)
-        for i, x in enumerate(ids):
-            out[i, :len(x)] = torch.tensor(x)
-            mask[i, :len(x)] = 1
-        return out.to(self.device), mask.to(self.device)
-
-    def decision_weights(self, targets: list[str], shape: tuple[int, int], weight: float
-                         ) -> Tensor:
-        """``[B, T]`` per-token loss weights: ``weight`` on tokens that start inside a
-        :func:`~echosonar.reason.data.decision_spans` span of their target, 1 elsewhere."""
-        from echosonar.reason.data import decision_spans
-
-        out = torch.ones(shape, dtype=torch.float32)
-        for i, text in enumerate(targets):
-            spans = decision_spans(text)
-            if not spans:
-                continue
-            offs = self.tokenizer(text, add_special_tokens=False,
-                                  return_offsets_mapping=True)["offset_mapping"][:shape[1]]
-            starts = torch.tensor([a for a, _ in offs], dtype=torch.long)
-            inside = torch.zeros(len(offs), dtype=torch.bool)
-            for a, b in spans:
-                inside |= (starts >= a) & (starts < b)
-            out[i, :len(offs)][inside] = weight
-        return out.to(self.device)
-
     def forward(self, batch: list[StudyFeatures], targets: list[str],
                 finding_weight: float = 1.0, copy_weight: float = 0.0) -> dict[str, Tensor]:
         """Alias of :meth:`forward_sft` (so DDP can wrap the model)."""
@@ -370,10 +284,11 @@ class EchoSonarR(nn.Module):
     def forward_sft(self, batch: list[StudyFeatures], targets: list[str],
                     finding_weight: float = 1.0, copy_weight: float = 0.0) -> dict[str, Tensor]:
         """Teacher-forced pass over prompt + target. ``finding_weight`` != 1 weights the CE of
-        target tokens that state a finding (:meth:`decision_weights`); ``lm_loss_sum`` is then
-        the weighted sum, still divided by the plain token count ``n_tokens``. ``copy_weight``
-        > 0 (copy head only) adds the pointer's own loss, ``-log p_copy``, of every target token
-        that occurs in the prompt to ``lm_loss_sum`` (:mod:`echosonar.reason.copy_head`).
+        target tokens that state a finding (``reason.targets.decision_weights``);
+        ``lm_loss_sum`` is then the weighted sum, still divided by the plain token count
+        ``n_tokens``. ``copy_weight`` > 0 (copy head only) adds the pointer's own loss
+        (``copy_head.pointer_nll``) to ``lm_loss_sum``. Each target is tokenised once
+        (``reason.targets``).
 
         Returns a dict: ``loss`` (scalar: mean CE over target tokens + aux_weight x mean BCE),
         ``lm_loss``, ``aux_loss`` (means), ``lm_loss_sum``, ``aux_loss_sum`` and ``n_tokens``
@@ -384,21 +299,26 @@ class EchoSonarR(nn.Module):
         """
         embeds, pmask, ptok, pseg, pcite = self.prompt_inputs(batch)
         # each row's target is cut so that ITS prompt + target fit max_len (batch-independent)
-        tgt, tmask = self.encode_targets(targets, (self.config.max_len - pmask.sum(1)).tolist())
+        enc = encode_targets(self.tokenizer, targets,
+                             (self.config.max_len - pmask.sum(1)).tolist(), self.eos_id,
+                             self.pad_id)
+        tgt, tmask = enc.ids.to(self.device), enc.mask.to(self.device)
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
         copy_nll = None
         if self.copy_head is not None and copy_weight > 0:
             logits, attn, gate = self._completion_logprobs_packed(hidden, plen, tgt.shape[1],
                                                                   ptok, pcite, with_copy=True)
-            copy_nll = self._pointer_nll(attn, gate, tgt, tmask, targets, ptok, pseg, pcite,
-                                         plen)
+            ids, copyable, seg = self._packed_prompt(ptok, plen, pcite, pseg)
+            tseg = target_segments(enc, cites_only=self.config.copy_tokens == "evidence")
+            copy_nll = pointer_nll(attn, gate, tgt, tmask, tseg.to(tgt.device), ids, copyable,
+                                   seg)
         else:
             logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok, pcite)
         labels = tgt.masked_fill(tmask == 0, -100)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                              ignore_index=-100, reduction="none")
         if finding_weight != 1.0:
-            ce = ce * self.decision_weights(targets, tuple(tgt.shape), finding_weight).flatten()
+            ce = ce * decision_weights(enc, finding_weight).to(ce.device).flatten()
         lm_sum = ce.sum()
         if copy_nll is not None:  # normalised like the LM loss: per target token
             lm_sum = lm_sum + copy_weight * copy_nll
