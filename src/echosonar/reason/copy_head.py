@@ -37,6 +37,7 @@ unchanged.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -179,8 +180,11 @@ class CopyStep:
         self.inner, self.head = inner, head
         self.keys, self.ids, self.valid, self.h0 = keys, ids, valid, h0
 
-    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
-        logits = self.inner.prefill(embeds, mask, g, budget)
+    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int,
+                prefilled: Any = None) -> Tensor:
+        """The inner step's prefill (``prefilled``: a ``decode.Prefill`` to reuse), then the
+        first mixture ``[B * G, V]``."""
+        logits = self.inner.prefill(embeds, mask, g, budget, prefilled=prefilled)
         self.keys, self.ids, self.valid, h0 = (x.repeat_interleave(g, 0) for x in (
             self.keys, self.ids, self.valid, self.h0))
         zero = self.valid.new_zeros(self.valid.shape, dtype=torch.float32)

@@ -7,7 +7,8 @@ from-scratch EchoSonar-R, or a local Llama/Qwen2 with LoRA) decodes through the 
 cache shared by a GRPO group, forced runs in one step); anything else (another architecture
 behind LoRA, sliding windows, length-dependent RoPE scaling) through :class:`HFStep`, the
 model's own forward with a cache. Both answer the same two calls: ``prefill(embeds, mask, G,
-T)`` -> the first logits, then ``step(tokens [N, k])`` -> the logits after them.
+T, prefilled=None)`` -> the first logits, then ``step(tokens [N, k])`` -> the logits after them;
+a wrapping step (the copy head's) passes ``prefilled`` on to the step it wraps.
 
 One pass over a prompt serves everything that reads it: :func:`prefill_prompt` returns the cache,
 the first logits and (on request) the final hidden states, which the label head and the copy
@@ -191,7 +192,7 @@ def next_tokens(logits: Tensor, do_sample: bool, temperature: float, top_p: floa
 
 
 # ---------------------------------------------------------------------------------------------
-# Decode steps: prefill(embeds, mask, G, T) -> first logits; step(tokens [N]) -> logits [N, V]
+# Decode steps: prefill(embeds, mask, G, T, prefilled) -> first logits; step(tokens) -> logits
 # ---------------------------------------------------------------------------------------------
 
 
@@ -204,11 +205,12 @@ class HFStep:
         self.lm = lm
         #: set by a wrapping step that needs ``last_hidden`` ([N, H], after the final norm)
         self.want_hidden = False
-        #: a :class:`Prefill` of these prompts already run (used once by ``prefill``)
-        self.prefilled: Prefill | None = None
 
-    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
-        pre, self.prefilled = self.prefilled or prefill_prompt(self.lm, embeds, mask), None
+    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int,
+                prefilled: Prefill | None = None) -> Tensor:
+        """Prefill the B prompts (or reuse ``prefilled``, their :func:`prefill_prompt`);
+        returns the first logits ``[B * G, V]``."""
+        pre = prefilled or prefill_prompt(self.lm, embeds, mask)
         self.cache = pre.cache
         repeat_cache(self.cache, g)
         preallocate_cache(self.cache, budget)
@@ -281,12 +283,7 @@ def sample_completions(lm: nn.Module, embeds: Tensor, mask: Tensor, *, num_sampl
     ``step_logits`` holds the raw ``[N, V]`` logits of each step when ``return_logits``.
     """
     step = make_step(lm, engine)
-    if prefilled is not None:
-        inner = step
-        while hasattr(inner, "inner"):  # a wrapping step (copy head) prefills through it
-            inner = inner.inner
-        inner.prefilled = prefilled
-    logits = step.prefill(embeds, mask, num_samples, max_new_tokens)
+    logits = step.prefill(embeds, mask, num_samples, max_new_tokens, prefilled=prefilled)
     n = logits.shape[0]
     ids = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=embeds.device)
     done = torch.zeros(n, dtype=torch.bool, device=embeds.device)

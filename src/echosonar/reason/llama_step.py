@@ -130,13 +130,12 @@ class LlamaStep:
         self.norm_w = dec.norm.weight.detach()
         #: set by a wrapping step that needs ``last_hidden`` ([N, H], after the final norm)
         self.want_hidden = False
-        #: a ``decode.Prefill`` of these prompts already run (used once by ``prefill``)
-        self.prefilled: Prefill | None = None
 
-    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int) -> Tensor:
-        """HF prefill of the B prompts (or the ``prefilled`` one); returns the first logits
-        ``[B * G, V]``."""
-        pre, self.prefilled = self.prefilled or prefill_prompt(self.lm, embeds, mask), None
+    def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int,
+                prefilled: Prefill | None = None) -> Tensor:
+        """HF prefill of the B prompts (or reuse ``prefilled``, their ``decode.Prefill``);
+        returns the first logits ``[B * G, V]``."""
+        pre = prefilled or prefill_prompt(self.lm, embeds, mask)
         cache = pre.cache
         b, p = mask.shape
         self.b, self.g, self.p, self.t = b, g, p, 0
