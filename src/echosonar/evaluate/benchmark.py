@@ -47,7 +47,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "eval.bootstrap=200", "eval.max_new_tokens=256"]},
     "small": {"studies": 700, "shifted_studies": 80, "seeds": 3, "set": [
         "sim.split_fractions=[0.55,0.1,0.35]", "detect.max_clips=1000",
-        "encode.pretrain.max_clips=1500", "sft.steps=300", "sft.sample_every=0", "grpo.steps=30",
+        "encode.pretrain.max_clips=1500", "sft.steps=900", "sft.precision=bf16",
+        "sft.sample_every=0", "grpo.steps=30", "grpo.temperature=0.3",
         "grpo.studies_per_step=4", "grpo.group_size=8", "eval.bootstrap=1000"]},
     "full": {"studies": 2000, "shifted_studies": 400, "seeds": 3, "set": [
         "sim.split_fractions=[0.7,0.1,0.2]", "detect.epochs=24", "encode.pretrain.epochs=12",
