@@ -305,14 +305,12 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
     ``scores`` ``[B, L]`` the label head's probabilities they come from. ``model`` is an
     ``EchoSonarR``; ``engine`` picks the decode step (``decode.make_step``), ``runs`` feeds
     forced runs in one step (:class:`GuidedDecoder`)."""
-    from echosonar.reason.decode import prefill_prompt, sample_completions
+    from echosonar.reason.decode import sample_completions
 
     batch = list(batch)
     with torch.no_grad():
         # one pass over the prompts: the label head's states, the copy head's keys, the cache
-        inputs = model.prompt_inputs(batch)
-        embeds, mask = inputs[:2]
-        pre = prefill_prompt(model.lm, embeds, mask, hidden=True)
+        embeds, mask, pre, step = model.decode_inputs(batch, engine, hidden=True)
         probs = model.label_scores(batch, (pre.hidden, mask))
         acquired = [[v.view for v in sf.views] for sf in batch]
         # a finding no acquired view can show is "not assessable", not called
@@ -326,7 +324,7 @@ def guided_generate(model: Any, batch: Sequence[Any], thresholds: Mapping[str, f
         ids, keep, _ = sample_completions(
             model.lm, embeds, mask, num_samples=1, max_new_tokens=budget,
             eos_token_id=model.eos_id, pad_token_id=model.pad_id, do_sample=False, choose=dec,
-            engine=model.decode_engine(batch, engine, pre.hidden, inputs), prefilled=pre)
+            engine=step, prefilled=pre)
     texts = [model.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
              for row, m in zip(ids.cpu(), keep.cpu(), strict=True)]
     return texts, called, probs

@@ -446,23 +446,34 @@ class EchoSonarR(nn.Module):
 
         return build
 
+    def decode_inputs(self, batch: list[StudyFeatures], engine: Any = "auto",
+                      hidden: bool = False) -> tuple[Tensor, Tensor, Any, Any]:
+        """One pass over ``batch``'s prompts for decoding (evaluation, guided decoding, GRPO
+        rollouts): ``(embeds [B, P, H], mask [B, P], prefill, step)`` -- the
+        :class:`~echosonar.reason.decode.Prefill` (cache, first logits, and the final hidden
+        states when ``hidden`` asks for them for the label head or a copy head reads them) and
+        the decode step over it (:meth:`decode_engine`), for ``decode.sample_completions``'s
+        ``engine`` and ``prefilled``."""
+        inputs = self.prompt_inputs(batch)
+        embeds, mask = inputs[:2]
+        pre = prefill_prompt(self.lm, embeds, mask, hidden=hidden or self.copy_head is not None)
+        return embeds, mask, pre, self.decode_engine(batch, engine, pre.hidden, inputs)
+
     def _decode(self, batch, max_new_tokens, do_sample, temperature, top_p, g, generator,
                 engine="auto", scores=False):
         # the one decoding loop of evaluation, analyze and GRPO (reason.decode)
-        inputs = self.prompt_inputs(batch)
-        embeds, mask = inputs[:2]
+        embeds, mask, pre, step = self.decode_inputs(batch, engine, hidden=scores)
+        head = self.label_scores(batch, (pre.hidden, mask)) if scores else None
         budget = min(max_new_tokens, self.config.max_len - embeds.shape[1])
         if budget <= 0:
             empty = torch.zeros((len(batch) * g, 0), dtype=torch.long, device=embeds.device)
-            return empty, empty.clone(), self.label_scores(batch) if scores else None
-        # one pass over the prompts: the cache, the label head's states, the copy head's keys
-        pre = prefill_prompt(self.lm, embeds, mask, hidden=scores or self.copy_head is not None)
+            return empty, empty.clone(), head
         ids, keep, _ = sample_completions(
             self.lm, embeds, mask, num_samples=g, max_new_tokens=budget,
             eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, generator=generator,
-            engine=self.decode_engine(batch, engine, pre.hidden, inputs), prefilled=pre)
-        return ids, keep, self.label_scores(batch, (pre.hidden, mask)) if scores else None
+            temperature=temperature, top_p=top_p, generator=generator, engine=step,
+            prefilled=pre)
+        return ids, keep, head
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: Any, meta: dict[str, Any] | None = None) -> Any:

@@ -29,7 +29,6 @@ from echosonar.reason.decode import (  # noqa: F401 - re-exported: the GRPO code
     lm_forward,
     new_cache,
     next_tokens,
-    prefill_prompt,
     prompt_positions,
     repeat_cache,
     sample_completions,
@@ -98,17 +97,13 @@ def rollout(policy: GRPOPolicy, studies: list[Any], *, num_samples: int, max_new
     is capped so that prompt + completion fit ``policy.config.max_len`` when the policy has
     one."""
     tok = policy.tokenizer
-    # an EchoSonarR policy's prompt inputs also carry what its copy head reads
-    inputs = policy.prompt_inputs(studies) if hasattr(policy, "decode_engine") else None
-    embeds, mask = inputs[:2] if inputs is not None else policy.prompt_embeds(studies)
+    if hasattr(policy, "decode_inputs"):  # EchoSonarR: one prompt pass (cache, copy keys)
+        embeds, mask, pre, engine = policy.decode_inputs(studies)
+    else:
+        (embeds, mask), pre, engine = policy.prompt_embeds(studies), None, "auto"
     max_len = getattr(getattr(policy, "config", None), "max_len", None)
     if isinstance(max_len, int) and max_len > 0:
         max_new_tokens = max(1, min(max_new_tokens, max_len - embeds.shape[1]))
-    engine, pre = "auto", None
-    if inputs is not None:  # one prompt pass: the cache and the copy head's keys
-        pre = prefill_prompt(policy.lm, embeds, mask,
-                             hidden=getattr(policy, "copy_head", None) is not None)
-        engine = policy.decode_engine(studies, "auto", pre.hidden, inputs)
     ids, cmask, logits = sample_completions(
         policy.lm, embeds, mask, num_samples=num_samples, max_new_tokens=max_new_tokens,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=do_sample,
