@@ -145,10 +145,10 @@ def run(args: argparse.Namespace) -> int:
         print("echosonar train view-classifier: no training clips with a known view",
               file=sys.stderr)
         return 2
+    from echosonar.ingest.view_ood import pool_view_data
+
     calibration = None
     for path in args.ood_calibration:
-        from echosonar.ingest.view_ood import pool_view_data
-
         try:
             extra = view_data(load_studies(path, cfg, args.workers or icfg.workers),
                               list(mcfg.classes), tcfg.seed)

@@ -1,8 +1,9 @@
 """Refit the label heads of a trained EchoSonar-R on its frozen LM: ``echosonar train head``.
 
 SFT trains the label heads jointly with the LM, at the LM's learning rate and on mini-batches;
-a full-batch fit on the frozen LM still improves the measurement read-out (session 5, a 500-step
-SFT from scratch: val BCE 0.233 jointly trained -> 0.211 refitted). Models trained before
+a full-batch fit on the frozen LM still improves the measurement read-out (2026-11-28,
+docs/notes/reason.md: after a 500-step SFT from scratch, val BCE 0.233 jointly trained -> 0.211
+refitted). Models trained before
 :mod:`echosonar.reason.measure_head` existed have none. This stage keeps the LM, projectors,
 tokenizer and (by default) the hidden-state head exactly as they are, computes each study's
 pooled prompt state once, and fits the measurement head full-batch with BCE on top of the

@@ -1,8 +1,9 @@
 """Per-label logits from the detector's measurements, read as numbers.
 
 Why: the prompt carries every measurement as text, but at this size neither the LM nor the
-hidden-state head turns ``tr_jet_ratio 0.36`` into a decision reliably (session 4: a plain
-cut-off rule on the same numbers scores TR 98 % balanced accuracy, the hidden-state head 88 %).
+hidden-state head turns ``tr_jet_ratio 0.36`` into a decision reliably (2026-11-28,
+docs/notes/reason.md: a plain cut-off rule on the same numbers scores TR 98 % balanced
+accuracy, the hidden-state head 88 %).
 A linear layer on the standardised numbers -- one slot per ``(view, quantity)`` the detector
 measures, plus a presence bit -- adds what the text path loses. Its logits are added to the
 hidden-state head's (``EchoSonarR._label_logits``); zero-initialised, so a new model starts
