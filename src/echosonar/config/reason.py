@@ -58,6 +58,10 @@ class LMConfig:
                                        "measurements text, names included, so a citation is "
                                        "read off the prompt whole) or 'numbers' (digit tokens "
                                        "only; the generator writes the names)")
+    copy_answer: bool = opt(False, "copy head only: the pointer also reads the completion's "
+                                   "own reasoning, so the answer's findings can be copied from "
+                                   "the findings the reasoning lines concluded "
+                                   "(reason.answer_copy)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
     measurement_head: bool = opt(True, "add a linear head on the detector's measurements as "
                                        "numbers (standardised per view and quantity) to the "

@@ -74,6 +74,7 @@ def load_echosonar_r(directory: str | Path, map_location: str = "cpu") -> Any:
     # ... and before the measurement head existed, without one; and without view segments.
     saved = {"measurement_flags": False, "measurement_head": False, "view_segments": False,
              "copy_head": False, "copy_follow": False, "copy_tokens": "numbers",
+             "copy_answer": False,
              **data["config"]}
     try:
         cfg = from_dict(LMConfig, saved)

@@ -79,10 +79,11 @@ class CopyHead(nn.Module):
 
     @staticmethod
     def attend(s: Tensor, valid: Tensor) -> Tensor:
-        """Softmax of scores ``[B, T, P]`` over the copyable slots ``valid`` ``[B, P]``; a row
-        with nothing to copy is all zero."""
-        return torch.nan_to_num(s.masked_fill(~valid[:, None, :], float("-inf")).softmax(-1),
-                                nan=0.0)
+        """Softmax of scores ``[B, T, P]`` over the copyable slots ``valid`` (``[B, P]``, or
+        ``[B, T, P]`` when what may be copied depends on the position, as the completion's own
+        slots do); a row with nothing to copy is all zero."""
+        v = valid if valid.dim() == 3 else valid[:, None, :]
+        return torch.nan_to_num(s.masked_fill(~v, float("-inf")).softmax(-1), nan=0.0)
 
     def keys(self, prompt_hidden: Tensor) -> Tensor:
         """``[B, P, H]`` final hidden states of the prompt -> keys ``[B, P, d]``."""
@@ -97,8 +98,10 @@ class CopyHead(nn.Module):
         Args:
             h: ``[B, T, H]`` (or ``[B, H]``) final hidden states at the predicting positions.
             logits: ``[B, T, V]`` (or ``[B, V]``) the LM head's logits there.
-            keys: ``[B, P, d]`` from :meth:`keys`; ``ids`` ``[B, P]`` the prompt token ids;
-                ``valid`` ``[B, P]`` bool, True where a prompt token may be copied.
+            keys: ``[B, P, d]`` from :meth:`keys`; ``ids`` ``[B, P]`` the token ids of the
+                slots (the prompt's, then with ``lm.copy_answer`` the completion's own);
+                ``valid`` ``[B, P]`` bool, True where a slot may be copied (``[B, T, P]`` for
+                3-D input when it depends on the position: a completion slot only after it).
             history: flat (decoding) input only, with ``follow``: the content attentions
                 ``[B, P]`` of the previous two predictions (:meth:`attend` of :meth:`scores`),
                 most recent first (zeros when None); a 3-D input takes them from its own
@@ -147,21 +150,23 @@ def pointer_nll(attn: Tensor, gate: Tensor, tgt: Tensor, tmask: Tensor, tseg: Te
                 ids: Tensor, copyable: Tensor, seg: Tensor) -> Tensor:
     """The copy head's own SFT loss (summed over the batch).
 
-    ``-log`` of the pointer's attention on the copyable prompt tokens that carry the target
-    token's id *in the block of the view whose reasoning line it is in*, over the target tokens
-    that have such a source; plus the gate's binary cross-entropy against "this token has such
-    a source", over every target token.
+    ``-log`` of the pointer's attention on the copyable slots that carry the target token's id
+    *in the segment the target token reads from* (a reasoning line: its view's prompt block; an
+    answer finding with ``lm.copy_answer``: the reasoning's findings, ``answer_copy.SELF``), over
+    the target tokens that have such a source; plus the gate's binary cross-entropy against
+    "this token has such a source", over every target token.
 
     Args:
-        attn: ``[B, T, P]`` the pointer's attention (packed prompt positions); ``gate``
-            ``[B, T]`` its gate logits.
+        attn: ``[B, T, P]`` the pointer's attention (packed prompt positions, then any
+            completion slots); ``gate`` ``[B, T]`` its gate logits.
         tgt, tmask: ``[B, T]`` target ids and mask.
-        tseg: ``[B, T]`` each target token's view segment (``reason.targets.target_segments``;
+        tseg: ``[B, T]`` each target token's source segment (``reason.targets.target_segments``;
             0 = no source wanted there).
-        ids, copyable, seg: ``[B, P]`` the packed prompt's ids, copy mask and view segments.
+        ids, seg: ``[B, P]`` the slots' ids and segments; ``copyable`` ``[B, P]`` (or
+            ``[B, T, P]``: what target token t may copy) the copy mask.
     """
-    seg = seg.masked_fill(~copyable, -1)
-    src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
+    ok = copyable if copyable.dim() == 3 else copyable[:, None, :]
+    src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None]) & ok
     src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
     has = src.any(-1)
     p_src = (attn * src).sum(-1).clamp_min(1e-30)
@@ -173,18 +178,28 @@ class CopyStep:
     """A decode step (``decode.make_step``'s interface) whose logits are the copy mixture's
     log-probabilities. ``inner`` must expose ``last_hidden`` ``[N, H]`` (the final normed hidden
     state of the token it just read); the prompt's keys, ids and copy mask are per study and
-    repeated for its G rows at prefill; ``h0`` ``[B, H]`` is the prompt's last hidden state."""
+    repeated for its G rows at prefill; ``h0`` ``[B, H]`` is the prompt's last hidden state.
+
+    ``tracker`` (``lm.copy_answer``: an :class:`~echosonar.reason.answer_copy.FindingTracker`)
+    makes every token the step reads a slot too, copyable where the tracker says it names a
+    reasoning finding -- the same slots, keys and masks as the teacher-forced pass
+    (``EchoSonarR._completion_logprobs_packed``). Inside a forced run (k > 1 tokens read at
+    once) only the last token has a hidden state; the others become slots that cannot be
+    copied."""
 
     def __init__(self, inner, head: CopyHead, keys: Tensor, ids: Tensor, valid: Tensor,
-                 h0: Tensor) -> None:
+                 h0: Tensor, tracker: Any = None) -> None:
         self.inner, self.head = inner, head
         self.keys, self.ids, self.valid, self.h0 = keys, ids, valid, h0
+        self.tracker = tracker
 
     def prefill(self, embeds: Tensor, mask: Tensor, g: int, budget: int,
                 prefilled: Any = None) -> Tensor:
         """The inner step's prefill (``prefilled``: a ``decode.Prefill`` to reuse), then the
         first mixture ``[B * G, V]``."""
         logits = self.inner.prefill(embeds, mask, g, budget, prefilled=prefilled)
+        if self.tracker is not None:
+            self.tracker.reset(logits.shape[0], logits.device)
         self.keys, self.ids, self.valid, h0 = (x.repeat_interleave(g, 0) for x in (
             self.keys, self.ids, self.valid, self.h0))
         zero = self.valid.new_zeros(self.valid.shape, dtype=torch.float32)
@@ -193,7 +208,23 @@ class CopyStep:
 
     def __call__(self, tok: Tensor) -> Tensor:
         logits = self.inner(tok)
-        return self._mix(self.inner.last_hidden, logits, tok.shape[1])
+        h = self.inner.last_hidden
+        if self.tracker is not None:
+            self._grow(tok, h)
+        return self._mix(h, logits, tok.shape[1])
+
+    def _grow(self, tok: Tensor, h: Tensor) -> None:
+        """Append the ``k`` tokens just read as slots (key of the last one from ``h``)."""
+        n, k = tok.shape
+        ok = torch.stack([self.tracker.feed(tok[:, i]) for i in range(k)], 1)  # [N, k]
+        ok[:, :-1] = False  # no hidden state inside a forced run
+        key = self.head.keys(h[:, None])  # [N, 1, d]
+        keys = torch.cat([key.new_zeros(n, k - 1, key.shape[-1]), key], 1)
+        self.keys = torch.cat([self.keys, keys], 1)
+        self.ids = torch.cat([self.ids, tok.to(self.ids.dtype)], 1)
+        self.valid = torch.cat([self.valid, ok.to(self.valid.device)], 1)
+        if self.head.follow is not None:
+            self.history = tuple(F.pad(x, (0, k)) for x in self.history)
 
     def _mix(self, h: Tensor, logits: Tensor, fed: int) -> Tensor:
         if self.head.follow is None:

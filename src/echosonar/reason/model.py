@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
+from echosonar.reason.answer_copy import SELF, FindingTracker, completion_slots
 from echosonar.reason.copy_head import CopyHead, pointer_nll
 from echosonar.reason.decode import (
     _base_lm,
@@ -262,19 +263,46 @@ class EchoSonarR(nn.Module):
         return self._number_ids[known] & (tok < len(self._number_ids))
 
     def _completion_logprobs_packed(self, hidden: Tensor, plen: Tensor, t: int, tok: Tensor,
-                                    cite: Tensor | None, with_copy: bool = False) -> Any:
+                                    cite: Tensor | None, with_copy: bool = False,
+                                    comp: tuple[Tensor, Tensor] | None = None) -> Any:
         """``[B, t, V]`` scores predicting completion tokens 0..t-1 from a packed pass: the LM
         head's logits, or with a copy head the mixture's log-probabilities (``tok``/``cite``:
         the left-padded prompt ids and copy mask, whose rows sit at packed positions
-        ``[0, plen)``). With ``with_copy`` (copy head only) also the pointer's attention
-        ``[B, t, P]``."""
+        ``[0, plen)``). With ``lm.copy_answer`` the completion's own tokens are slots too
+        (``comp``: its ids and mask ``[B, t]``; :mod:`~echosonar.reason.answer_copy`). With
+        ``with_copy`` (copy head only) also the pointer's attention ``[B, t, P']``, its gate
+        logits ``[B, t]`` and the slots ``(ids [B, P'], copyable [B, P'] or [B, t, P'],
+        completion-slot mask [B, P'])``, ``P'`` = P prompt slots (+ t completion slots)."""
         h = self._completion_hidden(hidden, plen, t)
         logits = self.lm.get_output_embeddings()(h)
         if self.copy_head is None:
             return logits
+        p = tok.shape[1]
         ids, valid = self._packed_prompt(tok, plen, cite)
-        return self.copy_head.log_probs(h, logits, self.copy_head.keys(hidden[:, :tok.shape[1]]),
-                                        ids, valid, with_copy)
+        keys = self.copy_head.keys(hidden[:, :p])
+        own = torch.zeros_like(valid)
+        if self.config.copy_answer:
+            if comp is None:
+                raise ValueError("lm.copy_answer: the completion's ids are needed")
+            cids, cmask = comp[0][:, :t], comp[1][:, :t].bool()
+            idx = (plen[:, None] + torch.arange(t, device=hidden.device)[None]).clamp(
+                max=hidden.shape[1] - 1)  # the state after reading completion token j
+            ch = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
+            ok = self._finding_tracker(cids.shape[0]).mask(cids).to(cmask.device) & cmask
+            ck, cids, cvalid = completion_slots(self.copy_head.keys(ch), cids, ok)
+            keys, ids = torch.cat([keys, ck], 1), torch.cat([ids, cids], 1)
+            valid = torch.cat([valid[:, None, :].expand(-1, t, -1), cvalid], 2)
+            own = torch.cat([own, ok], 1)
+        out = self.copy_head.log_probs(h, logits, keys, ids, valid, with_copy)
+        return (*out, (ids, valid, own)) if with_copy else out
+
+    def _finding_tracker(self, n: int) -> Any:
+        """A :class:`~echosonar.reason.answer_copy.FindingTracker` for ``n`` rows (its vocabulary
+        tables built once per model)."""
+        if getattr(self, "_tracker", None) is None:
+            self._tracker = FindingTracker(self.tokenizer, n, self.device)
+        self._tracker.reset(n, self.device)
+        return self._tracker
 
     def forward(self, batch: list[StudyFeatures], targets: list[str],
                 finding_weight: float = 1.0, copy_weight: float = 0.0) -> dict[str, Tensor]:
@@ -305,15 +333,19 @@ class EchoSonarR(nn.Module):
         tgt, tmask = enc.ids.to(self.device), enc.mask.to(self.device)
         hidden, prompt_rows, plen = self._packed(embeds, pmask, tgt, tmask)
         copy_nll = None
+        comp = (tgt, tmask)
         if self.copy_head is not None and copy_weight > 0:
-            logits, attn, gate = self._completion_logprobs_packed(hidden, plen, tgt.shape[1],
-                                                                  ptok, pcite, with_copy=True)
-            ids, copyable, seg = self._packed_prompt(ptok, plen, pcite, pseg)
-            tseg = target_segments(enc, cites_only=self.config.copy_tokens == "evidence")
+            logits, attn, gate, (ids, copyable, own) = self._completion_logprobs_packed(
+                hidden, plen, tgt.shape[1], ptok, pcite, with_copy=True, comp=comp)
+            seg = self._packed_prompt(ptok, plen, pcite, pseg)[2]
+            seg = torch.cat([seg, own[:, seg.shape[1]:].long() * SELF], 1)
+            tseg = target_segments(enc, cites_only=self.config.copy_tokens == "evidence",
+                                   answer=self.config.copy_answer)
             copy_nll = pointer_nll(attn, gate, tgt, tmask, tseg.to(tgt.device), ids, copyable,
                                    seg)
         else:
-            logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok, pcite)
+            logits = self._completion_logprobs_packed(hidden, plen, tgt.shape[1], ptok, pcite,
+                                                      comp=comp)
         labels = tgt.masked_fill(tmask == 0, -100)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                              ignore_index=-100, reduction="none")
@@ -363,7 +395,8 @@ class EchoSonarR(nn.Module):
             pcite = None if pcite is None else pcite.repeat_interleave(g, 0)
         hidden, _, plen = self._packed(embeds, pmask, completion_ids, completion_mask.long())
         logits = self._completion_logprobs_packed(hidden, plen, completion_ids.shape[1],
-                                                  ptok, pcite).float()
+                                                  ptok, pcite,
+                                                  comp=(completion_ids, completion_mask)).float()
         logp = torch.log_softmax(logits / temperature, -1)
         lp = logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) * completion_mask
         if not with_entropy:
@@ -442,7 +475,10 @@ class EchoSonarR(nn.Module):
         def build(lm: nn.Module) -> CopyStep:
             inner = make_step(lm, engine)
             inner.want_hidden = True
-            return CopyStep(inner, self.copy_head, keys, tok, valid, hidden[:, -1])
+            step = CopyStep(inner, self.copy_head, keys, tok, valid, hidden[:, -1])
+            if self.config.copy_answer:  # its rows (B x G) are set at prefill
+                step.tracker = FindingTracker(self.tokenizer, 0, self.device)
+            return step
 
         return build
 

@@ -62,11 +62,16 @@ def encode_targets(tokenizer: Any, targets: list[str], max_tokens: Tensor | list
     return EncodedTargets(list(targets), ids, mask, offsets)
 
 
-def target_segments(enc: EncodedTargets, cites_only: bool = False) -> Tensor:
+def target_segments(enc: EncodedTargets, cites_only: bool = False, answer: bool = False
+                    ) -> Tensor:
     """``[B, T]`` long: for each target token, ``1 +`` the ``taxonomy.VIEWS`` index of the
     reasoning line (``view V: ...``) it starts in, 0 elsewhere (tags, answer, report, eos).
     ``cites_only``: 0 also on tokens outside the line's citations
-    (:func:`~echosonar.textformat.citation_spans`)."""
+    (:func:`~echosonar.textformat.citation_spans`). ``answer`` (``lm.copy_answer``): the tokens
+    of the answer's finding names get ``answer_copy.SELF`` (they read the reasoning's
+    findings)."""
+    from echosonar.reason.answer_copy import SELF, answer_finding_spans
+
     out = torch.zeros(enc.shape, dtype=torch.long)
     for i, (text, offs) in enumerate(zip(enc.texts, enc.offsets, strict=True)):
         if not offs:
@@ -81,6 +86,8 @@ def target_segments(enc: EncodedTargets, cites_only: bool = False) -> Tensor:
             pos += len(line) + 1
         if cites_only:
             row *= torch.from_numpy(spans_mask(offs, citation_spans(text)))
+        if answer:
+            row[torch.from_numpy(spans_mask(offs, answer_finding_spans(text))).bool()] = SELF
         out[i, :len(offs)] = row
     return out
 

@@ -1,0 +1,105 @@
+"""The answer reads the reasoning: the copy head's pointer over the completion's own findings.
+
+Why. With the copy head a reasoning line reads its evidence off the prompt (96 % of citations
+exact), and the lines' findings follow the flags they cite -- yet the answer block, some 600
+tokens further on, was written as if from scratch: on the test split the union of the lines'
+findings scored 67-71 % macro balanced accuracy and the answer 57-58 % (three seeds,
+docs/notes/reason.md, 2026-12-06 (d)). The answer restates the reasoning, so ``lm.copy_answer``
+gives that restating the path citations have: every completion token the model has read becomes
+a slot of the pointer too, copyable when it names a finding in a reasoning line's
+``findings:`` list, and SFT's pointer loss asks each name token of the answer's ``findings:``
+line to be read from there. A finding the reasoning never concluded (one only an unacquired view
+shows) has no source and stays the generator's.
+
+One rule decides which completion tokens are copyable, applied token by token
+(:class:`FindingTracker`), so the decoding loop (growing the slots as it reads) and the
+teacher-forced pass (SFT, GRPO log-probs) see the same slots by construction: inside the
+``<think>`` block, after a ``findings`` token and a ``:`` token, every token up to the first one
+holding ``.`` or a newline, except the separators and ``none``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from echosonar.taxonomy import VIEWS
+
+#: source segment of the reasoning's findings (prompt view blocks are 1..len(VIEWS))
+SELF = len(VIEWS) + 1
+
+_ANSWER_FINDINGS = re.compile(r"<answer>\nfindings: ([^\n]*)")
+
+
+class FindingTracker:
+    """Token-by-token: is the token just read a name in a reasoning line's findings list?
+
+    Built from the tokenizer's vocabulary once; :meth:`feed` takes one token per row
+    (``[N]`` long) and returns ``[N]`` bool, keeping each row's state (inside ``<think>``, just
+    after ``findings``, inside the list).
+    """
+
+    def __init__(self, tokenizer: Any, n: int, device: torch.device | str = "cpu") -> None:
+        text = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        t = lambda f: torch.tensor([f(s) for s in text], dtype=torch.bool, device=device)  # noqa: E731
+        self.word = t(lambda s: s.strip() == "findings")
+        self.colon = t(lambda s: s.strip() == ":")
+        self.end = t(lambda s: "." in s or "\n" in s)
+        self.name = t(lambda s: s.strip() not in ("", ",", ";", "none"))
+        self.close = t(lambda s: s.strip() == "</think>")
+        self.reset(n, device)
+
+    def reset(self, n: int, device: torch.device | str = "cpu") -> None:
+        """Start ``n`` fresh rows (before the first completion token)."""
+        self.think = torch.ones(n, dtype=torch.bool, device=device)
+        self.after_word = torch.zeros(n, dtype=torch.bool, device=device)
+        self.inside = torch.zeros(n, dtype=torch.bool, device=device)
+
+    def feed(self, tok: Tensor) -> Tensor:
+        """Read one token per row (``[N]``); ``[N]`` bool: it names a reasoning finding."""
+        t = tok.clamp(0, len(self.word) - 1).to(self.word.device)
+        known = (tok >= 0).to(t.device) & (tok < len(self.word)).to(t.device)
+        end = self.end[t] | ~known
+        out = self.think & self.inside & ~end & self.name[t]
+        inside = (self.after_word & self.colon[t]) | (self.inside & ~end)
+        self.after_word = self.word[t] & known
+        self.think = self.think & ~(self.close[t] & known)
+        self.inside = inside & self.think
+        return out
+
+    def mask(self, ids: Tensor) -> Tensor:
+        """``[N, T]`` bool for whole completions ``ids`` ``[N, T]`` (fresh rows)."""
+        self.reset(ids.shape[0], self.word.device)
+        return torch.stack([self.feed(ids[:, j]) for j in range(ids.shape[1])], 1)
+
+
+def answer_finding_spans(text: str) -> list[tuple[int, int]]:
+    """Character span of the answer's finding names (the ``findings:`` line after
+    ``<answer>``), as a one-element list (empty when the text has no answer).
+
+    >>> t = "<think>\\nx\\n</think>\\n<answer>\\nfindings: RA enlargement; healthy\\nreport:"
+    >>> [t[a:b] for a, b in answer_finding_spans(t)]
+    ['RA enlargement; healthy']
+    """
+    m = _ANSWER_FINDINGS.search(text)
+    return [m.span(1)] if m else []
+
+
+def completion_slots(keys: Tensor, ids: Tensor, ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The completion's own slots for a teacher-forced pass over ``T`` tokens.
+
+    Args:
+        keys: ``[B, T, d]`` the pointer keys of completion tokens 0..T-1 (from the hidden state
+            after reading each).
+        ids: ``[B, T]`` the tokens; ``ok`` ``[B, T]`` bool, copyable (:meth:`FindingTracker.mask`
+            and the completion mask).
+
+    Returns ``(keys, ids, valid [B, T, T])``: position t (predicting token t) may read slot j
+    only when j < t (it has read token j) and ``ok[j]``.
+    """
+    t = ids.shape[1]
+    before = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril(-1)
+    return keys, ids, before[None] & ok[:, None, :]

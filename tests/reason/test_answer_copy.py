@@ -1,0 +1,126 @@
+"""``lm.copy_answer``: the pointer reads the completion's own reasoning findings. The copyable
+tokens are exactly the reasoning lines' finding names; the decoding loop (growing its slots as it
+reads) scores a completion exactly as the teacher-forced pass does; every answer finding the
+reasoning concluded has a source there."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from echosonar.reason.answer_copy import SELF, FindingTracker, answer_finding_spans
+from echosonar.reason.data import sft_target
+from echosonar.reason.decode import sample_completions
+from echosonar.reason.model import build_model
+from echosonar.reason.synthetic import tiny_setup
+from echosonar.reason.targets import encode_targets, target_segments
+from echosonar.textformat import parse_generation
+
+
+@pytest.fixture(scope="module")
+def setup():
+    studies, tok, base = tiny_setup(n=6, seed=4, layers=2)
+    cfg = dataclasses.replace(base.config, copy_head=True, copy_follow=True, copy_answer=True)
+    torch.manual_seed(0)
+    model = build_model(cfg, tok, base.feature_dims)
+    model.copy_head.gate.bias.data.fill_(1.0)  # copy a lot, so the pointer decides scores
+    model.copy_head.follow.data.copy_(torch.tensor([1.0, 2.0]))
+    return studies, model
+
+
+def _sick(studies):
+    """Targets (evidence writer) whose reasoning concludes at least one finding."""
+    out = []
+    for sf in studies:
+        text = sft_target(sf, "evidence", flags=True)
+        if parse_generation(text).reasoning_findings:
+            out.append((sf, text))
+    assert out, "the synthetic studies should include a sick one"
+    return out
+
+
+def test_tracker_marks_exactly_the_reasoning_finding_names(setup):
+    studies, model = setup
+    for _, text in _sick(studies):
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        got = FindingTracker(model.tokenizer, 1).mask(torch.tensor([ids]))[0]
+        marked = " ".join(model.tokenizer.decode([i]).strip() for i, m in zip(ids, got) if m)
+        names = " ".join(n for v in parse_generation(text).views.values() for n in v.findings)
+        assert marked.split() == names.split()
+
+
+def test_answer_spans_and_segments(setup):
+    studies, model = setup
+    sf, text = _sick(studies)[0]
+    (a, b), = answer_finding_spans(text)
+    from echosonar.taxonomy import FINDING_BY_NAME
+    assert {FINDING_BY_NAME[n].key for n in text[a:b].split("; ")} == \
+        parse_generation(text).findings
+    enc = encode_targets(model.tokenizer, [text], 4096, model.eos_id, model.pad_id)
+    seg = target_segments(enc, answer=True)[0]
+    on = [enc.offsets[0][j] for j in (seg == SELF).nonzero()[:, 0].tolist()]
+    assert on and all(x < b and y > a for x, y in on)
+    assert not (target_segments(enc)[0] == SELF).any()
+
+
+@pytest.mark.parametrize("engine", ["hf", "auto"])
+def test_decoding_scores_a_completion_as_the_teacher_forced_pass_does(setup, engine):
+    studies, model = setup
+    pairs = _sick(studies)[:2]
+    batch = [sf for sf, _ in pairs]
+    enc = encode_targets(model.tokenizer, [t for _, t in pairs], 4096, model.eos_id, model.pad_id)
+    ids, mask = enc.ids, enc.mask
+    col = iter(range(ids.shape[1]))
+
+    def force(logits):  # feed the target one token a step (each gets its own slot and key)
+        return ids[:, next(col)]
+
+    with torch.no_grad():
+        embeds, pm, pre, step = model.decode_inputs(batch, engine)
+        out, _, steps = sample_completions(
+            model.lm, embeds, pm, num_samples=1, max_new_tokens=ids.shape[1],
+            eos_token_id=None, pad_token_id=model.pad_id, choose=force, engine=step,
+            prefilled=pre, return_logits=True)
+        assert torch.equal(out, ids)
+        dec = torch.stack(steps, 1).log_softmax(-1).gather(-1, ids[..., None])[..., 0]
+        tf = model.completion_logprobs(batch, ids, mask)
+    m = mask.bool()
+    torch.testing.assert_close(tf[m], dec[m], rtol=0, atol=2e-4)
+    # the answer's names are where the reasoning's findings matter: there the scores differ
+    # from a model that cannot read its own completion
+    plain = dataclasses.replace(model.config, copy_answer=False)
+    model.config = plain
+    try:
+        other = model.completion_logprobs(batch, ids, mask)
+    finally:
+        model.config = dataclasses.replace(plain, copy_answer=True)
+    seg = target_segments(enc, answer=True)
+    assert (tf - other)[seg == SELF].abs().max() > 1e-3
+    assert torch.allclose(tf[m & (seg != SELF)][:20], other[m & (seg != SELF)][:20], atol=1e-5)
+
+
+def test_answer_names_read_the_reasoning_and_train_the_pointer(setup):
+    studies, model = setup
+    pairs = _sick(studies)[:2]
+    batch, targets = [sf for sf, _ in pairs], [t for _, t in pairs]
+    model.zero_grad(set_to_none=True)
+    out = model.forward_sft(batch, targets, copy_weight=1.0)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert model.copy_head.k.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+    # the supervision: each answer name token of a concluded finding has a completion source
+    enc = encode_targets(model.tokenizer, targets, 4096, model.eos_id, model.pad_id)
+    own = FindingTracker(model.tokenizer, 2).mask(enc.ids) & enc.mask.bool()
+    seg = target_segments(enc, answer=True)
+    for i, text in enumerate(targets):
+        reasoned = parse_generation(text).reasoning_findings
+        assert reasoned
+        for j in (seg[i] == SELF).nonzero()[:, 0].tolist():
+            tok = enc.ids[i, j]
+            if model.tokenizer.decode([tok]).strip() in (";", ""):
+                continue
+            word = model.tokenizer.decode([tok]).strip()
+            sources = own[i, :j] & (enc.ids[i, :j] == tok)
+            if any(word in n for v in parse_generation(text).views.values() for n in v.findings):
+                assert sources.any(), word
