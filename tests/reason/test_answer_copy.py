@@ -44,7 +44,8 @@ def test_tracker_marks_exactly_the_reasoning_finding_names(setup):
     for _, text in _sick(studies):
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
         got = FindingTracker(model.tokenizer, 1).mask(torch.tensor([ids]))[0]
-        marked = " ".join(model.tokenizer.decode([i]).strip() for i, m in zip(ids, got) if m)
+        marked = " ".join(model.tokenizer.decode([i]).strip() for i, m in zip(ids, got, strict=True)
+                          if m)
         names = " ".join(n for v in parse_generation(text).views.values() for n in v.findings)
         assert marked.split() == names.split()
 
