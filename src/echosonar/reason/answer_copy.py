@@ -88,8 +88,13 @@ def answer_finding_spans(text: str) -> list[tuple[int, int]]:
     return [m.span(1)] if m else []
 
 
-def completion_slots(keys: Tensor, ids: Tensor, ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The completion's own slots for a teacher-forced pass over ``T`` tokens.
+def completion_slots(keys: Tensor, ids: Tensor, ok: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The completion's own slots for a teacher-forced pass over ``T`` tokens, compacted: row
+    i's copyable tokens in order, right-padded to the batch's most (K), so the pointer scores
+    ``P + K`` slots instead of ``P + T`` -- a few dozen finding names instead of a whole
+    completion. The decoding loop builds the same slots in the same order as it reads
+    (``copy_head.CopyStep``).
 
     Args:
         keys: ``[B, T, d]`` the pointer keys of completion tokens 0..T-1 (from the hidden state
@@ -97,9 +102,22 @@ def completion_slots(keys: Tensor, ids: Tensor, ok: Tensor) -> tuple[Tensor, Ten
         ids: ``[B, T]`` the tokens; ``ok`` ``[B, T]`` bool, copyable (:meth:`FindingTracker.mask`
             and the completion mask).
 
-    Returns ``(keys, ids, valid [B, T, T])``: position t (predicting token t) may read slot j
-    only when j < t (it has read token j) and ``ok[j]``.
+    Returns ``(keys [B, K, d], ids [B, K], valid [B, T, K], real [B, K])``: position t
+    (predicting token t) may read slot k only when its token came before t; ``real`` marks
+    slots that hold a token.
+
+    >>> k, i, v, r = completion_slots(torch.zeros(1, 4, 2), torch.tensor([[5, 6, 7, 8]]),
+    ...                               torch.tensor([[False, True, False, True]]))
+    >>> i.tolist(), v[0].int().tolist()
+    ([[6, 8]], [[0, 0], [0, 0], [1, 0], [1, 0]])
     """
-    t = ids.shape[1]
-    before = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril(-1)
-    return keys, ids, before[None] & ok[:, None, :]
+    b, t = ids.shape
+    n = ok.sum(1)
+    k = max(1, int(n.max()))
+    # stable order: copyable positions first, in completion order
+    order = torch.sort((~ok).int(), dim=1, stable=True).indices[:, :k]  # [B, K]
+    real = torch.arange(k, device=ids.device)[None] < n[:, None]
+    ck = keys.gather(1, order[..., None].expand(-1, -1, keys.shape[-1]))
+    cid = ids.gather(1, order).masked_fill(~real, 0)
+    seen = order[:, None, :] < torch.arange(t, device=ids.device)[None, :, None]
+    return ck, cid, seen & real[:, None, :], real

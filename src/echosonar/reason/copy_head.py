@@ -181,11 +181,10 @@ class CopyStep:
     repeated for its G rows at prefill; ``h0`` ``[B, H]`` is the prompt's last hidden state.
 
     ``tracker`` (``lm.copy_answer``: an :class:`~echosonar.reason.answer_copy.FindingTracker`)
-    makes every token the step reads a slot too, copyable where the tracker says it names a
-    reasoning finding -- the same slots, keys and masks as the teacher-forced pass
-    (``EchoSonarR._completion_logprobs_packed``). Inside a forced run (k > 1 tokens read at
-    once) only the last token has a hidden state; the others become slots that cannot be
-    copied."""
+    makes each token the step reads that names a reasoning finding a slot too, in reading
+    order -- the same slots, keys and masks as the teacher-forced pass
+    (``EchoSonarR._completion_logprobs_packed``). Tokens of a forced run (k > 1 read at once,
+    guided decoding) get no slot: only the run's last token has a hidden state."""
 
     def __init__(self, inner, head: CopyHead, keys: Tensor, ids: Tensor, valid: Tensor,
                  h0: Tensor, tracker: Any = None) -> None:
@@ -200,6 +199,8 @@ class CopyStep:
         logits = self.inner.prefill(embeds, mask, g, budget, prefilled=prefilled)
         if self.tracker is not None:
             self.tracker.reset(logits.shape[0], logits.device)
+            self._p = self.keys.shape[1]  # the prompt's slots; completion slots follow
+            self._used = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         self.keys, self.ids, self.valid, h0 = (x.repeat_interleave(g, 0) for x in (
             self.keys, self.ids, self.valid, self.h0))
         zero = self.valid.new_zeros(self.valid.shape, dtype=torch.float32)
@@ -214,17 +215,27 @@ class CopyStep:
         return self._mix(h, logits, tok.shape[1])
 
     def _grow(self, tok: Tensor, h: Tensor) -> None:
-        """Append the ``k`` tokens just read as slots (key of the last one from ``h``)."""
+        """Read the ``k`` tokens just fed: a row whose last one names a reasoning finding gets
+        it as its next completion slot (key from ``h``), in reading order -- the compacted
+        layout of ``answer_copy.completion_slots``; rows without one leave that slot empty."""
         n, k = tok.shape
-        ok = torch.stack([self.tracker.feed(tok[:, i]) for i in range(k)], 1)  # [N, k]
-        ok[:, :-1] = False  # no hidden state inside a forced run
-        key = self.head.keys(h[:, None])  # [N, 1, d]
-        keys = torch.cat([key.new_zeros(n, k - 1, key.shape[-1]), key], 1)
-        self.keys = torch.cat([self.keys, keys], 1)
-        self.ids = torch.cat([self.ids, tok.to(self.ids.dtype)], 1)
-        self.valid = torch.cat([self.valid, ok.to(self.valid.device)], 1)
-        if self.head.follow is not None:
-            self.history = tuple(F.pad(x, (0, k)) for x in self.history)
+        for i in range(k):
+            ok = self.tracker.feed(tok[:, i])
+        if k > 1 or not bool(ok.any()):  # inside a forced run no token has a hidden state
+            return
+        at = self._p + self._used  # each row's next free slot
+        if int(at.max()) >= self.keys.shape[1]:  # room for 16 more
+            w = 16
+            self.keys = F.pad(self.keys, (0, 0, 0, w))
+            self.ids = F.pad(self.ids, (0, w))
+            self.valid = F.pad(self.valid, (0, w))
+            if self.head.follow is not None:
+                self.history = tuple(F.pad(x, (0, w)) for x in self.history)
+        rows = ok.nonzero()[:, 0]
+        self.keys[rows, at[rows]] = self.head.keys(h[rows]).to(self.keys.dtype)
+        self.ids[rows, at[rows]] = tok[rows, -1].to(self.ids.dtype)
+        self.valid[rows, at[rows]] = True
+        self._used = self._used + ok.long().to(self._used.device)
 
     def _mix(self, h: Tensor, logits: Tensor, fed: int) -> Tensor:
         if self.head.follow is None:

@@ -272,7 +272,8 @@ class EchoSonarR(nn.Module):
         (``comp``: its ids and mask ``[B, t]``; :mod:`~echosonar.reason.answer_copy`). With
         ``with_copy`` (copy head only) also the pointer's attention ``[B, t, P']``, its gate
         logits ``[B, t]`` and the slots ``(ids [B, P'], copyable [B, P'] or [B, t, P'],
-        completion-slot mask [B, P'])``, ``P'`` = P prompt slots (+ t completion slots)."""
+        completion-slot mask [B, P'])``, ``P'`` = P prompt slots (+ K completion slots,
+        ``answer_copy.completion_slots``)."""
         h = self._completion_hidden(hidden, plen, t)
         logits = self.lm.get_output_embeddings()(h)
         if self.copy_head is None:
@@ -289,10 +290,10 @@ class EchoSonarR(nn.Module):
                 max=hidden.shape[1] - 1)  # the state after reading completion token j
             ch = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
             ok = self._finding_tracker(cids.shape[0]).mask(cids).to(cmask.device) & cmask
-            ck, cids, cvalid = completion_slots(self.copy_head.keys(ch), cids, ok)
+            ck, cids, cvalid, real = completion_slots(self.copy_head.keys(ch), cids, ok)
             keys, ids = torch.cat([keys, ck], 1), torch.cat([ids, cids], 1)
             valid = torch.cat([valid[:, None, :].expand(-1, t, -1), cvalid], 2)
-            own = torch.cat([own, ok], 1)
+            own = torch.cat([own, real], 1)
         out = self.copy_head.log_probs(h, logits, keys, ids, valid, with_copy)
         return (*out, (ids, valid, own)) if with_copy else out
 
