@@ -82,6 +82,29 @@ def test_oracle_scores_and_malformed_counts_as_wrong(cache):
         evaluate_predictions({}, truth, cfg)
 
 
+def test_reasoning_lines_are_scored_apart_from_the_answer(cache):
+    """The diagnostic row scores the findings the reasoning lines conclude: an answer that
+    drops what its reasoning found loses answer BAcc, not the lines' BAcc."""
+    from echosonar.textformat import parse_generation, render_answer
+
+    root, studies = cache
+    truth = [{"key": s.key, "labels": s.labels, "report": s.report} for s in studies]
+    cfg = EvalConfig(bootstrap=20, meteor=False, text_metrics=False)
+    good = _oracle(studies)
+    m = evaluate_predictions(good, truth, cfg)
+    lines_bacc = m["reasoning_lines"]["macro_bacc"]
+    assert lines_bacc > 0.5  # the reference reasoning concludes the visible findings
+    healthy_answer = {}
+    for sf in studies:  # same reasoning, every answer says healthy
+        g = good[sf.key].generation
+        think = g[:g.index("<answer>")]
+        g2 = think + render_answer([], parse_generation(g).sections)
+        healthy_answer[sf.key] = prediction_from_generation(g2)
+    h = evaluate_predictions(healthy_answer, truth, cfg)
+    assert h["classification"]["macro_balanced_accuracy"] == pytest.approx(0.5)
+    assert h["reasoning_lines"]["macro_bacc"] == pytest.approx(lines_bacc)
+
+
 def test_predict_vlm_uses_the_model_interface():
     from echosonar.schema import StudyFeatures
     from echosonar.taxonomy import REPORT_SECTIONS, VIEWS

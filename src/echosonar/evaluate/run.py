@@ -19,7 +19,7 @@ import numpy as np
 
 from echosonar.config.evaluate import EvalConfig
 from echosonar.evaluate.predictions import StudyPrediction, prediction_from_generation
-from echosonar.taxonomy import LABEL_KEYS, REPORT_SECTIONS
+from echosonar.taxonomy import HEALTHY, LABEL_KEYS, REPORT_SECTIONS
 
 
 def truth_from_features(features: str | Path, split: str) -> tuple[list[dict[str, Any]],
@@ -289,6 +289,15 @@ def evaluate_predictions(preds: Mapping[str, StudyPrediction], truth: Sequence[d
         out["reasoning"] = {k: v for k, v in rc.items() if k != "per_study"}
         out["reasoning_failures"] = {k: v["problems"] for k, v in rc["per_study"].items()
                                      if not v["all_pass"]}
+        # diagnostic, not the answer: the findings the reasoning lines conclude, scored as if
+        # they were the answer (healthy when none; a malformed generation predicts nothing, as
+        # for the answer) -- where the decision is lost, between the lines and the answer
+        lines = [(p.reasoning_findings or {HEALTHY.key}) if p.well_formed else set()
+                 for p in parsed]
+        rl = classification_metrics(y_true, labels_to_array(lines), None, n_boot=cfg.bootstrap,
+                                    seed=cfg.seed, level=cfg.ci_level)
+        out["reasoning_lines"] = {"macro_bacc": rl["macro_balanced_accuracy"],
+                                  "macro_bacc_ci": rl.get("macro_balanced_accuracy_ci")}
         if all("views" in e for e in truth):  # citation fidelity against the prompt's evidence
             from echosonar.reason.grounding import fidelity_summary, light_study
 
@@ -367,6 +376,11 @@ def metrics_markdown(m: Mapping[str, Any], title: str = "Evaluation") -> str:
         lines += [f"| findings grounded in an assessable view (%) | {_pct(r['grounded_rate'])} |",
                   f"| no finding from an unassessable view (%) | "
                   f"{_pct(r['no_unassessable_claims_rate'])} |"]
+    if "reasoning_lines" in m:
+        rl = m["reasoning_lines"]
+        ci = rl.get("macro_bacc_ci") or [None, None]
+        lines.append(f"| reasoning lines' findings: macro BAcc (%) (diagnostic, not the answer) "
+                     f"| {_pct(rl['macro_bacc'])} [{_pct(ci[0])}, {_pct(ci[1])}] |")
     if "forced_by_guided_decoding" in m:
         f = m["forced_by_guided_decoding"]
         lines.append(f"| (forced by guided decoding, not the model's) well-formed / agreement (%) "
