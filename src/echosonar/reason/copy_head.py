@@ -28,6 +28,8 @@ measurements text (``PromptParts.cite_spans``), names included, supervised on th
 reasoning line's citations (``textformat.citation_spans``) -- with ``numbers`` (number tokens
 only; the tokenizer keeps digits in runs of at most two) the generator wrote the names around
 the copied values and got them wrong (``MV`` cited twice, ``la_ap_pct`` for ``la_ap_cm``).
+With ``lm.copy_answer`` the pointer also reads the completion's own reasoning
+findings, so the answer can restate them (:mod:`echosonar.reason.answer_copy`).
 Vision placeholders, padding and special tokens are never copied. The mixture's log-probabilities
 stand in for logits everywhere (SFT loss, the decoding loop, GRPO log-probs): ``softmax`` of
 log-probabilities returns the same distribution, so samplers, masks and temperature work
