@@ -377,10 +377,34 @@ def _parse_answer(body: str, out: ParsedOutput, errors: list[str]) -> None:
         out.sections[sec] = content
 
 
-def target_text(reasoning: str, labels: dict[str, int], report: dict[str, str]) -> str:
-    """The SFT target for a study: its reasoning lines (``StudyRecord.reasoning``, one view per
-    line, no tags), the positive findings from ``labels`` and the report sections."""
+def target_text(reasoning: str, labels: dict[str, int], report: dict[str, str],
+                answer_order: str = "taxonomy") -> str:
+    r"""The SFT target for a study: its reasoning lines (``StudyRecord.reasoning``, one view per
+    line, no tags), the positive findings from ``labels`` and the report sections.
+
+    ``answer_order``: ``taxonomy`` lists the answer's findings in taxonomy order; ``reasoning``
+    in the order the reasoning lines first name them, then the rest in taxonomy order (the
+    order ``lm.copy_answer_slots=first`` reads them back).
+
+    >>> r = ("view A4C: structures none. evidence: e. findings: RA enlargement. implication: i."
+    ...      "\nview A2C: structures none. evidence: e. findings: LV enlargement, RA enlargement."
+    ...      " implication: i.")
+    >>> lab = {"lv_enlargement": 1, "ra_enlargement": 1, "aortic_stenosis": 1}
+    >>> [ln for ln in target_text(r, lab, {}, "reasoning").splitlines() if ln.startswith("fi")]
+    ['findings: RA enlargement; LV enlargement; aortic stenosis']
+    """
     from echosonar.taxonomy import FINDINGS
 
+    lines = [ln for ln in reasoning.splitlines() if ln.strip()]
     names = [f.name for f in FINDINGS if labels.get(f.key)]
-    return render_generation([ln for ln in reasoning.splitlines() if ln.strip()], names, report)
+    if answer_order == "reasoning":
+        said = []
+        for ln in lines:
+            m = _VIEW_RE.match(ln.strip())
+            a = _ACQ_RE.match(m.group(2)) if m else None
+            if a and a.group(3) != NONE:
+                said += [n for n in a.group(3).split(", ") if n in names and n not in said]
+        names = said + [n for n in names if n not in said]
+    elif answer_order != "taxonomy":
+        raise ValueError(f"answer_order must be 'taxonomy' or 'reasoning', got {answer_order!r}")
+    return render_generation(lines, names, report)

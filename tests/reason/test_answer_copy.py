@@ -8,7 +8,13 @@ import dataclasses
 import pytest
 import torch
 
-from echosonar.reason.answer_copy import SELF, FindingTracker, answer_finding_spans
+from echosonar.reason.answer_copy import (
+    SELF,
+    AnswerSources,
+    FindingTracker,
+    answer_finding_spans,
+    teacher_forced_sources,
+)
 from echosonar.reason.data import sft_target
 from echosonar.reason.decode import sample_completions
 from echosonar.reason.model import build_model
@@ -17,10 +23,11 @@ from echosonar.reason.targets import encode_targets, target_segments
 from echosonar.textformat import parse_generation
 
 
-@pytest.fixture(scope="module")
-def setup():
+@pytest.fixture(scope="module", params=["mentions", "first"])
+def setup(request):
     studies, tok, base = tiny_setup(n=6, seed=4, layers=2)
-    cfg = dataclasses.replace(base.config, copy_head=True, copy_follow=True, copy_answer=True)
+    cfg = dataclasses.replace(base.config, copy_head=True, copy_follow=True, copy_answer=True,
+                              copy_answer_slots=request.param)
     torch.manual_seed(0)
     model = build_model(cfg, tok, base.feature_dims)
     model.copy_head.gate.bias.data.fill_(1.0)  # copy a lot, so the pointer decides scores
@@ -98,6 +105,26 @@ def test_decoding_scores_a_completion_as_the_teacher_forced_pass_does(setup, eng
     seg = target_segments(enc, answer=True)
     assert (tf - other)[seg == SELF].abs().max() > 1e-3
     assert torch.allclose(tf[m & (seg != SELF)][:20], other[m & (seg != SELF)][:20], atol=1e-5)
+
+
+def test_first_mentions_are_each_finding_once_readable_after_its_item():
+    studies, tok, _ = tiny_setup(n=6, seed=4, layers=1)
+    _, text = _sick(studies)[0]
+    # the same finding named in two lines: one slot run, readable after its first item ends
+    a4c = ("view A4C: structures none. evidence: e. findings: LA enlargement, RA enlargement. "
+           "implication: i.")
+    a2c = "view A2C: structures none. evidence: e. findings: LA enlargement. implication: i."
+    text = "<think>\n" + a4c + "\n" + a2c + "\n</think>\n<answer>\nfindings: LA enlargement"
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    rows = teacher_forced_sources(AnswerSources(tok, True), ids, torch.ones_like(ids))[0]
+    words = [tok.decode([int(ids[0, p])]).strip() for p, _ in rows]
+    assert words == ["LA", "enlargement", "RA", "enlargement"]
+    first_end = text.index(", RA")  # the comma ends the first item
+    comma = next(j for j in range(ids.shape[1])
+                 if tok.decode(ids[0, :j + 1].tolist()).endswith(text[:first_end + 1]))
+    assert rows[0][1] == rows[1][1] == comma + 1
+    every = teacher_forced_sources(AnswerSources(tok, False), ids, torch.ones_like(ids))[0]
+    assert len(every) == 6 and all(a == p + 1 for p, a in every)
 
 
 def test_answer_names_read_the_reasoning_and_train_the_pointer(setup):

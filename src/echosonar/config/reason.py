@@ -62,6 +62,10 @@ class LMConfig:
                                    "own reasoning, so the answer's findings can be copied from "
                                    "the findings the reasoning lines concluded "
                                    "(reason.answer_copy)")
+    copy_answer_slots: str = opt("mentions", "copy_answer only: which reasoning tokens the "
+                                             "answer may read -- 'mentions' (every finding "
+                                             "name as it is written) or 'first' (each finding "
+                                             "once, at its first mention, when its item ends)")
     aux_weight: float = opt(1.0, "weight of the per-label BCE loss of the auxiliary head")
     measurement_head: bool = opt(True, "add a linear head on the detector's measurements as "
                                        "numbers (standardised per view and quantity) to the "

@@ -88,36 +88,102 @@ def answer_finding_spans(text: str) -> list[tuple[int, int]]:
     return [m.span(1)] if m else []
 
 
-def completion_slots(keys: Tensor, ids: Tensor, ok: Tensor
+class AnswerSources:
+    """Which completion tokens become the pointer's slots, and when, row by row.
+
+    ``first_only=False`` (``lm.copy_answer_slots=mentions``): every name token of a reasoning
+    findings list, as soon as it is read. ``first_only=True`` (``first``): each finding once, at
+    its first mention: a name's tokens become slots together when its list item ends (the
+    ``,`` or ``.`` after it), and only if the completed name is a taxonomy finding not named in
+    an earlier item -- so the answer can read the reasoning's findings left to right without
+    meeting one twice.
+
+    :meth:`feed` takes one token per row and a payload per row (the position in a
+    teacher-forced pass, the key and id while decoding) and returns, per row, the payloads that
+    become slots now, in order; the two passes therefore build the same slots in the same order.
+    """
+
+    def __init__(self, tokenizer: Any, first_only: bool, device: torch.device | str = "cpu"
+                 ) -> None:
+        from echosonar.taxonomy import FINDING_BY_NAME
+
+        self.tracker = FindingTracker(tokenizer, 0, device)
+        self.first_only, self.decode = first_only, tokenizer.decode
+        self.names = set(FINDING_BY_NAME)
+        self.reset(0, device)
+
+    def reset(self, n: int, device: torch.device | str = "cpu") -> None:
+        self.tracker.reset(n, device)
+        self.cur: list[list[tuple[int, Any]]] = [[] for _ in range(n)]
+        self.seen: list[set[str]] = [set() for _ in range(n)]
+
+    def feed(self, tok: Tensor, payload: list[Any]) -> list[list[Any]]:
+        name = self.tracker.feed(tok).tolist()
+        if not self.first_only:
+            return [[p] if m else [] for m, p in zip(name, payload, strict=True)]
+        out: list[list[Any]] = []
+        for r, (m, p) in enumerate(zip(name, payload, strict=True)):
+            done: list[Any] = []
+            if m:
+                self.cur[r].append((int(tok[r]), p))
+            elif self.cur[r]:  # the item ended with this token
+                text = self.decode([t for t, _ in self.cur[r]]).strip()
+                if text in self.names and text not in self.seen[r]:
+                    self.seen[r].add(text)
+                    done = [q for _, q in self.cur[r]]
+                self.cur[r] = []
+            out.append(done)
+        return out
+
+
+def teacher_forced_sources(rule: AnswerSources, ids: Tensor, mask: Tensor
+                           ) -> list[list[tuple[int, int]]]:
+    """Per row of whole completions ``ids`` ``[B, T]`` (``mask``: real tokens): the
+    ``(position, readable_from)`` of each slot, in slot order -- a slot made when token ``j`` is
+    read can be read by the prediction of token ``j + 1`` on."""
+    b, t = ids.shape
+    rule.reset(b, ids.device)
+    rows: list[list[tuple[int, int]]] = [[] for _ in range(b)]
+    live = mask.bool()
+    for j in range(t):
+        col = ids[:, j].masked_fill(~live[:, j], -1)
+        for r, got in enumerate(rule.feed(col, [j] * b)):
+            rows[r].extend((p, j + 1) for p in got)
+    return rows
+
+
+def completion_slots(keys: Tensor, ids: Tensor, rows: list[list[tuple[int, int]]]
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The completion's own slots for a teacher-forced pass over ``T`` tokens, compacted: row
-    i's copyable tokens in order, right-padded to the batch's most (K), so the pointer scores
-    ``P + K`` slots instead of ``P + T`` -- a few dozen finding names instead of a whole
-    completion. The decoding loop builds the same slots in the same order as it reads
-    (``copy_head.CopyStep``).
+    i's slots in order (:func:`teacher_forced_sources`), right-padded to the batch's most
+    (K), so the pointer scores ``P + K`` slots instead of ``P + T`` -- a few dozen finding
+    names instead of a whole completion. The decoding loop builds the same slots in the same
+    order as it reads (``copy_head.CopyStep``).
 
     Args:
         keys: ``[B, T, d]`` the pointer keys of completion tokens 0..T-1 (from the hidden state
             after reading each).
-        ids: ``[B, T]`` the tokens; ``ok`` ``[B, T]`` bool, copyable (:meth:`FindingTracker.mask`
-            and the completion mask).
+        ids: ``[B, T]`` the tokens; ``rows``: per row, ``(position, readable_from)`` per slot.
 
     Returns ``(keys [B, K, d], ids [B, K], valid [B, T, K], real [B, K])``: position t
-    (predicting token t) may read slot k only when its token came before t; ``real`` marks
-    slots that hold a token.
+    (predicting token t) may read slot k from ``readable_from`` on; ``real`` marks slots that
+    hold a token.
 
     >>> k, i, v, r = completion_slots(torch.zeros(1, 4, 2), torch.tensor([[5, 6, 7, 8]]),
-    ...                               torch.tensor([[False, True, False, True]]))
+    ...                               [[(1, 2), (3, 4)]])
     >>> i.tolist(), v[0].int().tolist()
     ([[6, 8]], [[0, 0], [0, 0], [1, 0], [1, 0]])
     """
     b, t = ids.shape
-    n = ok.sum(1)
-    k = max(1, int(n.max()))
-    # stable order: copyable positions first, in completion order
-    order = torch.sort((~ok).int(), dim=1, stable=True).indices[:, :k]  # [B, K]
-    real = torch.arange(k, device=ids.device)[None] < n[:, None]
-    ck = keys.gather(1, order[..., None].expand(-1, -1, keys.shape[-1]))
-    cid = ids.gather(1, order).masked_fill(~real, 0)
-    seen = order[:, None, :] < torch.arange(t, device=ids.device)[None, :, None]
-    return ck, cid, seen & real[:, None, :], real
+    k = max(1, max(len(r) for r in rows))
+    pos = torch.zeros(b, k, dtype=torch.long, device=ids.device)
+    start = torch.full((b, k), t + 1, dtype=torch.long, device=ids.device)
+    for i, r in enumerate(rows):
+        if r:
+            pos[i, :len(r)] = torch.tensor([p for p, _ in r], device=ids.device)
+            start[i, :len(r)] = torch.tensor([a for _, a in r], device=ids.device)
+    real = start <= t
+    ck = keys.gather(1, pos[..., None].expand(-1, -1, keys.shape[-1]))
+    cid = ids.gather(1, pos).masked_fill(~real, 0)
+    valid = start[:, None, :] <= torch.arange(t, device=ids.device)[None, :, None]
+    return ck, cid, valid & real[:, None, :], real

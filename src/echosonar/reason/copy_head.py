@@ -182,9 +182,9 @@ class CopyStep:
     state of the token it just read); the prompt's keys, ids and copy mask are per study and
     repeated for its G rows at prefill; ``h0`` ``[B, H]`` is the prompt's last hidden state.
 
-    ``tracker`` (``lm.copy_answer``: an :class:`~echosonar.reason.answer_copy.FindingTracker`)
-    makes each token the step reads that names a reasoning finding a slot too, in reading
-    order -- the same slots, keys and masks as the teacher-forced pass
+    ``tracker`` (``lm.copy_answer``: an :class:`~echosonar.reason.answer_copy.AnswerSources`)
+    makes the tokens the step reads that name a reasoning finding slots too, in reading order
+    -- the same slots, keys and masks as the teacher-forced pass
     (``EchoSonarR._completion_logprobs_packed``). Tokens of a forced run (k > 1 read at once,
     guided decoding) get no slot: only the run's last token has a hidden state."""
 
@@ -217,27 +217,33 @@ class CopyStep:
         return self._mix(h, logits, tok.shape[1])
 
     def _grow(self, tok: Tensor, h: Tensor) -> None:
-        """Read the ``k`` tokens just fed: a row whose last one names a reasoning finding gets
-        it as its next completion slot (key from ``h``), in reading order -- the compacted
-        layout of ``answer_copy.completion_slots``; rows without one leave that slot empty."""
+        """Read the ``k`` tokens just fed (``tracker``: ``answer_copy.AnswerSources``) and append
+        the slots they complete to each row's completion slots, in order -- the compacted layout
+        of ``answer_copy.completion_slots``. Tokens inside a forced run have no hidden state (no
+        key) and never become slots."""
         n, k = tok.shape
+        key = self.head.keys(h)  # [N, d]: the key of each row's last token
         for i in range(k):
-            ok = self.tracker.feed(tok[:, i])
-        if k > 1 or not bool(ok.any()):  # inside a forced run no token has a hidden state
-            return
-        at = self._p + self._used  # each row's next free slot
-        if int(at.max()) >= self.keys.shape[1]:  # room for 16 more
-            w = 16
-            self.keys = F.pad(self.keys, (0, 0, 0, w))
-            self.ids = F.pad(self.ids, (0, w))
-            self.valid = F.pad(self.valid, (0, w))
-            if self.head.follow is not None:
-                self.history = tuple(F.pad(x, (0, w)) for x in self.history)
-        rows = ok.nonzero()[:, 0]
-        self.keys[rows, at[rows]] = self.head.keys(h[rows]).to(self.keys.dtype)
-        self.ids[rows, at[rows]] = tok[rows, -1].to(self.ids.dtype)
-        self.valid[rows, at[rows]] = True
-        self._used = self._used + ok.long().to(self._used.device)
+            pay = [(key[r], int(tok[r, i])) if i == k - 1 else None for r in range(n)]
+            got = self.tracker.feed(tok[:, i], pay)
+            if not any(got):
+                continue
+            got = [[x for x in row if x is not None] for row in got]
+            need = int(max(self._used[r] + len(g) for r, g in enumerate(got)))
+            if self._p + need > self.keys.shape[1]:  # room for at least 16 more
+                w = max(16, self._p + need - self.keys.shape[1])
+                self.keys = F.pad(self.keys, (0, 0, 0, w))
+                self.ids = F.pad(self.ids, (0, w))
+                self.valid = F.pad(self.valid, (0, w))
+                if self.head.follow is not None:
+                    self.history = tuple(F.pad(x, (0, w)) for x in self.history)
+            for r, row in enumerate(got):
+                for kk, tid in row:
+                    at = self._p + int(self._used[r])
+                    self.keys[r, at] = kk.to(self.keys.dtype)
+                    self.ids[r, at] = tid
+                    self.valid[r, at] = True
+                    self._used[r] += 1
 
     def _mix(self, h: Tensor, logits: Tensor, fed: int) -> Tensor:
         if self.head.follow is None:

@@ -35,7 +35,7 @@ REPORT_WRITERS: tuple[str, ...] = ("labels", "reference")
 
 
 def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False,
-               report: str = "reference") -> str:
+               report: str = "reference", answer_order: str = "taxonomy") -> str:
     """The SFT target text of a study (EOS is appended by the model's target encoder).
 
     ``writer``: ``evidence`` -- reasoning lines citing the prompt's own detector evidence
@@ -48,7 +48,8 @@ def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False
     section templated from those labels (``dataset.reports.report_from_labels``: one sentence
     per finding, so the report follows from the answer and cannot contradict it);
     ``reference`` -- the study's stored report (the simulator's or the user's text; the
-    reference of the report metrics in every case).
+    reference of the report metrics in every case). ``answer_order``: see
+    :func:`echosonar.textformat.target_text`.
     """
     from echosonar.reason.evidence_targets import copy_probe_target, evidence_reasoning
 
@@ -63,13 +64,14 @@ def sft_target(sf: StudyFeatures, writer: str = "reference", flags: bool = False
     if sf.labels is None or sf.report is None or (writer == "reference" and not sf.reasoning):
         raise ValueError(f"study {sf.key} has no reasoning/labels/report target")
     if writer == "reference":
-        return target_text(sf.reasoning, sf.labels, sf.report)
+        return target_text(sf.reasoning, sf.labels, sf.report, answer_order)
     labels = assessable_labels(sf)
     if report == "labels":
         from echosonar.dataset.reports import report_from_labels
 
-        return target_text(evidence_reasoning(sf, flags), labels, report_from_labels(labels))
-    return target_text(evidence_reasoning(sf, flags), labels, sf.report)
+        return target_text(evidence_reasoning(sf, flags), labels, report_from_labels(labels),
+                           answer_order)
+    return target_text(evidence_reasoning(sf, flags), labels, sf.report, answer_order)
 
 
 def assessable_labels(sf: StudyFeatures) -> dict[str, int]:

@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echosonar.config.reason import LMConfig
-from echosonar.reason.answer_copy import SELF, FindingTracker, completion_slots
+from echosonar.reason.answer_copy import (
+    SELF,
+    AnswerSources,
+    completion_slots,
+    teacher_forced_sources,
+)
 from echosonar.reason.copy_head import CopyHead, pointer_nll
 from echosonar.reason.decode import (
     _base_lm,
@@ -85,6 +90,9 @@ class EchoSonarR(nn.Module):
         if config.view_segments:  # row 0: outside any view block
             self.view_segment = nn.Embedding(len(VIEWS) + 1, h)
             nn.init.normal_(self.view_segment.weight, std=config.init_std)
+        if config.copy_answer_slots not in ("mentions", "first"):
+            raise ValueError(f"lm.copy_answer_slots must be 'mentions' or 'first', got "
+                             f"{config.copy_answer_slots!r}")
         if config.copy_tokens not in ("evidence", "numbers"):
             raise ValueError(f"lm.copy_tokens must be 'evidence' or 'numbers', got "
                              f"{config.copy_tokens!r}")
@@ -289,21 +297,21 @@ class EchoSonarR(nn.Module):
             idx = (plen[:, None] + torch.arange(t, device=hidden.device)[None]).clamp(
                 max=hidden.shape[1] - 1)  # the state after reading completion token j
             ch = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
-            ok = self._finding_tracker(cids.shape[0]).mask(cids).to(cmask.device) & cmask
-            ck, cids, cvalid, real = completion_slots(self.copy_head.keys(ch), cids, ok)
+            rows = teacher_forced_sources(self._answer_sources(), cids, cmask)
+            ck, cids, cvalid, real = completion_slots(self.copy_head.keys(ch), cids, rows)
             keys, ids = torch.cat([keys, ck], 1), torch.cat([ids, cids], 1)
             valid = torch.cat([valid[:, None, :].expand(-1, t, -1), cvalid], 2)
             own = torch.cat([own, real], 1)
         out = self.copy_head.log_probs(h, logits, keys, ids, valid, with_copy)
         return (*out, (ids, valid, own)) if with_copy else out
 
-    def _finding_tracker(self, n: int) -> Any:
-        """A :class:`~echosonar.reason.answer_copy.FindingTracker` for ``n`` rows (its vocabulary
-        tables built once per model)."""
-        if getattr(self, "_tracker", None) is None:
-            self._tracker = FindingTracker(self.tokenizer, n, self.device)
-        self._tracker.reset(n, self.device)
-        return self._tracker
+    def _answer_sources(self) -> AnswerSources:
+        """The rule that makes completion tokens slots (``lm.copy_answer_slots``), its
+        vocabulary tables built once per model."""
+        first = self.config.copy_answer_slots == "first"
+        if getattr(self, "_sources", None) is None or self._sources.first_only != first:
+            self._sources = AnswerSources(self.tokenizer, first, self.device)
+        return self._sources
 
     def forward(self, batch: list[StudyFeatures], targets: list[str],
                 finding_weight: float = 1.0, copy_weight: float = 0.0) -> dict[str, Tensor]:
@@ -478,7 +486,9 @@ class EchoSonarR(nn.Module):
             inner.want_hidden = True
             step = CopyStep(inner, self.copy_head, keys, tok, valid, hidden[:, -1])
             if self.config.copy_answer:  # its rows (B x G) are set at prefill
-                step.tracker = FindingTracker(self.tokenizer, 0, self.device)
+                step.tracker = AnswerSources(self.tokenizer,
+                                             self.config.copy_answer_slots == "first",
+                                             self.device)
             return step
 
         return build

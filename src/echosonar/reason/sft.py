@@ -232,9 +232,12 @@ def train_sft(cfg: EchoSonarConfig, features: str | Path, out: str | Path,
     ddp = DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda")
               else None) if world > 1 else model
     log = _Log(out, rank == 0, start if resume else None)
-    targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags, s.report)
+    # the answer lists findings in the order the answer-copy pointer reads them back
+    order = ("reasoning" if cfg.lm.copy_head and cfg.lm.copy_answer
+             and cfg.lm.copy_answer_slots == "first" else "taxonomy")
+    targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags, s.report, order)
                for sf in train}
-    val_targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags, s.report)
+    val_targets = {sf.key: sft_target(sf, s.target, cfg.lm.measurement_flags, s.report, order)
                    for sf in val}
     n_tok_cache: dict[str, int] = {}
 
