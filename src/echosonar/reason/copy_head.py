@@ -140,6 +140,10 @@ class CopyHead(nn.Module):
         pc = logits.new_zeros(logits.shape, dtype=torch.float32).scatter_add_(
             -1, ids[:, None, :].expand(-1, h.shape[1], -1), a)
         gl = self.gate(h)  # [B, T, 1]
+        # nothing to read here (e.g. the answer of a reasoning that found nothing): the gate is
+        # shut, so the mixture is the generator's distribution and still sums to one
+        empty = ~(valid if valid.dim() == 3 else valid[:, None, :]).any(-1)  # [B, T]
+        gl = gl.masked_fill(empty[..., None], -30.0)
         lp = torch.logaddexp(F.logsigmoid(-gl) + F.log_softmax(logits.float(), -1),
                              F.logsigmoid(gl) + torch.log(pc.clamp_min(1e-30)))
         gl = gl[..., 0]
@@ -247,12 +251,22 @@ class CopyStep:
 
     def _mix(self, h: Tensor, logits: Tensor, fed: int) -> Tensor:
         if self.head.follow is None:
-            return self.head.log_probs(h, logits, self.keys, self.ids, self.valid)
+            return self.head.log_probs(h, logits, self.keys, self.ids, self._phase_valid())
         if fed > 1:  # a forced run: the predictions inside it were never made
             zero = torch.zeros_like(self.history[0])
             self.history = (zero, zero)
+        valid = self._phase_valid()
         s = self.head.scores(h[:, None], self.keys)  # once: the mixture and the history
-        out = self.head.log_probs(h, logits, self.keys, self.ids, self.valid,
+        out = self.head.log_probs(h, logits, self.keys, self.ids, valid,
                                   history=self.history, scores=s)
-        self.history = (self.head.attend(s, self.valid)[:, 0], self.history[0])
+        self.history = (self.head.attend(s, valid)[:, 0], self.history[0])
         return out
+
+    def _phase_valid(self) -> Tensor:
+        """The copy mask for the next prediction: with answer copying, the prompt's slots
+        inside ``<think>`` and the completion's own after it (as the teacher-forced pass)."""
+        if self.tracker is None:
+            return self.valid
+        think = self.tracker.tracker.think.to(self.valid.device)[:, None]
+        own = torch.arange(self.valid.shape[1], device=self.valid.device)[None] >= self._p
+        return self.valid & torch.where(own, ~think, think)
