@@ -152,3 +152,28 @@ def test_answer_names_read_the_reasoning_and_train_the_pointer(setup):
             sources = own[i, :j] & (enc.ids[i, :j] == tok)
             if any(word in n for v in parse_generation(text).views.values() for n in v.findings):
                 assert sources.any(), word
+
+
+def test_an_answer_with_nothing_to_read_is_the_generators(setup):
+    """A reasoning that concludes nothing leaves the answer no slot (the prompt's citations are
+    the reasoning's to read, not the answer's): there the gate is shut and the mixture is the
+    generator's distribution, still summing to one."""
+    studies, model = setup
+    from echosonar.taxonomy import LABEL_KEYS
+
+    sf = dataclasses.replace(studies[0], labels={k: int(k == "healthy") for k in LABEL_KEYS})
+    text = sft_target(sf, "evidence", flags=False)
+    assert not parse_generation(text).reasoning_findings
+    enc = encode_targets(model.tokenizer, [text], 4096, model.eos_id, model.pad_id)
+    ids, mask = enc.ids, enc.mask
+    emb, pm, ptok, _, pcite = model.prompt_inputs([sf])
+    with torch.no_grad():
+        hidden, _, plen = model._packed(emb, pm, ids, mask)
+        lp = model._completion_logprobs_packed(hidden, plen, ids.shape[1], ptok, pcite,
+                                               comp=(ids, mask))
+        gen = model._completion_logits(hidden, plen, ids.shape[1]).float().log_softmax(-1)
+    close = model.tokenizer.convert_tokens_to_ids("</think>")
+    after = int((ids[0] == close).nonzero()[0, 0]) + 1
+    torch.testing.assert_close(lp[0, after:], gen[0, after:], rtol=0, atol=1e-5)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(lp.shape[:2]), atol=1e-4)
+    assert (lp[0, :after] - gen[0, :after]).abs().max() > 1e-3  # the reasoning still copies
