@@ -126,6 +126,8 @@ def _cells(row: Row, rare: list[str]) -> list[str]:
         _mean_sd([_get(m, "text", "rougeL") for m in ms], pct=False),
         "forced" if row.forced else _mean_sd(well),
         "forced" if row.forced else _mean_sd(agree),
+        "forced" if row.forced else _mean_sd([_get(m, "reasoning_lines", "macro_bacc")
+                                               for m in ms]),
         "forced" if row.forced else _mean_sd(cites),
         _mean_sd([_get(m, "label_head_val_thresholds", "macro_bacc") for m in ms]),
     ]
@@ -133,7 +135,8 @@ def _cells(row: Row, rare: list[str]) -> list[str]:
 
 HEAD = ["row", "seeds", "macro BAcc %", "95% CI (first seed)", "macro F1 %", "macro AUROC %",
         "rare-4 BAcc %", "GREEN-rule", "abnormal-finding F1", "BLEU-4", "ROUGE-L",
-        "well-formed %", "reasoning–answer agreement %", "citations exact %",
+        "well-formed %", "reasoning–answer agreement %",
+        "reasoning lines' findings BAcc % (diagnostic)", "citations exact %",
         "label head @ val thr %"]
 
 
@@ -232,6 +235,9 @@ def _notes(rare: list[str]) -> list[str]:
             "Not comparable with LLM-judged GREEN values.",
             "* well-formed / agreement: under free decoding only; a guided row's are forced by "
             "construction and shown as `forced`.",
+            "* reasoning lines' findings: the findings the reasoning lines conclude, scored "
+            "as if they were the answer (a malformed generation predicts nothing); a "
+            "diagnostic of where the decision is lost, not the model's answer.",
             "* citations exact: of the boxes and numbers the reasoning cites, the share equal "
             "to the prompt's detector evidence verbatim (`echosonar.reason.grounding`; invented "
             "ones count as wrong); `–` for outputs measured before the column existed.",
