@@ -137,21 +137,28 @@ def test_answer_names_read_the_reasoning_and_train_the_pointer(setup):
     out["loss"].backward()
     assert model.copy_head.k.weight.grad.abs().sum() > 0
     model.zero_grad(set_to_none=True)
-    # the supervision: each answer name token of a concluded finding has a completion source
+    # the supervision: each answer name token of a concluded finding has a readable
+    # completion slot with its id (the slots the pointer loss points at)
     enc = encode_targets(model.tokenizer, targets, 4096, model.eos_id, model.pad_id)
-    own = FindingTracker(model.tokenizer, 2).mask(enc.ids) & enc.mask.bool()
+    emb, pm, ptok, _, pcite = model.prompt_inputs(batch)
+    with torch.no_grad():
+        hidden, _, plen = model._packed(emb, pm, enc.ids, enc.mask)
+        *_, (ids, copyable, own) = model._completion_logprobs_packed(
+            hidden, plen, enc.ids.shape[1], ptok, pcite, with_copy=True,
+            comp=(enc.ids, enc.mask))
     seg = target_segments(enc, answer=True)
+    checked = 0
     for i, text in enumerate(targets):
-        reasoned = parse_generation(text).reasoning_findings
-        assert reasoned
+        names = [n for v in parse_generation(text).views.values() for n in v.findings]
         for j in (seg[i] == SELF).nonzero()[:, 0].tolist():
-            tok = enc.ids[i, j]
-            if model.tokenizer.decode([tok]).strip() in (";", ""):
+            word = model.tokenizer.decode([enc.ids[i, j]]).strip()
+            if word in (";", "") or not any(word in n.split() for n in names):
                 continue
-            word = model.tokenizer.decode([tok]).strip()
-            sources = own[i, :j] & (enc.ids[i, :j] == tok)
-            if any(word in n for v in parse_generation(text).views.values() for n in v.findings):
-                assert sources.any(), word
+            src = copyable[i, j] & own[i] & (ids[i] == enc.ids[i, j])
+            assert src.any(), word
+            assert not (copyable[i, j] & ~own[i]).any()  # the answer never reads the prompt
+            checked += 1
+    assert checked
 
 
 def test_an_answer_with_nothing_to_read_is_the_generators(setup):

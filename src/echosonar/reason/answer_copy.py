@@ -49,7 +49,10 @@ class FindingTracker:
         self.colon = t(lambda s: s.strip() == ":")
         self.end = t(lambda s: "." in s or "\n" in s)
         self.name = t(lambda s: s.strip() not in ("", ",", ";", "none"))
-        self.close = t(lambda s: s.strip() == "</think>")
+        close = tokenizer.convert_tokens_to_ids("</think>")  # the id teacher forcing uses
+        self.close = t(lambda s: False)
+        if isinstance(close, int) and 0 <= close < len(text):
+            self.close[close] = True
         self.reset(n, device)
 
     def reset(self, n: int, device: torch.device | str = "cpu") -> None:
@@ -111,6 +114,15 @@ class AnswerSources:
         self.first_only, self.decode = first_only, tokenizer.decode
         self.names = set(FINDING_BY_NAME)
         self.reset(0, device)
+
+    def fresh(self) -> AnswerSources:
+        """A rule with the same vocabulary tables and its own state (one per decoding)."""
+        import copy
+
+        other = copy.copy(self)
+        other.tracker = copy.copy(self.tracker)
+        other.reset(0, self.tracker.word.device)
+        return other
 
     def reset(self, n: int, device: torch.device | str = "cpu") -> None:
         self.tracker.reset(n, device)

@@ -73,6 +73,9 @@ class CopyHead(nn.Module):
         # "selective read": a learned bonus for the prompt slot right after the one the pointer
         # read one / two tokens ago (a box "(39,12," or a value "4.78" is read left to right)
         self.follow = nn.Parameter(torch.zeros(2)) if follow else None
+        #: shut the gate where no slot may be read (set with ``lm.copy_answer``, whose answer
+        #: reads only the reasoning; without it every prompt has slots and nothing changes)
+        self.shut_when_empty = False
 
     def scores(self, h: Tensor, keys: Tensor) -> Tensor:
         """``[B, T, P]`` content scores of the pointer (before masking and the follow bonus)."""
@@ -140,10 +143,11 @@ class CopyHead(nn.Module):
         pc = logits.new_zeros(logits.shape, dtype=torch.float32).scatter_add_(
             -1, ids[:, None, :].expand(-1, h.shape[1], -1), a)
         gl = self.gate(h)  # [B, T, 1]
-        # nothing to read here (e.g. the answer of a reasoning that found nothing): the gate is
-        # shut, so the mixture is the generator's distribution and still sums to one
-        empty = ~(valid if valid.dim() == 3 else valid[:, None, :]).any(-1)  # [B, T]
-        gl = gl.masked_fill(empty[..., None], -30.0)
+        if self.shut_when_empty:
+            # nothing to read here (the answer of a reasoning that found nothing): the gate is
+            # shut, so the mixture is the generator's distribution and still sums to one
+            empty = ~(valid if valid.dim() == 3 else valid[:, None, :]).any(-1)  # [B, T]
+            gl = gl.masked_fill(empty[..., None], -30.0)
         lp = torch.logaddexp(F.logsigmoid(-gl) + F.log_softmax(logits.float(), -1),
                              F.logsigmoid(gl) + torch.log(pc.clamp_min(1e-30)))
         gl = gl[..., 0]
@@ -227,8 +231,9 @@ class CopyStep:
         key) and never become slots."""
         n, k = tok.shape
         key = self.head.keys(h)  # [N, d]: the key of each row's last token
+        last = tok[:, -1].tolist()  # one device sync a step, not one a row
         for i in range(k):
-            pay = [(key[r], int(tok[r, i])) if i == k - 1 else None for r in range(n)]
+            pay = [(key[r], last[r]) if i == k - 1 else None for r in range(n)]
             got = self.tracker.feed(tok[:, i], pay)
             if not any(got):
                 continue

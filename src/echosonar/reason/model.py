@@ -97,6 +97,8 @@ class EchoSonarR(nn.Module):
             raise ValueError(f"lm.copy_tokens must be 'evidence' or 'numbers', got "
                              f"{config.copy_tokens!r}")
         self.copy_head = CopyHead(h, follow=config.copy_follow) if config.copy_head else None
+        if self.copy_head is not None:
+            self.copy_head.shut_when_empty = config.copy_answer
         self.label_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Linear(2 * h, len(LABEL_KEYS)))
         self.meas_head = MeasurementHead(len(LABEL_KEYS)) if config.measurement_head else None
         self.clip_id = tokenizer.convert_tokens_to_ids(CLIP)
@@ -312,7 +314,8 @@ class EchoSonarR(nn.Module):
         """The rule that makes completion tokens slots (``lm.copy_answer_slots``), its
         vocabulary tables built once per model."""
         first = self.config.copy_answer_slots == "first"
-        if getattr(self, "_sources", None) is None or self._sources.first_only != first:
+        got = getattr(self, "_sources", None)
+        if got is None or got.first_only != first or got.tracker.word.device != self.device:
             self._sources = AnswerSources(self.tokenizer, first, self.device)
         return self._sources
 
@@ -489,9 +492,7 @@ class EchoSonarR(nn.Module):
             inner.want_hidden = True
             step = CopyStep(inner, self.copy_head, keys, tok, valid, hidden[:, -1])
             if self.config.copy_answer:  # its rows (B x G) are set at prefill
-                step.tracker = AnswerSources(self.tokenizer,
-                                             self.config.copy_answer_slots == "first",
-                                             self.device)
+                step.tracker = self._answer_sources().fresh()
             return step
 
         return build
