@@ -11,7 +11,6 @@ import torch
 from echosonar.reason.answer_copy import (
     SELF,
     AnswerSources,
-    FindingTracker,
     answer_finding_spans,
     teacher_forced_sources,
 )
@@ -50,9 +49,10 @@ def test_tracker_marks_exactly_the_reasoning_finding_names(setup):
     studies, model = setup
     for _, text in _sick(studies):
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-        got = FindingTracker(model.tokenizer, 1).mask(torch.tensor([ids]))[0]
-        marked = " ".join(model.tokenizer.decode([i]).strip() for i, m in zip(ids, got, strict=True)
-                          if m)
+        t = torch.tensor([ids])
+        rows, _ = teacher_forced_sources(AnswerSources(model.tokenizer, False), t,
+                                         torch.ones_like(t))
+        marked = " ".join(model.tokenizer.decode([ids[p]]).strip() for p, _ in rows[0])
         names = " ".join(n for v in parse_generation(text).views.values() for n in v.findings)
         assert marked.split() == names.split()
 
@@ -116,14 +116,17 @@ def test_first_mentions_are_each_finding_once_readable_after_its_item():
     a2c = "view A2C: structures none. evidence: e. findings: LA enlargement. implication: i."
     text = "<think>\n" + a4c + "\n" + a2c + "\n</think>\n<answer>\nfindings: LA enlargement"
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-    rows = teacher_forced_sources(AnswerSources(tok, True), ids, torch.ones_like(ids))[0]
+    (rows,), thinking = teacher_forced_sources(AnswerSources(tok, True), ids,
+                                               torch.ones_like(ids))
     words = [tok.decode([int(ids[0, p])]).strip() for p, _ in rows]
     assert words == ["LA", "enlargement", "RA", "enlargement"]
     first_end = text.index(", RA")  # the comma ends the first item
     comma = next(j for j in range(ids.shape[1])
                  if tok.decode(ids[0, :j + 1].tolist()).endswith(text[:first_end + 1]))
     assert rows[0][1] == rows[1][1] == comma + 1
-    every = teacher_forced_sources(AnswerSources(tok, False), ids, torch.ones_like(ids))[0]
+    close = int((ids[0] == tok.convert_tokens_to_ids("</think>")).nonzero()[0, 0])
+    assert thinking[0, :close + 1].all() and not thinking[0, close + 1:].any()
+    (every,), _ = teacher_forced_sources(AnswerSources(tok, False), ids, torch.ones_like(ids))
     assert len(every) == 6 and all(a == p + 1 for p, a in every)
 
 

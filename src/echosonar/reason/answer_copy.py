@@ -11,11 +11,13 @@ a slot of the pointer too, copyable when it names a finding in a reasoning line'
 line to be read from there. A finding the reasoning never concluded (one only an unacquired view
 shows) has no source and stays the generator's.
 
-One rule decides which completion tokens are copyable, applied token by token
-(:class:`FindingTracker`), so the decoding loop (growing the slots as it reads) and the
-teacher-forced pass (SFT, GRPO log-probs) see the same slots by construction: inside the
-``<think>`` block, after a ``findings`` token and a ``:`` token, every token up to the first one
-holding ``.`` or a newline, except the separators and ``none``.
+One rule decides which completion tokens are copyable and when the answer phase begins,
+applied token by token (:class:`AnswerSources` over a :class:`FindingTracker`), so the decoding
+loop (growing the slots as it reads) and the teacher-forced pass (SFT, GRPO log-probs) see the
+same slots and phases by construction: inside the ``<think>`` block, after a ``findings`` token
+and a ``:`` token, every token up to the first one holding ``.`` or a newline, except the
+separators and ``none``; the prompt's slots are read until ``</think>``, the completion's after
+it.
 """
 
 from __future__ import annotations
@@ -73,11 +75,6 @@ class FindingTracker:
         self.inside = inside & self.think
         return out
 
-    def mask(self, ids: Tensor) -> Tensor:
-        """``[N, T]`` bool for whole completions ``ids`` ``[N, T]`` (fresh rows)."""
-        self.reset(ids.shape[0], self.word.device)
-        return torch.stack([self.feed(ids[:, j]) for j in range(ids.shape[1])], 1)
-
 
 def answer_finding_spans(text: str) -> list[tuple[int, int]]:
     """Character span of the answer's finding names (the ``findings:`` line after
@@ -124,6 +121,12 @@ class AnswerSources:
         other.reset(0, self.tracker.word.device)
         return other
 
+    @property
+    def thinking(self) -> Tensor:
+        """``[N]`` bool: the next prediction is inside ``<think>`` (reads the prompt's slots;
+        after ``</think>`` it reads the completion's)."""
+        return self.tracker.think
+
     def reset(self, n: int, device: torch.device | str = "cpu") -> None:
         self.tracker.reset(n, device)
         self.cur: list[list[tuple[int, Any]]] = [[] for _ in range(n)]
@@ -149,19 +152,24 @@ class AnswerSources:
 
 
 def teacher_forced_sources(rule: AnswerSources, ids: Tensor, mask: Tensor
-                           ) -> list[list[tuple[int, int]]]:
-    """Per row of whole completions ``ids`` ``[B, T]`` (``mask``: real tokens): the
-    ``(position, readable_from)`` of each slot, in slot order -- a slot made when token ``j`` is
-    read can be read by the prediction of token ``j + 1`` on."""
+                           ) -> tuple[list[list[tuple[int, int]]], Tensor]:
+    """Run ``rule`` over whole completions ``ids`` ``[B, T]`` (``mask``: real tokens).
+
+    Returns ``(rows, thinking)``: per row the ``(position, readable_from)`` of each slot, in
+    slot order -- a slot made when token ``j`` is read can be read by the prediction of token
+    ``j + 1`` on -- and ``thinking`` ``[B, T]`` bool, :attr:`AnswerSources.thinking` before
+    each prediction (the phase the decoding loop reads it in)."""
     b, t = ids.shape
     rule.reset(b, ids.device)
     rows: list[list[tuple[int, int]]] = [[] for _ in range(b)]
+    thinking = torch.zeros(b, t, dtype=torch.bool, device=ids.device)
     live = mask.bool()
     for j in range(t):
+        thinking[:, j] = rule.thinking.to(ids.device)
         col = ids[:, j].masked_fill(~live[:, j], -1)
         for r, got in enumerate(rule.feed(col, [j] * b)):
             rows[r].extend((p, j + 1) for p in got)
-    return rows
+    return rows, thinking
 
 
 def completion_slots(keys: Tensor, ids: Tensor, rows: list[list[tuple[int, int]]]

@@ -52,6 +52,12 @@ def _fp32(x: Tensor):
     return torch.autocast(x.device.type, enabled=False)
 
 
+def per_position(valid: Tensor) -> Tensor:
+    """A copy mask as ``[B, T or 1, P]``: ``[B, P]`` (the same slots for every position) gains
+    the position axis; ``[B, T, P]`` is returned as it is."""
+    return valid if valid.dim() == 3 else valid[:, None, :]
+
+
 class CopyHead(nn.Module):
     """Pointer over prompt tokens, mixed into the next-token distribution.
 
@@ -87,8 +93,8 @@ class CopyHead(nn.Module):
         """Softmax of scores ``[B, T, P]`` over the copyable slots ``valid`` (``[B, P]``, or
         ``[B, T, P]`` when what may be copied depends on the position, as the completion's own
         slots do); a row with nothing to copy is all zero."""
-        v = valid if valid.dim() == 3 else valid[:, None, :]
-        return torch.nan_to_num(s.masked_fill(~v, float("-inf")).softmax(-1), nan=0.0)
+        return torch.nan_to_num(s.masked_fill(~per_position(valid), float("-inf")).softmax(-1),
+                                nan=0.0)
 
     def keys(self, prompt_hidden: Tensor) -> Tensor:
         """``[B, P, H]`` final hidden states of the prompt -> keys ``[B, P, d]``."""
@@ -146,7 +152,7 @@ class CopyHead(nn.Module):
         if self.shut_when_empty:
             # nothing to read here (the answer of a reasoning that found nothing): the gate is
             # shut, so the mixture is the generator's distribution and still sums to one
-            empty = ~(valid if valid.dim() == 3 else valid[:, None, :]).any(-1)  # [B, T]
+            empty = ~per_position(valid).any(-1)  # [B, T] (or [B, 1])
             gl = gl.masked_fill(empty[..., None], -30.0)
         lp = torch.logaddexp(F.logsigmoid(-gl) + F.log_softmax(logits.float(), -1),
                              F.logsigmoid(gl) + torch.log(pc.clamp_min(1e-30)))
@@ -175,8 +181,8 @@ def pointer_nll(attn: Tensor, gate: Tensor, tgt: Tensor, tmask: Tensor, tseg: Te
         ids, seg: ``[B, P]`` the slots' ids and segments; ``copyable`` ``[B, P]`` (or
             ``[B, T, P]``: what target token t may copy) the copy mask.
     """
-    ok = copyable if copyable.dim() == 3 else copyable[:, None, :]
-    src = (ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None]) & ok
+    src = ((ids[:, None, :] == tgt[:, :, None]) & (seg[:, None, :] == tseg[:, :, None])
+           & per_position(copyable))
     src &= (tseg > 0)[:, :, None] & tmask.bool()[:, :, None]
     has = src.any(-1)
     p_src = (attn * src).sum(-1).clamp_min(1e-30)
@@ -210,7 +216,7 @@ class CopyStep:
         if self.tracker is not None:
             self.tracker.reset(logits.shape[0], logits.device)
             self._p = self.keys.shape[1]  # the prompt's slots; completion slots follow
-            self._used = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+            self._used = [0] * logits.shape[0]  # completion slots filled per row
         self.keys, self.ids, self.valid, h0 = (x.repeat_interleave(g, 0) for x in (
             self.keys, self.ids, self.valid, self.h0))
         zero = self.valid.new_zeros(self.valid.shape, dtype=torch.float32)
@@ -238,7 +244,7 @@ class CopyStep:
             if not any(got):
                 continue
             got = [[x for x in row if x is not None] for row in got]
-            need = int(max(self._used[r] + len(g) for r, g in enumerate(got)))
+            need = max(u + len(g) for u, g in zip(self._used, got, strict=True))
             if self._p + need > self.keys.shape[1]:  # room for at least 16 more
                 w = max(16, self._p + need - self.keys.shape[1])
                 self.keys = F.pad(self.keys, (0, 0, 0, w))
@@ -248,7 +254,7 @@ class CopyStep:
                     self.history = tuple(F.pad(x, (0, w)) for x in self.history)
             for r, row in enumerate(got):
                 for kk, tid in row:
-                    at = self._p + int(self._used[r])
+                    at = self._p + self._used[r]
                     self.keys[r, at] = kk.to(self.keys.dtype)
                     self.ids[r, at] = tid
                     self.valid[r, at] = True
@@ -272,6 +278,6 @@ class CopyStep:
         inside ``<think>`` and the completion's own after it (as the teacher-forced pass)."""
         if self.tracker is None:
             return self.valid
-        think = self.tracker.tracker.think.to(self.valid.device)[:, None]
+        think = self.tracker.thinking.to(self.valid.device)[:, None]
         own = torch.arange(self.valid.shape[1], device=self.valid.device)[None] >= self._p
         return self.valid & torch.where(own, ~think, think)

@@ -299,13 +299,12 @@ class EchoSonarR(nn.Module):
             idx = (plen[:, None] + torch.arange(t, device=hidden.device)[None]).clamp(
                 max=hidden.shape[1] - 1)  # the state after reading completion token j
             ch = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
-            rows = teacher_forced_sources(self._answer_sources(), cids, cmask)
+            rows, thinking = teacher_forced_sources(self._answer_sources(), cids, cmask)
             ck, cids, cvalid, real = completion_slots(self.copy_head.keys(ch), cids, rows)
             keys, ids = torch.cat([keys, ck], 1), torch.cat([ids, cids], 1)
             # the reasoning reads the prompt; after </think> the answer reads the reasoning
-            close = comp[0][:, :t] == self.tokenizer.convert_tokens_to_ids("</think>")
-            after = F.pad(close.long().cumsum(1), (1, 0))[:, :t, None] > 0  # [B, t, 1]
-            valid = torch.cat([valid[:, None, :] & ~after, cvalid & after], 2)
+            think = thinking[:, :, None]  # [B, t, 1]
+            valid = torch.cat([valid[:, None, :] & think, cvalid & ~think], 2)
             own = torch.cat([own, real], 1)
         out = self.copy_head.log_probs(h, logits, keys, ids, valid, with_copy)
         return (*out, (ids, valid, own)) if with_copy else out
